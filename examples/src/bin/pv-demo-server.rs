@@ -1,0 +1,2 @@
+//! Placeholder for the demo server (filled by the foundation issue).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Placeholder; replaced by the throughput/latency benchmark.
+fn main() {}
