@@ -1,0 +1,421 @@
+//! The connection manager: ParaView's ProcessModule rules for who connects to whom, and how
+//! many connections a process keeps.
+//!
+//! **Single-connection mode** (the default):
+//! - forward: the server waits for a client; after the first client that completes the
+//!   handshake it closes its listening socket; when that client disconnects, the server's
+//!   serving loop ends (the demo server then exits).
+//! - reverse: the client listens before anything else; the server dials it; after the first
+//!   good server the client closes its listening socket; the server exits when the client
+//!   leaves.
+//! - a client holds at most one connection: [`ConnectionManager::connect_to_remote`] refuses a
+//!   second while the first is alive.
+//!
+//! **Multiple-connections mode** (chosen when the manager is made, before anything starts):
+//! - forward: the server keeps listening and accepting ([`ConnectionManager::accept_clients`]);
+//!   a client leaving closes only its own connection; a client may hold connections to
+//!   several servers (`connect_to_remote` any number of times).
+//! - reverse: each server still dials exactly one client and ends with that connection; the
+//!   client does not wait at start and instead monitors ([`ConnectionManager::monitor_connections`])
+//!   for any number of incoming servers.
+//!
+//! Peers that fail the handshake are dropped and the listener keeps waiting, as pvserver
+//! does. Every accepted socket is handshaken in its own task under the handshake deadline,
+//! so a silent or trickling peer cannot delay anyone else.
+//!
+//! One manager per process is the seed's rule: [`ConnectionManager::install_global`] makes
+//! the process-wide instance, and a second call is an error. Plain values from
+//! [`ConnectionManager::new`] serve tests and embedders that want several.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::connection::{Connection, ConnectionConfig, EstablishError, Slot};
+use crate::handshake::{Role, Side};
+use crate::net::{DialError, Listener, RetryPolicy, dial};
+
+/// How many connections a manager keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionMode {
+    /// One connection; listeners close after the first good peer.
+    Single,
+    /// Any number; listeners keep accepting.
+    Multiple,
+}
+
+/// What went wrong while connecting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No socket could be opened.
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// A socket opened but TLS or the handshake failed.
+    #[error("connected to {addr}, but: {source}")]
+    Establish {
+        /// The peer's address.
+        addr: String,
+        /// What failed.
+        #[source]
+        source: EstablishError,
+    },
+    /// Single-connection mode already has a live connection.
+    #[error(
+        "this manager is in single-connection mode and already holds a connection; close it first or use multiple-connections mode"
+    )]
+    AlreadyConnected,
+    /// The operation needs multiple-connections mode.
+    #[error("{0} needs multiple-connections mode, which must be chosen when the manager is created")]
+    NeedsMultipleMode(&'static str),
+    /// Waiting for a peer took longer than allowed.
+    #[error("no peer completed the handshake within {waited:?}{}", rejected_summary(.rejected))]
+    TimedOut {
+        /// How long we waited.
+        waited: Duration,
+        /// Why the peers that did connect were refused.
+        rejected: Vec<Rejected>,
+    },
+    /// The listening socket failed.
+    #[error("listening socket failed: {0}")]
+    Listen(#[source] std::io::Error),
+    /// A process-wide manager exists already.
+    #[error("a process-wide connection manager was already created (one per process)")]
+    AlreadyCreated,
+}
+
+fn rejected_summary(rejected: &[Rejected]) -> String {
+    match rejected.last() {
+        None => String::new(),
+        Some(last) => format!(
+            "; {} peer(s) were refused, the last one because: {}",
+            rejected.len(),
+            last.error
+        ),
+    }
+}
+
+/// A peer that connected but was refused.
+#[derive(Debug)]
+pub struct Rejected {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Why.
+    pub error: EstablishError,
+}
+
+/// Makes and accepts connections under one mode and one [`ConnectionConfig`].
+#[derive(Debug)]
+pub struct ConnectionManager {
+    mode: ConnectionMode,
+    config: ConnectionConfig,
+    live: Arc<AtomicUsize>,
+}
+
+static GLOBAL: OnceLock<ConnectionManager> = OnceLock::new();
+
+impl ConnectionManager {
+    /// A manager value (for tests and embedders; processes normally use
+    /// [`install_global`](Self::install_global)).
+    pub fn new(mode: ConnectionMode, config: ConnectionConfig) -> ConnectionManager {
+        ConnectionManager {
+            mode,
+            config,
+            live: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Create the process-wide manager. A second call fails with
+    /// [`ConnectError::AlreadyCreated`], whatever its arguments.
+    pub fn install_global(
+        mode: ConnectionMode,
+        config: ConnectionConfig,
+    ) -> Result<&'static ConnectionManager, ConnectError> {
+        let mut created = false;
+        let manager = GLOBAL.get_or_init(|| {
+            created = true;
+            ConnectionManager::new(mode, config)
+        });
+        if created {
+            Ok(manager)
+        } else {
+            Err(ConnectError::AlreadyCreated)
+        }
+    }
+
+    /// The process-wide manager, if created.
+    pub fn global() -> Option<&'static ConnectionManager> {
+        GLOBAL.get()
+    }
+
+    /// The mode chosen at creation.
+    pub fn mode(&self) -> ConnectionMode {
+        self.mode
+    }
+
+    /// The configuration every connection uses.
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.config
+    }
+
+    /// Connections made or accepted by this manager that are still open.
+    pub fn live_connections(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// Client, forward: dial a listening server (retrying per `policy`) and handshake.
+    pub async fn connect_to_remote(
+        &self,
+        host: &str,
+        port: u16,
+        policy: RetryPolicy,
+        on_retry: impl FnMut(u32, &std::io::Error, Option<Duration>),
+    ) -> Result<Connection, ConnectError> {
+        if self.mode == ConnectionMode::Single && self.live_connections() > 0 {
+            return Err(ConnectError::AlreadyConnected);
+        }
+        self.dial_as(Role::Client, host, port, policy, on_retry).await
+    }
+
+    /// Client, forward, data server + render server: connect to both, in that order.
+    pub async fn connect_data_render(
+        &self,
+        data: (&str, u16),
+        render: (&str, u16),
+        policy: RetryPolicy,
+    ) -> Result<(Connection, Connection), ConnectError> {
+        if self.mode == ConnectionMode::Single && self.live_connections() > 0 {
+            return Err(ConnectError::AlreadyConnected);
+        }
+        let d = self
+            .dial_as(Role::Client, data.0, data.1, policy, |_, _, _| {})
+            .await?;
+        let r = self
+            .dial_as(Role::Client, render.0, render.1, policy, |_, _, _| {})
+            .await?;
+        Ok((d, r))
+    }
+
+    /// Server, reverse: dial the client that waits for us (retrying per `policy`, ParaView
+    /// uses 60 s) and handshake. A server dials exactly one client in either mode.
+    pub async fn dial_client(
+        &self,
+        host: &str,
+        port: u16,
+        policy: RetryPolicy,
+        on_retry: impl FnMut(u32, &std::io::Error, Option<Duration>),
+    ) -> Result<Connection, ConnectError> {
+        self.dial_as(Role::Server, host, port, policy, on_retry).await
+    }
+
+    async fn dial_as(
+        &self,
+        role: Role,
+        host: &str,
+        port: u16,
+        policy: RetryPolicy,
+        on_retry: impl FnMut(u32, &std::io::Error, Option<Duration>),
+    ) -> Result<Connection, ConnectError> {
+        let stream = dial(host, port, policy, self.config.heartbeat.as_ref(), on_retry).await?;
+        let peer = stream.peer_addr().ok();
+        let conn = Connection::establish(stream, Side::Dialler, role, &self.config, peer)
+            .await
+            .map_err(|source| ConnectError::Establish {
+                addr: format!("{host}:{port}"),
+                source,
+            })?;
+        Ok(conn.with_slot(Slot::take(&self.live)))
+    }
+
+    /// Server, forward: accept clients on `listener`. In single mode the stream yields one
+    /// connection and then closes the listener; in multiple mode it keeps accepting until it
+    /// is dropped.
+    pub fn accept_clients(&self, listener: Listener) -> Incoming {
+        let max = match self.mode {
+            ConnectionMode::Single => Some(1),
+            ConnectionMode::Multiple => None,
+        };
+        Incoming::start(listener, Role::Server, self.config.clone(), self.live.clone(), max)
+    }
+
+    /// Server, forward, single: wait for the first good client, close the listener, and
+    /// return the connection. `deadline = None` waits forever.
+    pub async fn accept_client(
+        &self,
+        listener: Listener,
+        deadline: Option<Duration>,
+    ) -> Result<Connection, ConnectError> {
+        let incoming = Incoming::start(listener, Role::Server, self.config.clone(), self.live.clone(), Some(1));
+        incoming.first(deadline).await
+    }
+
+    /// Client, reverse, single: wait on `listener` (bound before the server was started) for
+    /// the server to dial back; close the listener after the first good server.
+    /// `deadline = None` waits forever (ParaView's reverse default).
+    pub async fn wait_for_server(
+        &self,
+        listener: Listener,
+        deadline: Option<Duration>,
+    ) -> Result<Connection, ConnectError> {
+        if self.mode == ConnectionMode::Single && self.live_connections() > 0 {
+            return Err(ConnectError::AlreadyConnected);
+        }
+        let incoming = Incoming::start(listener, Role::Client, self.config.clone(), self.live.clone(), Some(1));
+        incoming.first(deadline).await
+    }
+
+    /// Client, reverse, data server + render server: wait for both to dial back.
+    pub async fn wait_for_data_render(
+        &self,
+        data: Listener,
+        render: Listener,
+        deadline: Option<Duration>,
+    ) -> Result<(Connection, Connection), ConnectError> {
+        let cfg = &self.config;
+        let d = Incoming::start(data, Role::Client, cfg.clone(), self.live.clone(), Some(1));
+        let r = Incoming::start(render, Role::Client, cfg.clone(), self.live.clone(), Some(1));
+        let (d, r) = tokio::join!(d.first(deadline), r.first(deadline));
+        Ok((d?, r?))
+    }
+
+    /// Client, reverse, multiple mode: monitor `listener` for any number of servers dialling
+    /// in. Each yields its own connection.
+    pub fn monitor_connections(&self, listener: Listener) -> Result<Incoming, ConnectError> {
+        if self.mode != ConnectionMode::Multiple {
+            return Err(ConnectError::NeedsMultipleMode("monitor_connections"));
+        }
+        Ok(Incoming::start(listener, Role::Client, self.config.clone(), self.live.clone(), None))
+    }
+}
+
+/// Connections arriving on a listener, each already handshaken. Dropping it stops accepting
+/// and closes the listening socket.
+#[derive(Debug)]
+pub struct Incoming {
+    rx: mpsc::Receiver<Result<Connection, Rejected>>,
+    local_addr: Option<SocketAddr>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Incoming {
+    fn start(
+        listener: Listener,
+        role: Role,
+        config: ConnectionConfig,
+        live: Arc<AtomicUsize>,
+        max: Option<usize>,
+    ) -> Incoming {
+        let local_addr = listener.local_addr().ok();
+        let (tx, rx) = mpsc::channel(64);
+        let task = tokio::spawn(accept_loop(listener, role, config, live, max, tx));
+        Incoming {
+            rx,
+            local_addr,
+            task,
+        }
+    }
+
+    /// The address being listened on.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// The next peer: `Ok` for a handshaken connection, `Err` for one that was refused (the
+    /// listener keeps going). `None` once the listener is closed (single mode: after the
+    /// first connection).
+    pub async fn next(&mut self) -> Option<Result<Connection, Rejected>> {
+        self.rx.recv().await
+    }
+
+    /// The first good connection, skipping refused peers, within `deadline`.
+    async fn first(mut self, deadline: Option<Duration>) -> Result<Connection, ConnectError> {
+        let mut rejected = Vec::new();
+        let wait = async {
+            loop {
+                match self.next().await {
+                    Some(Ok(conn)) => return Ok(conn),
+                    Some(Err(r)) => rejected.push(r),
+                    None => {
+                        return Err(ConnectError::Listen(std::io::Error::other(
+                            "the listener closed before a peer connected",
+                        )));
+                    }
+                }
+            }
+        };
+        match deadline {
+            None => wait.await,
+            Some(d) => match tokio::time::timeout(d, wait).await {
+                Ok(r) => r,
+                Err(_) => Err(ConnectError::TimedOut {
+                    waited: d,
+                    rejected,
+                }),
+            },
+        }
+    }
+}
+
+/// Accept sockets, handshake each in its own task, forward the results. With `max`, stop
+/// (and close the listener) after that many good connections.
+async fn accept_loop(
+    listener: Listener,
+    role: Role,
+    config: ConnectionConfig,
+    live: Arc<AtomicUsize>,
+    max: Option<usize>,
+    tx: mpsc::Sender<Result<Connection, Rejected>>,
+) {
+    let (done_tx, mut done_rx) = mpsc::channel::<Result<Connection, Rejected>>(64);
+    let mut handshakes = tokio::task::JoinSet::new();
+    let mut accepted = 0usize;
+    loop {
+        tokio::select! {
+            socket = listener.accept() => {
+                let (stream, addr) = match socket {
+                    Ok(s) => s,
+                    // Per-connection accept errors (e.g. the peer reset before we got to it,
+                    // or a file-descriptor limit) must not end the listener; pause briefly so
+                    // an fd shortage does not spin.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let config = config.clone();
+                let done_tx = done_tx.clone();
+                handshakes.spawn(async move {
+                    let result = Connection::establish(stream, Side::Acceptor, role, &config, Some(addr))
+                        .await
+                        .map_err(|error| Rejected { addr, error });
+                    let _ = done_tx.send(result).await;
+                });
+            }
+            Some(result) = done_rx.recv() => {
+                let good = result.is_ok();
+                let result = result.map(|c| c.with_slot(Slot::take(&live)));
+                if tx.send(result).await.is_err() {
+                    return; // nobody is listening for connections any more
+                }
+                if good {
+                    accepted += 1;
+                    if max.is_some_and(|m| accepted >= m) {
+                        // Single mode: close the listening socket and drop handshakes still
+                        // in flight, so no second peer can get in.
+                        return;
+                    }
+                }
+            }
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! TLS for every connection type, pinned, with nothing for the user to manage.
+//!
+//! **Who holds which identity.** The application *server* is always the TLS server and the
+//! application *client* is always the TLS client, whichever of them dialled. In a reverse
+//! connection the server's socket dials out, and then runs the TLS *server* half over the
+//! socket it opened; the client accepts the socket and runs the TLS *client* half. So one
+//! rule covers every connection type: the server proves its identity, the client pins it.
+//!
+//! **Per-launch identity.** A server makes a fresh key pair and self-signed certificate when
+//! it starts ([`ServerIdentity::generate`]); the private key never leaves that process. It
+//! prints the certificate's SHA-256 fingerprint on the launch channel's ready line, which the
+//! launcher already trusts (a child's stdout or the ssh channel), and the client pins exactly
+//! that fingerprint ([`TlsConfig::client_pinned`]). A different certificate is refused with
+//! an error that shows both fingerprints. There is no switch that accepts any certificate.
+//!
+//! **Sites with real certificates** use [`TlsConfig::client_with_ca`] (a CA bundle and the
+//! server name to check) and [`TlsConfig::server_from_pem`]. **Mutual TLS** is optional: the
+//! client presents its own identity and the server pins its fingerprint, which reaches the
+//! server on the launch channel's secrets line.
+//!
+//! **Binding.** After the TLS handshake both ends export 32 bytes of keying material
+//! (RFC 8446 §7.5, label [`EXPORTER_LABEL`]) and feed them into the native handshake's
+//! proofs. Someone who terminates TLS towards each end and relays between them has two
+//! different sessions, hence two different bindings, and the native handshake fails.
+//!
+//! TLS 1.3 only, with the `ring` provider (the one crypto backend of the workspace).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::fingerprint::Fingerprint;
+use crate::handshake::{Role, Stream};
+
+/// The TLS exporter label whose output binds the native handshake to the TLS session.
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-pv-launch-native-handshake";
+/// The DNS name in every per-launch certificate, and the name a pinning client checks.
+pub const PER_LAUNCH_NAME: &str = "pv-launch-server";
+
+/// A TLS problem, said plainly.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate presented is not the one pinned.
+    #[error("the peer's certificate {received} is not the pinned {expected}")]
+    PinMismatch {
+        /// The pinned fingerprint.
+        expected: Fingerprint,
+        /// The fingerprint the peer presented.
+        received: Fingerprint,
+    },
+    /// The peer does not speak TLS at all.
+    #[error("the peer is not speaking TLS (plaintext on a TLS port? is TLS off at the other end?)")]
+    NotTls,
+    /// The TLS handshake did not finish in time.
+    #[error("the TLS handshake did not finish within {0:?} (peer silent or stalled)")]
+    DeadlinePassed(Duration),
+    /// The TLS handshake failed for another reason (expired certificate, wrong name, …).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
+    /// A certificate, key or CA bundle could not be used.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+    /// The configuration is for the other application role.
+    #[error("this TLS configuration is for the {configured}, but this end is the {used}")]
+    WrongRole {
+        /// The role the configuration was made for.
+        configured: Role,
+        /// The role it was used for.
+        used: Role,
+    },
+}
+
+fn config_error(what: &str, e: impl std::fmt::Display) -> TlsError {
+    TlsError::Config(format!("{what}: {e}"))
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate and its private key, made for one launch or loaded from files.
+pub struct ServerIdentity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for ServerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerIdentity")
+            .field("fingerprint", &self.fingerprint())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerIdentity {
+    /// A fresh ECDSA P-256 key and a self-signed certificate for [`PER_LAUNCH_NAME`].
+    pub fn generate() -> Result<ServerIdentity, TlsError> {
+        let certified = rcgen::generate_simple_self_signed(vec![PER_LAUNCH_NAME.to_string()])
+            .map_err(|e| config_error("generating the per-launch certificate", e))?;
+        Ok(ServerIdentity {
+            chain: vec![certified.cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                certified.signing_key.serialize_der(),
+            )),
+        })
+    }
+
+    /// An identity from a certificate chain and a private key given as DER.
+    pub fn from_der(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
+        ServerIdentity { chain, key }
+    }
+
+    /// An identity from PEM text: a certificate chain (leaf first) and its private key.
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<ServerIdentity, TlsError> {
+        let chain = CertificateDer::pem_slice_iter(chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| config_error("reading the certificate chain", e))?;
+        if chain.is_empty() {
+            return Err(TlsError::Config("no certificate in the PEM chain".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| config_error("reading the private key", e))?;
+        Ok(ServerIdentity { chain, key })
+    }
+
+    /// The SHA-256 fingerprint of the leaf certificate: what clients pin.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of_der(&self.chain[0])
+    }
+
+    /// The leaf certificate (DER), for tests and for exporting to other tools.
+    pub fn certificate(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+}
+
+/// TLS settings for one end of a connection.
+#[derive(Clone)]
+pub enum TlsConfig {
+    /// The application server's end: it presents an identity.
+    Server {
+        /// The rustls configuration.
+        config: Arc<rustls::ServerConfig>,
+        /// Fingerprint of the identity presented (for the ready line).
+        fingerprint: Fingerprint,
+    },
+    /// The application client's end: it checks the server's certificate.
+    Client {
+        /// The rustls configuration.
+        config: Arc<rustls::ClientConfig>,
+        /// The name checked against the certificate.
+        server_name: ServerName<'static>,
+    },
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsConfig::Server { fingerprint, .. } => {
+                write!(f, "TlsConfig::Server({fingerprint})")
+            }
+            TlsConfig::Client { server_name, .. } => {
+                write!(f, "TlsConfig::Client({server_name:?})")
+            }
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The server's end with `identity`; with `client_pin`, clients must present exactly
+    /// that certificate (mutual TLS).
+    pub fn server(
+        identity: &ServerIdentity,
+        client_pin: Option<Fingerprint>,
+    ) -> Result<TlsConfig, TlsError> {
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| config_error("TLS versions", e))?;
+        let builder = match client_pin {
+            None => builder.with_no_client_auth(),
+            Some(pin) => builder.with_client_cert_verifier(Arc::new(PinnedClientVerifier { pin })),
+        };
+        let config = builder
+            .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+            .map_err(|e| config_error("the server certificate and key", e))?;
+        Ok(TlsConfig::Server {
+            config: Arc::new(config),
+            fingerprint: identity.fingerprint(),
+        })
+    }
+
+    /// The server's end with a certificate and key from PEM files (sites with real
+    /// certificates).
+    pub fn server_from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<TlsConfig, TlsError> {
+        TlsConfig::server(&ServerIdentity::from_pem(chain_pem, key_pem)?, None)
+    }
+
+    /// The client's end, accepting only the certificate whose SHA-256 fingerprint is `pin`
+    /// (learned from the server's ready line). `identity` adds a client certificate.
+    pub fn client_pinned(
+        pin: Fingerprint,
+        identity: Option<&ServerIdentity>,
+    ) -> Result<TlsConfig, TlsError> {
+        let verifier = Arc::new(PinnedServerVerifier { pin });
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| config_error("TLS versions", e))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some(id) => builder
+                .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+                .map_err(|e| config_error("the client certificate and key", e))?,
+        };
+        Ok(TlsConfig::Client {
+            config: Arc::new(config),
+            server_name: ServerName::try_from(PER_LAUNCH_NAME).expect("a valid DNS name"),
+        })
+    }
+
+    /// The client's end, verifying the server against the CA certificates in `ca_pem` and
+    /// checking that the certificate is for `server_name` (sites with real certificates).
+    pub fn client_with_ca(
+        ca_pem: &[u8],
+        server_name: &str,
+        identity: Option<&ServerIdentity>,
+    ) -> Result<TlsConfig, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| config_error("reading the CA bundle", e))?;
+            roots
+                .add(cert)
+                .map_err(|e| config_error("a CA certificate", e))?;
+        }
+        if roots.is_empty() {
+            return Err(TlsError::Config("the CA bundle holds no certificate".into()));
+        }
+        let name = ServerName::try_from(server_name.to_string())
+            .map_err(|e| config_error(&format!("server name {server_name:?}"), e))?;
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| config_error("TLS versions", e))?
+            .with_root_certificates(roots);
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some(id) => builder
+                .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+                .map_err(|e| config_error("the client certificate and key", e))?,
+        };
+        Ok(TlsConfig::Client {
+            config: Arc::new(config),
+            server_name: name,
+        })
+    }
+
+    /// Run the TLS handshake over `stream` for the application `role`, and export the
+    /// channel binding. (Deadlines are applied by the caller.)
+    pub async fn secure<S: Stream + 'static>(
+        &self,
+        stream: S,
+        role: Role,
+    ) -> Result<Secured, TlsError> {
+        let mut binding = [0u8; 32];
+        match (self, role) {
+            (TlsConfig::Server { config, .. }, Role::Server) => {
+                let tls = TlsAcceptor::from(config.clone())
+                    .accept(stream)
+                    .await
+                    .map_err(map_io)?;
+                let (_, conn) = tls.get_ref();
+                conn.export_keying_material(&mut binding, EXPORTER_LABEL, None)
+                    .map_err(|e| TlsError::Handshake(e.to_string()))?;
+                let info = TlsInfo::of(conn);
+                Ok(Secured {
+                    stream: Box::new(tls),
+                    info,
+                    binding,
+                })
+            }
+            (TlsConfig::Client {
+                config,
+                server_name,
+            }, Role::Client) => {
+                let tls = TlsConnector::from(config.clone())
+                    .connect(server_name.clone(), stream)
+                    .await
+                    .map_err(map_io)?;
+                let (_, conn) = tls.get_ref();
+                conn.export_keying_material(&mut binding, EXPORTER_LABEL, None)
+                    .map_err(|e| TlsError::Handshake(e.to_string()))?;
+                let info = TlsInfo::of(conn);
+                Ok(Secured {
+                    stream: Box::new(tls),
+                    info,
+                    binding,
+                })
+            }
+            (TlsConfig::Server { .. }, used) | (TlsConfig::Client { .. }, used) => {
+                Err(TlsError::WrongRole {
+                    configured: used.peer(),
+                    used,
+                })
+            }
+        }
+    }
+}
+
+/// A stream after the TLS handshake.
+pub struct Secured {
+    /// The encrypted stream.
+    pub stream: Box<dyn Stream>,
+    /// What was negotiated.
+    pub info: TlsInfo,
+    /// The exported keying material the native handshake binds to.
+    pub binding: [u8; 32],
+}
+
+/// What a TLS handshake negotiated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// E.g. `TLSv1_3`.
+    pub version: String,
+    /// E.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suite: String,
+    /// The fingerprint of the certificate the peer presented, if it presented one.
+    pub peer_certificate: Option<Fingerprint>,
+}
+
+impl TlsInfo {
+    fn of(conn: &rustls::CommonState) -> TlsInfo {
+        TlsInfo {
+            version: conn
+                .protocol_version()
+                .map_or_else(|| "unknown".into(), |v| format!("{v:?}")),
+            cipher_suite: conn
+                .negotiated_cipher_suite()
+                .map_or_else(|| "unknown".into(), |s| format!("{:?}", s.suite())),
+            peer_certificate: conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Fingerprint::of_der(c)),
+        }
+    }
+}
+
+/// Give rustls' errors the plain meaning a user needs.
+fn map_io(e: io::Error) -> TlsError {
+    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        if let rustls::Error::General(msg) = inner {
+            if let Some(rest) = msg.strip_prefix(PIN_MISMATCH) {
+                let mut parts = rest.split(' ');
+                if let (Some(Ok(expected)), Some(Ok(received))) = (
+                    parts.next().map(Fingerprint::from_hex),
+                    parts.next().map(Fingerprint::from_hex),
+                ) {
+                    return TlsError::PinMismatch { expected, received };
+                }
+            }
+        }
+        if matches!(
+            inner,
+            rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. }
+        ) {
+            return TlsError::NotTls;
+        }
+        return TlsError::Handshake(inner.to_string());
+    }
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return TlsError::Handshake(
+            "the peer closed the connection during the TLS handshake (is TLS off at the other end, or did it refuse our certificate?)"
+                .into(),
+        );
+    }
+    TlsError::Handshake(e.to_string())
+}
+
+const PIN_MISMATCH: &str = "pv-launch pin mismatch: ";
+
+/// Verify a certificate whose fingerprint matched the pin with the ordinary WebPKI checks
+/// (signature, validity period, and name), using that certificate as its own trust anchor.
+fn webpki_roots_of(cert: &CertificateDer<'_>) -> Result<Arc<RootCertStore>, rustls::Error> {
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.clone().into_owned())?;
+    Ok(Arc::new(roots))
+}
+
+/// Accepts exactly one server certificate, by fingerprint; also checks its validity period.
+#[derive(Debug)]
+struct PinnedServerVerifier {
+    pin: Fingerprint,
+}
+
+impl ServerCertVerifier for PinnedServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let received = Fingerprint::of_der(end_entity);
+        if received != self.pin {
+            return Err(rustls::Error::General(format!(
+                "{PIN_MISMATCH}{} {}",
+                self.pin.to_hex(),
+                received.to_hex()
+            )));
+        }
+        rustls::client::WebPkiServerVerifier::builder_with_provider(
+            webpki_roots_of(end_entity)?,
+            provider(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?
+        .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Accepts exactly one client certificate, by fingerprint; also checks its validity period.
+#[derive(Debug)]
+struct PinnedClientVerifier {
+    pin: Fingerprint,
+}
+
+impl ClientCertVerifier for PinnedClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let received = Fingerprint::of_der(end_entity);
+        if received != self.pin {
+            return Err(rustls::Error::General(format!(
+                "{PIN_MISMATCH}{} {}",
+                self.pin.to_hex(),
+                received.to_hex()
+            )));
+        }
+        rustls::server::WebPkiClientVerifier::builder_with_provider(
+            webpki_roots_of(end_entity)?,
+            provider(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?
+        .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

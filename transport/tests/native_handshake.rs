@@ -1,0 +1,367 @@
+//! The native handshake over real loopback sockets: success, every distinct failure, and
+//! hostile peers (garbage, oversized messages, half-open, one byte a second, closing midway).
+
+use std::time::Duration;
+
+use pv_transport::handshake::native::NativeHandshake;
+use pv_transport::handshake::{HandshakeContext, HandshakeError, PeerInfo, Role, Side, perform};
+use pv_transport::{Listener, Token, loopback};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const DEADLINE: Duration = Duration::from_secs(5);
+
+async fn socket_pair() -> (TcpStream, TcpStream) {
+    let listener = Listener::bind(loopback(0), None).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (d, a) = tokio::join!(TcpStream::connect(loopback(port)), listener.accept());
+    (d.unwrap(), a.unwrap().0)
+}
+
+/// Run dialler and acceptor handshakes against each other over TCP.
+async fn run(
+    dialler: NativeHandshake,
+    d_role: Role,
+    acceptor: NativeHandshake,
+    a_role: Role,
+) -> (
+    Result<PeerInfo, HandshakeError>,
+    Result<PeerInfo, HandshakeError>,
+) {
+    let (mut d, mut a) = socket_pair().await;
+    let dctx = HandshakeContext {
+        side: Side::Dialler,
+        role: d_role,
+        tls_binding: None,
+    };
+    let actx = HandshakeContext {
+        side: Side::Acceptor,
+        role: a_role,
+        tls_binding: None,
+    };
+    tokio::join!(
+        perform(&dialler, &mut d, dctx, DEADLINE),
+        perform(&acceptor, &mut a, actx, DEADLINE)
+    )
+}
+
+/// Run only our acceptor against a hand-written peer.
+async fn accept_against<F, Fut>(deadline: Duration, peer: F) -> Result<PeerInfo, HandshakeError>
+where
+    F: FnOnce(TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (d, mut a) = socket_pair().await;
+    let peer_task = tokio::spawn(peer(d));
+    let hs = NativeHandshake::new(Token::generate());
+    let ctx = HandshakeContext {
+        side: Side::Acceptor,
+        role: Role::Server,
+        tls_binding: None,
+    };
+    let result = perform(&hs, &mut a, ctx, deadline).await;
+    peer_task.abort();
+    result
+}
+
+#[tokio::test]
+async fn forward_and_reverse_succeed_with_matching_token() {
+    let token = Token::generate();
+    // Forward: the client dials the server.
+    let (d, a) = run(
+        NativeHandshake::new(token.clone()),
+        Role::Client,
+        NativeHandshake::new(token.clone()),
+        Role::Server,
+    )
+    .await;
+    assert_eq!(d.unwrap().role, Role::Server);
+    assert_eq!(a.unwrap().role, Role::Client);
+    // Reverse: the server dials the client.
+    let (d, a) = run(
+        NativeHandshake::new(token.clone()).with_connect_id(42),
+        Role::Server,
+        NativeHandshake::new(token).with_connect_id(42),
+        Role::Client,
+    )
+    .await;
+    let (d, a) = (d.unwrap(), a.unwrap());
+    assert_eq!((d.role, a.role), (Role::Client, Role::Server));
+    assert_eq!((d.connect_id, a.connect_id, d.protocol), (42, 42, 1));
+}
+
+#[tokio::test]
+async fn wrong_token_fails_on_both_sides() {
+    let (d, a) = run(
+        NativeHandshake::new(Token::generate()),
+        Role::Client,
+        NativeHandshake::new(Token::generate()),
+        Role::Server,
+    )
+    .await;
+    assert!(matches!(a, Err(HandshakeError::WrongToken(_))), "{a:?}");
+    assert!(matches!(d, Err(HandshakeError::WrongToken(_))), "{d:?}");
+    assert!(d.unwrap_err().to_string().contains("authentication failed"));
+}
+
+#[tokio::test]
+async fn version_mismatch_names_both_ranges() {
+    let t = Token::generate();
+    let (d, a) = run(
+        NativeHandshake::new(t.clone()).with_versions(2, 3),
+        Role::Client,
+        NativeHandshake::new(t),
+        Role::Server,
+    )
+    .await;
+    match a {
+        Err(HandshakeError::VersionMismatch {
+            ours_min: 1,
+            theirs_min: 2,
+            theirs_max: 3,
+            ..
+        }) => {}
+        other => panic!("acceptor: {other:?}"),
+    }
+    match d {
+        Err(HandshakeError::VersionMismatch {
+            ours_min: 2,
+            theirs_min: 1,
+            theirs_max: 1,
+            ..
+        }) => {}
+        other => panic!("dialler: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn newest_common_version_is_chosen() {
+    let t = Token::generate();
+    let (d, a) = run(
+        NativeHandshake::new(t.clone()).with_versions(1, 3),
+        Role::Client,
+        NativeHandshake::new(t).with_versions(1, 2),
+        Role::Server,
+    )
+    .await;
+    assert_eq!(d.unwrap().protocol, 2);
+    assert_eq!(a.unwrap().protocol, 2);
+}
+
+#[tokio::test]
+async fn two_clients_cannot_pair_up() {
+    let t = Token::generate();
+    let (d, a) = run(
+        NativeHandshake::new(t.clone()),
+        Role::Client,
+        NativeHandshake::new(t),
+        Role::Client,
+    )
+    .await;
+    assert!(
+        matches!(
+            a,
+            Err(HandshakeError::WrongRole {
+                ours: Role::Client,
+                theirs: Role::Client
+            })
+        ),
+        "{a:?}"
+    );
+    assert!(matches!(d, Err(HandshakeError::WrongRole { .. })), "{d:?}");
+}
+
+#[tokio::test]
+async fn connect_id_mismatch_shows_both_ids() {
+    let t = Token::generate();
+    let (d, a) = run(
+        NativeHandshake::new(t.clone()).with_connect_id(7),
+        Role::Client,
+        NativeHandshake::new(t).with_connect_id(8),
+        Role::Server,
+    )
+    .await;
+    assert!(
+        matches!(
+            a,
+            Err(HandshakeError::ConnectIdMismatch { ours: 8, theirs: 7 })
+        ),
+        "{a:?}"
+    );
+    assert!(
+        matches!(
+            d,
+            Err(HandshakeError::ConnectIdMismatch { ours: 7, theirs: 8 })
+        ),
+        "{d:?}"
+    );
+}
+
+#[tokio::test]
+async fn garbage_is_refused_and_named() {
+    let r = accept_against(DEADLINE, |mut s| async move {
+        s.write_all(b"\x00\x01\x02\x03\x04\x05\x06\x07")
+            .await
+            .unwrap();
+        let _ = s.read(&mut [0u8; 8]).await;
+    })
+    .await;
+    assert!(matches!(r, Err(HandshakeError::Garbage { .. })), "{r:?}");
+
+    // A TLS ClientHello on a plaintext port is recognised as such.
+    let r = accept_against(DEADLINE, |mut s| async move {
+        s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01])
+            .await
+            .unwrap();
+        let _ = s.read(&mut [0u8; 8]).await;
+    })
+    .await;
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("TLS"), "{e}");
+
+    // So is ParaView's handshake.
+    let r = accept_against(DEADLINE, |mut s| async move {
+        s.write_all(&[0x3C, 0x3C, 0x3C, 0x3C, 1, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        let _ = s.read(&mut [0u8; 8]).await;
+    })
+    .await;
+    assert!(r.unwrap_err().to_string().contains("paraview"));
+}
+
+#[tokio::test]
+async fn oversized_message_is_refused_before_reading_it() {
+    let r = accept_against(DEADLINE, |mut s| async move {
+        let mut msg = b"PVLN\x01".to_vec();
+        msg.extend_from_slice(&60000u16.to_be_bytes());
+        s.write_all(&msg).await.unwrap();
+        let _ = s.read(&mut [0u8; 8]).await;
+    })
+    .await;
+    assert!(
+        matches!(
+            r,
+            Err(HandshakeError::Oversized {
+                size: 60000,
+                limit: 512
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn half_open_peer_hits_the_deadline() {
+    let r = accept_against(Duration::from_millis(300), |mut s| async move {
+        // Connect, then say nothing at all; keep the socket open.
+        let _ = s.read(&mut [0u8; 1]).await;
+    })
+    .await;
+    assert!(
+        matches!(r, Err(HandshakeError::DeadlinePassed { .. })),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn peer_sending_one_byte_a_second_hits_the_deadline() {
+    let r = accept_against(Duration::from_millis(2500), |mut s| async move {
+        // A valid beginning, trickled: the magic would complete only after 4 s.
+        for b in b"PVLN\x01\x00\x2d" {
+            if s.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+    .await;
+    assert!(
+        matches!(r, Err(HandshakeError::DeadlinePassed { .. })),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn peer_closing_midway_is_reported() {
+    let r = accept_against(DEADLINE, |mut s| async move {
+        s.write_all(b"PVLN\x01\x00\x2d\x00\x01").await.unwrap();
+        drop(s);
+    })
+    .await;
+    assert!(matches!(r, Err(HandshakeError::Closed("native"))), "{r:?}");
+}
+
+#[tokio::test]
+async fn the_token_never_crosses_the_wire() {
+    // Relay both directions through a recording proxy and look for the token in the bytes.
+    let token = Token::generate();
+    let listener = Listener::bind(loopback(0), None).await.unwrap();
+    let proxy = Listener::bind(loopback(0), None).await.unwrap();
+    let (server_port, proxy_port) = (
+        listener.local_addr().unwrap().port(),
+        proxy.local_addr().unwrap().port(),
+    );
+    let relay = tokio::spawn(async move {
+        let (mut from_client, _) = proxy.accept().await.unwrap();
+        let mut to_server = TcpStream::connect(loopback(server_port)).await.unwrap();
+        let mut seen = Vec::new();
+        let (mut cr, mut cw) = from_client.split();
+        let (mut sr, mut sw) = to_server.split();
+        let mut a = [0u8; 1024];
+        let mut b = [0u8; 1024];
+        let mut open = (true, true);
+        while open.0 || open.1 {
+            tokio::select! {
+                n = cr.read(&mut a), if open.0 => match n.unwrap_or(0) {
+                    0 => { open.0 = false; let _ = sw.shutdown().await; }
+                    n => { seen.extend_from_slice(&a[..n]); sw.write_all(&a[..n]).await.unwrap(); }
+                },
+                n = sr.read(&mut b), if open.1 => match n.unwrap_or(0) {
+                    0 => { open.1 = false; let _ = cw.shutdown().await; }
+                    n => { seen.extend_from_slice(&b[..n]); cw.write_all(&b[..n]).await.unwrap(); }
+                },
+            }
+        }
+        seen
+    });
+    let server_hs = NativeHandshake::new(token.clone());
+    let client_hs = NativeHandshake::new(token.clone());
+    let server = async {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let ctx = HandshakeContext {
+            side: Side::Acceptor,
+            role: Role::Server,
+            tls_binding: None,
+        };
+        let r = perform(&server_hs, &mut s, ctx, DEADLINE).await;
+        drop(s);
+        r
+    };
+    let client = async {
+        let mut s = TcpStream::connect(loopback(proxy_port)).await.unwrap();
+        let ctx = HandshakeContext {
+            side: Side::Dialler,
+            role: Role::Client,
+            tls_binding: None,
+        };
+        let r = perform(&client_hs, &mut s, ctx, DEADLINE).await;
+        drop(s);
+        r
+    };
+    let (s, c) = tokio::join!(server, client);
+    s.unwrap();
+    c.unwrap();
+    let seen = relay.await.unwrap();
+    assert!(seen.len() > 100, "the handshake went through the relay");
+    let raw = token.as_bytes();
+    assert!(
+        !seen.windows(raw.len()).any(|w| w == raw),
+        "raw token on the wire"
+    );
+    let hex = token.to_hex().into_bytes();
+    assert!(
+        !seen.windows(hex.len()).any(|w| w == hex),
+        "hex token on the wire"
+    );
+}
