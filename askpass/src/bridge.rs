@@ -1,0 +1,450 @@
+//! The bridge: a private Unix socket over which the helper hands a prompt to the
+//! application that started ssh, so that the application answers with its own UI.
+//!
+//! When `PV_ASKPASS_SOCKET` names a socket, `pv-askpass` does not show a dialog. It
+//! connects, sends one request line, reads one reply line and prints the answer, exactly
+//! as if the user had typed it. The format is defined here, once, for both ends:
+//!
+//! ```text
+//! helper -> app   {"v":1,"prompt":"alice@host's password: ","kind":"password","echo":false,
+//!                  "host":"alice@host","fingerprint":null}\n
+//! app -> helper   {"v":1,"answer":"s3cret"}\n        (the user answered)
+//!             or  {"v":1,"cancel":true}\n            (the user cancelled: exit 1)
+//! ```
+//!
+//! One JSON object per line, UTF-8, at most [`MAX_LINE`] bytes each way. `kind` is a
+//! [`PromptKind`] in snake case. For `confirm` an answer of `""` or `"yes"` allows. For
+//! `host_key` answer `"yes"` or `"no"`. For `notify` no reply is needed: the helper keeps
+//! the connection open until ssh sends it SIGTERM, so the application sees end-of-file
+//! when the notification is over and should hide it then.
+//!
+//! Security: the socket path is checked before connecting. The socket and its parent
+//! directory must be owned by the current user, the directory must not be writable by
+//! group or others (so nobody can swap the socket), and the socket must not be reachable
+//! by group or others. [`bind_private`] creates a listener that passes these checks.
+//! Answers are held in [`Zeroizing`] buffers and wiped when dropped.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::classify::{Prompt, PromptKind};
+
+/// The protocol version carried in every message as `"v"`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The environment variable that names the bridge socket.
+pub const SOCKET_ENV: &str = "PV_ASKPASS_SOCKET";
+
+/// The largest request or reply line accepted, newline included (64 KiB; ssh's prompts
+/// are far shorter and its reply buffer holds 1023 bytes).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// How long the server side waits for the helper's request once it has connected.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the helper waits for the application's reply when `PV_ASKPASS_TIMEOUT` is
+/// not set (notifications wait until ssh ends them).
+pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A prompt sent from the helper to the application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Protocol version, [`PROTOCOL_VERSION`].
+    pub v: u32,
+    /// The prompt text exactly as ssh or git passed it (may span lines).
+    pub prompt: String,
+    /// The helper's classification of the prompt.
+    pub kind: PromptKind,
+    /// Whether the answer may be shown while typed (one-time codes, user names).
+    pub echo: bool,
+    /// The host the prompt is about, when the text names it.
+    pub host: Option<String>,
+    /// The key fingerprint named in the prompt, if any.
+    pub fingerprint: Option<String>,
+}
+
+impl Request {
+    /// Builds the request for a classified prompt.
+    pub fn new(prompt: &Prompt) -> Request {
+        Request {
+            v: PROTOCOL_VERSION,
+            prompt: prompt.text.clone(),
+            kind: prompt.kind,
+            echo: prompt.kind.echo(),
+            host: prompt.host.clone(),
+            fingerprint: prompt.fingerprint.clone(),
+        }
+    }
+
+    /// Encodes the request as one JSON line (newline included).
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).expect("a Request always serialises");
+        line.push(b'\n');
+        line
+    }
+
+    /// Decodes one request line (with or without its newline), checking the version.
+    pub fn from_line(line: &[u8]) -> Result<Request, BridgeError> {
+        let request: Request = serde_json::from_slice(trim_newline(line))
+            .map_err(|e| BridgeError::Malformed(e.to_string()))?;
+        check_version(request.v)?;
+        Ok(request)
+    }
+}
+
+/// The application's answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The user answered; the helper prints this text and a newline, then exits 0.
+    Answer(Zeroizing<String>),
+    /// The user cancelled; the helper prints nothing and exits 1.
+    Cancel,
+}
+
+/// The wire form of a [`Reply`]: `{"v":1,"answer":"…"}` or `{"v":1,"cancel":true}`.
+#[derive(Serialize, Deserialize)]
+struct WireReply {
+    v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    answer: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    cancel: bool,
+}
+
+impl Drop for WireReply {
+    fn drop(&mut self) {
+        if let Some(answer) = self.answer.as_mut() {
+            zeroize::Zeroize::zeroize(answer);
+        }
+    }
+}
+
+impl Reply {
+    /// An answer from anything string-like.
+    pub fn answer(text: impl Into<String>) -> Reply {
+        Reply::Answer(Zeroizing::new(text.into()))
+    }
+
+    /// Encodes the reply as one JSON line (newline included), in a buffer wiped on drop.
+    pub fn to_line(&self) -> Zeroizing<Vec<u8>> {
+        let wire = match self {
+            Reply::Answer(text) => WireReply {
+                v: PROTOCOL_VERSION,
+                answer: Some(String::from(text.as_str())),
+                cancel: false,
+            },
+            Reply::Cancel => WireReply {
+                v: PROTOCOL_VERSION,
+                answer: None,
+                cancel: true,
+            },
+        };
+        let mut line =
+            Zeroizing::new(serde_json::to_vec(&wire).expect("a reply always serialises"));
+        line.push(b'\n');
+        line
+    }
+
+    /// Decodes one reply line (with or without its newline), checking the version.
+    /// A reply with both an answer and `cancel: true` is a cancel.
+    pub fn from_line(line: &[u8]) -> Result<Reply, BridgeError> {
+        let mut wire: WireReply = serde_json::from_slice(trim_newline(line))
+            .map_err(|e| BridgeError::Malformed(e.to_string()))?;
+        check_version(wire.v)?;
+        if wire.cancel {
+            return Ok(Reply::Cancel);
+        }
+        match wire.answer.take() {
+            Some(answer) => Ok(Reply::Answer(Zeroizing::new(answer))),
+            None => Err(BridgeError::Malformed(
+                "a reply needs \"answer\" or \"cancel\": true".into(),
+            )),
+        }
+    }
+}
+
+/// What can go wrong on the bridge. Messages never contain an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The socket or its directory failed the ownership and permission checks.
+    #[error("refusing askpass socket {path}: {reason}")]
+    Insecure {
+        /// The path that was checked.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Connecting, reading or writing failed (including a read deadline passing).
+    #[error("askpass socket {what}: {source}")]
+    Io {
+        /// The step that failed.
+        what: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The peer closed the connection before a complete line arrived.
+    #[error("askpass socket closed before a complete {0} arrived")]
+    Closed(&'static str),
+    /// A line was longer than [`MAX_LINE`].
+    #[error("askpass socket sent a line longer than {MAX_LINE} bytes")]
+    TooLong,
+    /// A line was not valid JSON for the message expected.
+    #[error("askpass socket sent a malformed message: {0}")]
+    Malformed(String),
+    /// The peer speaks another protocol version.
+    #[error("askpass socket speaks protocol version {0}, this helper speaks {PROTOCOL_VERSION}")]
+    Version(u32),
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> BridgeError {
+    move |source| BridgeError::Io { what, source }
+}
+
+fn check_version(v: u32) -> Result<(), BridgeError> {
+    if v == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(BridgeError::Version(v))
+    }
+}
+
+fn trim_newline(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Checks that `path` is a socket that only the current user can reach: the socket and
+/// its parent directory are owned by the current user, the directory is not writable by
+/// group or others, and the socket has no group or other permission bits.
+///
+/// Symbolic links are not followed for the socket itself (a link is refused).
+pub fn check_socket_path(path: &Path) -> Result<(), BridgeError> {
+    let refuse = |reason: String| BridgeError::Insecure {
+        path: path.to_owned(),
+        reason,
+    };
+    let uid = nix::unistd::getuid().as_raw();
+    let meta = fs::symlink_metadata(path).map_err(|e| refuse(e.to_string()))?;
+    if meta.file_type().is_symlink() {
+        return Err(refuse("it is a symbolic link".into()));
+    }
+    if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+        return Err(refuse("it is not a socket".into()));
+    }
+    if meta.uid() != uid {
+        return Err(refuse(format!(
+            "it is owned by uid {}, not by the current user (uid {uid})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(refuse(format!(
+            "its mode {:04o} lets group or others connect (want 0600 or stricter)",
+            meta.mode() & 0o7777
+        )));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let dir = fs::metadata(&parent).map_err(|e| refuse(format!("its directory: {e}")))?;
+    if dir.uid() != uid {
+        return Err(refuse(format!(
+            "its directory {} is owned by uid {}, not by the current user (uid {uid})",
+            parent.display(),
+            dir.uid()
+        )));
+    }
+    if dir.mode() & 0o022 != 0 {
+        return Err(refuse(format!(
+            "its directory {} has mode {:04o}: group or others could replace the socket",
+            parent.display(),
+            dir.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes into a buffer wiped on drop.
+fn read_line(
+    reader: &mut impl BufRead,
+    what: &'static str,
+) -> Result<Zeroizing<Vec<u8>>, BridgeError> {
+    let mut line = Zeroizing::new(Vec::with_capacity(256));
+    let mut limited = reader.take(MAX_LINE as u64);
+    limited.read_until(b'\n', &mut line).map_err(io_err(what))?;
+    if line.last() != Some(&b'\n') {
+        return Err(if line.len() >= MAX_LINE {
+            BridgeError::TooLong
+        } else {
+            BridgeError::Closed(what)
+        });
+    }
+    Ok(line)
+}
+
+/// The helper's side: checks the socket, sends the request for `prompt` and waits for the
+/// reply, at most `reply_timeout` (`None` waits without limit, as a notification does).
+///
+/// For a [`PromptKind::Notify`] prompt the application may never reply; the helper then
+/// waits here until ssh ends it with SIGTERM, and end-of-file without a reply is a
+/// [`Reply::Cancel`].
+pub fn ask(
+    socket: &Path,
+    prompt: &Prompt,
+    reply_timeout: Option<Duration>,
+) -> Result<Reply, BridgeError> {
+    check_socket_path(socket)?;
+    let stream = UnixStream::connect(socket).map_err(io_err("connect"))?;
+    stream
+        .set_write_timeout(Some(REQUEST_TIMEOUT))
+        .map_err(io_err("set write timeout"))?;
+    stream
+        .set_read_timeout(reply_timeout)
+        .map_err(io_err("set read timeout"))?;
+    (&stream)
+        .write_all(&Request::new(prompt).to_line())
+        .map_err(io_err("write request"))?;
+    let mut reader = BufReader::new(&stream);
+    match read_line(&mut reader, "reply") {
+        Ok(line) => Reply::from_line(&line),
+        Err(BridgeError::Closed(_)) if prompt.kind == PromptKind::Notify => Ok(Reply::Cancel),
+        Err(e) => Err(e),
+    }
+}
+
+/// The application's side: reads one request from a connection the listener accepted,
+/// waiting at most [`REQUEST_TIMEOUT`].
+pub fn read_request(stream: &UnixStream) -> Result<Request, BridgeError> {
+    stream
+        .set_read_timeout(Some(REQUEST_TIMEOUT))
+        .map_err(io_err("set read timeout"))?;
+    let mut reader = BufReader::new(stream);
+    let line = read_line(&mut reader, "request")?;
+    Request::from_line(&line)
+}
+
+/// The application's side: writes the reply to a request.
+pub fn write_reply(stream: &UnixStream, reply: &Reply) -> Result<(), BridgeError> {
+    stream
+        .set_write_timeout(Some(REQUEST_TIMEOUT))
+        .map_err(io_err("set write timeout"))?;
+    let mut writer = stream;
+    writer
+        .write_all(&reply.to_line())
+        .map_err(io_err("write reply"))?;
+    writer.flush().map_err(io_err("write reply"))
+}
+
+/// The application's side, in one call: accepts one connection, reads its request,
+/// asks `answer` for the reply and writes it. Returns the request that was answered.
+pub fn serve_one(
+    listener: &UnixListener,
+    answer: impl FnOnce(&Request) -> Reply,
+) -> Result<Request, BridgeError> {
+    let (stream, _) = listener.accept().map_err(io_err("accept"))?;
+    let request = read_request(&stream)?;
+    let reply = answer(&request);
+    write_reply(&stream, &reply)?;
+    Ok(request)
+}
+
+/// Creates `dir` (mode 0700) if needed, checks it is private, and binds a listener on
+/// `dir/name` with mode 0600: a socket that [`check_socket_path`] accepts. Set
+/// [`SOCKET_ENV`] to the returned path in the environment of the ssh or git you start.
+pub fn bind_private(dir: &Path, name: &str) -> Result<(UnixListener, PathBuf), BridgeError> {
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(dir)
+        .map_err(io_err("create directory"))?;
+    let path = dir.join(name);
+    // Tighten the directory in case it existed with looser permissions we own.
+    let meta = fs::metadata(dir).map_err(io_err("stat directory"))?;
+    if meta.mode() & 0o077 != 0 && meta.uid() == nix::unistd::getuid().as_raw() {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("chmod directory"))?;
+    }
+    let listener = UnixListener::bind(&path).map_err(io_err("bind"))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+        .map_err(io_err("chmod socket"))?;
+    check_socket_path(&path)?;
+    Ok((listener, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{Hint, classify};
+
+    #[test]
+    fn request_round_trips() {
+        let prompt = classify("alice@h's password: ", Hint::None);
+        let line = Request::new(&prompt).to_line();
+        assert!(line.ends_with(b"\n"));
+        let text = String::from_utf8(line.clone()).unwrap();
+        assert!(text.starts_with("{\"v\":1,"), "{text}");
+        assert!(text.contains("\"kind\":\"password\""), "{text}");
+        let back = Request::from_line(&line).unwrap();
+        assert_eq!(back, Request::new(&prompt));
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let line = Reply::answer("s3 cr\"et@\n").to_line();
+        assert_eq!(
+            Reply::from_line(&line).unwrap(),
+            Reply::answer("s3 cr\"et@\n")
+        );
+        let line = Reply::Cancel.to_line();
+        assert_eq!(&line[..], b"{\"v\":1,\"cancel\":true}\n");
+        assert_eq!(Reply::from_line(&line).unwrap(), Reply::Cancel);
+        assert_eq!(
+            Reply::from_line(b"{\"v\":1,\"answer\":\"x\",\"cancel\":true}").unwrap(),
+            Reply::Cancel
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_rejected() {
+        assert!(matches!(
+            Reply::from_line(b"{\"v\":2,\"answer\":\"x\"}"),
+            Err(BridgeError::Version(2))
+        ));
+        assert!(matches!(
+            Reply::from_line(b"{\"v\":1}"),
+            Err(BridgeError::Malformed(_))
+        ));
+        assert!(matches!(
+            Reply::from_line(b"garbage"),
+            Err(BridgeError::Malformed(_))
+        ));
+        assert!(matches!(
+            Request::from_line(b"{\"v\":1,\"prompt\":\"p\",\"kind\":\"bogus\",\"echo\":false,\"host\":null,\"fingerprint\":null}"),
+            Err(BridgeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn long_lines_are_cut_off() {
+        let long = vec![b'a'; MAX_LINE + 10];
+        let mut reader = BufReader::new(&long[..]);
+        assert!(matches!(
+            read_line(&mut reader, "reply"),
+            Err(BridgeError::TooLong)
+        ));
+        let mut reader = BufReader::new(&b"{\"v\":1"[..]);
+        assert!(matches!(
+            read_line(&mut reader, "reply"),
+            Err(BridgeError::Closed("reply"))
+        ));
+    }
+}
