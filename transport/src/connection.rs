@@ -145,7 +145,8 @@ impl Connection {
         })
     }
 
-    /// Two connected in-process ends (`builtin:`): no socket, no handshake needed.
+    /// Two connected in-process ends (`builtin:`): `(server end, client end)`. No socket and
+    /// no handshake: both ends live in this process.
     pub fn builtin_pair() -> (Connection, Connection) {
         let (a, b) = tokio::io::duplex(256 * 1024);
         let info = |role| PeerInfo {
@@ -161,7 +162,8 @@ impl Connection {
             tls: None,
             slot: None,
         };
-        (end(a, Role::Server), end(b, Role::Client))
+        // Each end's `peer` describes the other end.
+        (end(a, Role::Client), end(b, Role::Server))
     }
 
     pub(crate) fn with_slot(mut self, slot: Slot) -> Connection {
