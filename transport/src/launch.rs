@@ -80,7 +80,9 @@ fn fields<'a>(
             Some(v) => {
                 return Err(line_error(
                     what,
-                    format!("version {v:?} is not supported (this build speaks {LAUNCH_CHANNEL_VERSION})"),
+                    format!(
+                        "version {v:?} is not supported (this build speaks {LAUNCH_CHANNEL_VERSION})"
+                    ),
                 ));
             }
             None => return Err(line_error(what, "no version")),
@@ -188,7 +190,8 @@ impl ReadyLine {
                     }
                     "tls-sha256" => {
                         tls = Some(
-                            Fingerprint::from_hex(v).map_err(|e| line_error(WHAT, e.to_string()))?,
+                            Fingerprint::from_hex(v)
+                                .map_err(|e| line_error(WHAT, e.to_string()))?,
                         )
                     }
                     _ => {}
@@ -234,7 +237,11 @@ mod tests {
         assert_eq!(Secrets::parse(&line).unwrap().unwrap(), s);
         assert!(Secrets::parse("hello").is_none());
         assert!(Secrets::parse("pv-launch-secrets v1").unwrap().is_err());
-        assert!(Secrets::parse("pv-launch-secrets v9 token=00").unwrap().is_err());
+        assert!(
+            Secrets::parse("pv-launch-secrets v9 token=00")
+                .unwrap()
+                .is_err()
+        );
     }
 
     #[test]
@@ -246,7 +253,9 @@ mod tests {
             tls: Some(Fingerprint::of_der(b"x")),
         };
         assert_eq!(ReadyLine::parse(&r.to_string()).unwrap().unwrap(), r);
-        let e = ReadyLine::parse("pv-launch-ready v1 port=99999").unwrap().unwrap_err();
+        let e = ReadyLine::parse("pv-launch-ready v1 port=99999")
+            .unwrap()
+            .unwrap_err();
         assert!(e.to_string().contains("0-65535"), "{e}");
         assert!(ReadyLine::parse("Waiting for client...").is_none());
         let future = ReadyLine::parse("pv-launch-ready v1 port=1 later=field").unwrap();

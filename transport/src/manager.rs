@@ -69,7 +69,9 @@ pub enum ConnectError {
     )]
     AlreadyConnected,
     /// The operation needs multiple-connections mode.
-    #[error("{0} needs multiple-connections mode, which must be chosen when the manager is created")]
+    #[error(
+        "{0} needs multiple-connections mode, which must be chosen when the manager is created"
+    )]
     NeedsMultipleMode(&'static str),
     /// Waiting for a peer took longer than allowed.
     #[error("no peer completed the handshake within {waited:?}{}", rejected_summary(.rejected))]
@@ -177,7 +179,8 @@ impl ConnectionManager {
         if self.mode == ConnectionMode::Single && self.live_connections() > 0 {
             return Err(ConnectError::AlreadyConnected);
         }
-        self.dial_as(Role::Client, host, port, policy, on_retry).await
+        self.dial_as(Role::Client, host, port, policy, on_retry)
+            .await
     }
 
     /// Client, forward, data server + render server: connect to both, in that order.
@@ -208,7 +211,8 @@ impl ConnectionManager {
         policy: RetryPolicy,
         on_retry: impl FnMut(u32, &std::io::Error, Option<Duration>),
     ) -> Result<Connection, ConnectError> {
-        self.dial_as(Role::Server, host, port, policy, on_retry).await
+        self.dial_as(Role::Server, host, port, policy, on_retry)
+            .await
     }
 
     async fn dial_as(
@@ -238,7 +242,13 @@ impl ConnectionManager {
             ConnectionMode::Single => Some(1),
             ConnectionMode::Multiple => None,
         };
-        Incoming::start(listener, Role::Server, self.config.clone(), self.live.clone(), max)
+        Incoming::start(
+            listener,
+            Role::Server,
+            self.config.clone(),
+            self.live.clone(),
+            max,
+        )
     }
 
     /// Server, forward, single: wait for the first good client, close the listener, and
@@ -248,7 +258,13 @@ impl ConnectionManager {
         listener: Listener,
         deadline: Option<Duration>,
     ) -> Result<Connection, ConnectError> {
-        let incoming = Incoming::start(listener, Role::Server, self.config.clone(), self.live.clone(), Some(1));
+        let incoming = Incoming::start(
+            listener,
+            Role::Server,
+            self.config.clone(),
+            self.live.clone(),
+            Some(1),
+        );
         incoming.first(deadline).await
     }
 
@@ -263,7 +279,13 @@ impl ConnectionManager {
         if self.mode == ConnectionMode::Single && self.live_connections() > 0 {
             return Err(ConnectError::AlreadyConnected);
         }
-        let incoming = Incoming::start(listener, Role::Client, self.config.clone(), self.live.clone(), Some(1));
+        let incoming = Incoming::start(
+            listener,
+            Role::Client,
+            self.config.clone(),
+            self.live.clone(),
+            Some(1),
+        );
         incoming.first(deadline).await
     }
 
@@ -276,7 +298,13 @@ impl ConnectionManager {
     ) -> Result<(Connection, Connection), ConnectError> {
         let cfg = &self.config;
         let d = Incoming::start(data, Role::Client, cfg.clone(), self.live.clone(), Some(1));
-        let r = Incoming::start(render, Role::Client, cfg.clone(), self.live.clone(), Some(1));
+        let r = Incoming::start(
+            render,
+            Role::Client,
+            cfg.clone(),
+            self.live.clone(),
+            Some(1),
+        );
         let (d, r) = tokio::join!(d.first(deadline), r.first(deadline));
         Ok((d?, r?))
     }
@@ -287,7 +315,13 @@ impl ConnectionManager {
         if self.mode != ConnectionMode::Multiple {
             return Err(ConnectError::NeedsMultipleMode("monitor_connections"));
         }
-        Ok(Incoming::start(listener, Role::Client, self.config.clone(), self.live.clone(), None))
+        Ok(Incoming::start(
+            listener,
+            Role::Client,
+            self.config.clone(),
+            self.live.clone(),
+            None,
+        ))
     }
 }
 

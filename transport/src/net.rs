@@ -227,9 +227,9 @@ impl Listener {
             SocketAddr::V6(_) => TcpSocket::new_v6()?,
         };
         socket.set_reuseaddr(true)?;
-        socket.bind(addr).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-        })?;
+        socket
+            .bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         Ok(Listener {
             inner: socket.listen(BACKLOG)?,
             heartbeat,
@@ -269,9 +269,15 @@ mod tests {
         let addr = l.local_addr().unwrap();
         assert_ne!(addr.port(), 0);
         assert!(addr.ip().is_loopback());
-        let s = dial("127.0.0.1", addr.port(), RetryPolicy::new(ConnectTimeout::Once), None, |_, _, _| {})
-            .await
-            .unwrap();
+        let s = dial(
+            "127.0.0.1",
+            addr.port(),
+            RetryPolicy::new(ConnectTimeout::Once),
+            None,
+            |_, _, _| {},
+        )
+        .await
+        .unwrap();
         assert!(s.nodelay().unwrap());
         let (a, _) = l.accept().await.unwrap();
         assert!(a.nodelay().unwrap());
@@ -283,9 +289,15 @@ mod tests {
             let l = Listener::bind(loopback(0), None).await.unwrap();
             l.local_addr().unwrap().port()
         };
-        let e = dial("127.0.0.1", port, RetryPolicy::new(ConnectTimeout::Once), None, |_, _, _| {})
-            .await
-            .unwrap_err();
+        let e = dial(
+            "127.0.0.1",
+            port,
+            RetryPolicy::new(ConnectTimeout::Once),
+            None,
+            |_, _, _| {},
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.attempts, 1);
         assert_eq!(e.last.kind(), io::ErrorKind::ConnectionRefused);
         assert!(e.to_string().contains(&format!("127.0.0.1:{port}")));
@@ -358,9 +370,15 @@ mod tests {
         };
         let l = Listener::bind(loopback(0), Some(hb)).await.unwrap();
         let port = l.local_addr().unwrap().port();
-        let c = dial("localhost", port, RetryPolicy::new(ConnectTimeout::Once), Some(&hb), |_, _, _| {})
-            .await
-            .unwrap();
+        let c = dial(
+            "localhost",
+            port,
+            RetryPolicy::new(ConnectTimeout::Once),
+            Some(&hb),
+            |_, _, _| {},
+        )
+        .await
+        .unwrap();
         let (a, _) = l.accept().await.unwrap();
         for s in [&c, &a] {
             let r = SockRef::from(s);

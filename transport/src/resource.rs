@@ -179,7 +179,10 @@ impl Resource {
             }
             Resource::DataRender { data, render, .. } => vec![
                 (data.host.as_ref(), data.port_or(DEFAULT_SERVER_PORT)),
-                (render.host.as_ref(), render.port_or(DEFAULT_RENDER_SERVER_PORT)),
+                (
+                    render.host.as_ref(),
+                    render.port_or(DEFAULT_RENDER_SERVER_PORT),
+                ),
             ],
         }
     }
@@ -363,7 +366,10 @@ impl Parser<'_> {
             Some(c) => {
                 return Err(self.err(
                     self.pos,
-                    format!("unexpected `{}` after the host and port", c.escape_default()),
+                    format!(
+                        "unexpected `{}` after the host and port",
+                        c.escape_default()
+                    ),
                 ));
             }
         }
@@ -437,7 +443,10 @@ mod tests {
     fn paraview_forms_parse_with_defaults() {
         assert_eq!(p("builtin:"), Resource::Builtin);
         let r = p("cs://localhost");
-        assert_eq!(r.endpoints(), vec![(Some(&Host::Name("localhost".into())), 11111)]);
+        assert_eq!(
+            r.endpoints(),
+            vec![(Some(&Host::Name("localhost".into())), 11111)]
+        );
         let r = p("csrc://:4444");
         assert_eq!(r.direction(), Some(Direction::Reverse));
         assert_eq!(r.endpoints(), vec![(None, 4444)]);
@@ -445,7 +454,10 @@ mod tests {
         let r = p("cdsrs://ds:1//rs");
         assert_eq!(r.endpoints()[1].1, DEFAULT_RENDER_SERVER_PORT);
         assert_eq!(p("cdsrs://ds:1/rs:2"), p("cdsrs://ds:1//rs:2"));
-        assert_eq!(p("cdsrsrc:////").endpoints(), vec![(None, 11111), (None, 22221)]);
+        assert_eq!(
+            p("cdsrsrc:////").endpoints(),
+            vec![(None, 11111), (None, 22221)]
+        );
         assert_eq!(p("CS://h:1").scheme(), "cs");
     }
 
@@ -454,7 +466,10 @@ mod tests {
         let r = p("cs+tls://[::1]:5000");
         assert!(r.is_tls());
         assert_eq!(r.to_string(), "cs+tls://[::1]:5000");
-        assert_eq!(p("cdsrsrc+tls://:1//:2").to_string(), "cdsrsrc+tls://:1//:2");
+        assert_eq!(
+            p("cdsrsrc+tls://:1//:2").to_string(),
+            "cdsrsrc+tls://:1//:2"
+        );
         assert_eq!(
             p("cs://10.0.0.1:7").endpoints()[0].0,
             Some(&Host::Ipv4(Ipv4Addr::new(10, 0, 0, 1)))

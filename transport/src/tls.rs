@@ -242,7 +242,9 @@ impl TlsConfig {
                 .map_err(|e| config_error("a CA certificate", e))?;
         }
         if roots.is_empty() {
-            return Err(TlsError::Config("the CA bundle holds no certificate".into()));
+            return Err(TlsError::Config(
+                "the CA bundle holds no certificate".into(),
+            ));
         }
         let name = ServerName::try_from(server_name.to_string())
             .map_err(|e| config_error(&format!("server name {server_name:?}"), e))?;
@@ -286,10 +288,13 @@ impl TlsConfig {
                     binding,
                 })
             }
-            (TlsConfig::Client {
-                config,
-                server_name,
-            }, Role::Client) => {
+            (
+                TlsConfig::Client {
+                    config,
+                    server_name,
+                },
+                Role::Client,
+            ) => {
                 let tls = TlsConnector::from(config.clone())
                     .connect(server_name.clone(), stream)
                     .await

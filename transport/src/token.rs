@@ -121,8 +121,18 @@ mod tests {
 
     #[test]
     fn bad_hex_is_refused() {
-        assert!(Token::from_hex("abc").unwrap_err().to_string().contains("64 hex"));
+        assert!(
+            Token::from_hex("abc")
+                .unwrap_err()
+                .to_string()
+                .contains("64 hex")
+        );
         let bad = "g".repeat(64);
-        assert!(Token::from_hex(&bad).unwrap_err().to_string().contains("not all"));
+        assert!(
+            Token::from_hex(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("not all")
+        );
     }
 }

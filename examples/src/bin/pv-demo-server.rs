@@ -1,2 +1,234 @@
-//! Placeholder for the demo server (filled by the foundation issue).
-fn main() {}
+//! `pv-demo-server`: a small server built on pv-transport, with pvserver-like flags.
+//!
+//! It receives its one-time token on the launch channel (the secrets line on stdin, or
+//! `PV_LAUNCH_TOKEN` in its environment, or a 0600 `--token-file` for manual starts; never
+//! argv), prints one ready line on stdout, and echoes every byte a client sends. Human
+//! messages go to stderr, so stdout stays machine-readable.
+//!
+//! ```text
+//! pv-demo-server [--server-port P] [--bind-address A] [--multi-clients]
+//!                [--reverse-connection --client-host H] [--connect-id N]
+//!                [--timeout S] [--tls] [--handshake native|none]
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use pv_transport::handshake::NoHandshake;
+use pv_transport::handshake::native::{NativeHandshake, PROTOCOL_VERSION};
+use pv_transport::launch::{ReadyLine, Secrets, TOKEN_ENV};
+use pv_transport::{
+    ConnectTimeout, Connection, ConnectionConfig, ConnectionManager, ConnectionMode, Listener,
+    RetryPolicy, ServerIdentity, TlsConfig, Token,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// A demo server that speaks the pv-launch transport and echoes what it receives.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about,
+    after_help = "The token comes from the launch channel: a `pv-launch-secrets v1 token=<hex>` line on \
+stdin (what pv-launch writes), or the PV_LAUNCH_TOKEN environment variable, or --token-file. \
+It is never accepted on the command line, where every local user could read it."
+)]
+struct Args {
+    /// Port to listen on (forward) or to dial on the client (reverse); 0 picks a free port.
+    #[arg(short = 'p', long = "server-port", default_value_t = 11111)]
+    server_port: u16,
+    /// Address to listen on. Loopback unless you ask for more (e.g. 0.0.0.0).
+    #[arg(long = "bind-address", default_value = "127.0.0.1")]
+    bind_address: IpAddr,
+    /// Dial the client instead of listening for it.
+    #[arg(short = 'r', long = "reverse-connection", alias = "rc")]
+    reverse_connection: bool,
+    /// Host to dial in reverse mode.
+    #[arg(long = "client-host", default_value = "localhost")]
+    client_host: String,
+    /// Keep accepting clients after the first (multiple-connections mode).
+    #[arg(long = "multi-clients")]
+    multi_clients: bool,
+    /// Connect id both ends must agree on (0 = none).
+    #[arg(long = "connect-id", default_value_t = 0)]
+    connect_id: u64,
+    /// Seconds to wait for a client (forward) or to keep dialling it (reverse); 0 = forever
+    /// when listening, ParaView's 60 s default when dialling.
+    #[arg(long, default_value_t = 0)]
+    timeout: u64,
+    /// Run every connection inside TLS with a fresh per-launch certificate whose
+    /// fingerprint goes out on the ready line.
+    #[arg(long)]
+    tls: bool,
+    /// The handshake to speak.
+    #[arg(long, value_enum, default_value_t = HandshakeArg::Native)]
+    handshake: HandshakeArg,
+    /// Read the token (64 hex characters) from this file, which must not be readable by
+    /// group or others. For servers started by hand.
+    #[arg(long = "token-file")]
+    token_file: Option<PathBuf>,
+    /// Seconds to wait for the secrets line on stdin.
+    #[arg(long = "secrets-timeout", default_value_t = 30)]
+    secrets_timeout: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum HandshakeArg {
+    Native,
+    None,
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => {
+            eprintln!("Exiting...");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pv-demo-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where the secrets come from, in order: --token-file, PV_LAUNCH_TOKEN, the stdin line.
+async fn read_secrets(args: &Args) -> Result<Secrets, Error> {
+    if let Some(path) = &args.token_file {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(format!(
+                "{}: readable by group or others (mode {:o}); chmod 600 it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            )
+            .into());
+        }
+        let text = std::fs::read_to_string(path)?;
+        let token = Token::from_hex(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok(Secrets {
+            token,
+            client_cert: None,
+        });
+    }
+    if let Ok(hex) = std::env::var(TOKEN_ENV) {
+        let token = Token::from_hex(&hex).map_err(|e| format!("{TOKEN_ENV}: {e}"))?;
+        return Ok(Secrets {
+            token,
+            client_cert: None,
+        });
+    }
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    let wait = Duration::from_secs(args.secrets_timeout);
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(wait, stdin.read_line(&mut line))
+            .await
+            .map_err(|_| format!("no secrets line on stdin within {wait:?}"))??;
+        if n == 0 {
+            return Err(format!(
+                "stdin closed before a secrets line arrived (set {TOKEN_ENV} or use --token-file when starting by hand)"
+            )
+            .into());
+        }
+        if let Some(parsed) = Secrets::parse(&line) {
+            return Ok(parsed?);
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Error> {
+    let (handshake, client_cert): (ConnectionConfig, _) = match args.handshake {
+        HandshakeArg::Native => {
+            let secrets = read_secrets(&args).await?;
+            let hs = NativeHandshake::new(secrets.token.clone()).with_connect_id(args.connect_id);
+            (ConnectionConfig::new(hs), secrets.client_cert)
+        }
+        HandshakeArg::None => (ConnectionConfig::new(NoHandshake), None),
+    };
+    let mut config = handshake;
+    let mut fingerprint = None;
+    if args.tls {
+        let identity = ServerIdentity::generate()?;
+        fingerprint = Some(identity.fingerprint());
+        config = config.with_tls(TlsConfig::server(&identity, client_cert)?);
+    }
+    let mode = if args.multi_clients {
+        ConnectionMode::Multiple
+    } else {
+        ConnectionMode::Single
+    };
+    let manager = ConnectionManager::install_global(mode, config)?;
+    let ready = |port| ReadyLine {
+        port,
+        handshake: match args.handshake {
+            HandshakeArg::Native => "native".into(),
+            HandshakeArg::None => "none".into(),
+        },
+        protocol: u32::from(PROTOCOL_VERSION),
+        tls: fingerprint,
+    };
+
+    if args.reverse_connection {
+        println!("{}", ready(args.server_port));
+        eprintln!(
+            "Connecting to client (reverse connection requested) at {}:{}...",
+            args.client_host, args.server_port
+        );
+        let policy = if args.timeout == 0 {
+            RetryPolicy::default()
+        } else {
+            RetryPolicy::new(ConnectTimeout::Within(Duration::from_secs(args.timeout)))
+        };
+        let conn = manager
+            .dial_client(&args.client_host, args.server_port, policy, |n, e, _| {
+                eprintln!("Connect attempt {n} failed ({e}); retrying.")
+            })
+            .await?;
+        eprintln!("Client connected.");
+        echo(conn).await;
+        return Ok(());
+    }
+
+    let addr = SocketAddr::new(args.bind_address, args.server_port);
+    let listener = Listener::bind(addr, manager.config().heartbeat).await?;
+    let local = listener.local_addr()?;
+    println!("{}", ready(local.port()));
+    eprintln!("Waiting for client...");
+    eprintln!("Accepting connection(s): {local}");
+    let deadline = (args.timeout > 0).then(|| Duration::from_secs(args.timeout));
+    if mode == ConnectionMode::Single {
+        let conn = manager.accept_client(listener, deadline).await?;
+        eprintln!("Client connected.");
+        echo(conn).await;
+        return Ok(());
+    }
+    let mut incoming = manager.accept_clients(listener);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            next = incoming.next() => match next {
+                Some(Ok(conn)) => {
+                    eprintln!("Client connected from {:?}.", conn.peer_addr());
+                    tokio::spawn(echo(conn));
+                }
+                Some(Err(rejected)) => eprintln!("Refused {}: {}", rejected.addr, rejected.error),
+                None => return Ok(()),
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => return Ok(()),
+        }
+    }
+}
+
+/// Echo until the client closes its side.
+async fn echo(conn: Connection) {
+    let (mut r, mut w) = tokio::io::split(conn);
+    let _ = tokio::io::copy(&mut r, &mut w).await;
+}

@@ -206,7 +206,9 @@ pub enum HandshakeError {
         limit: usize,
     },
     /// The whole handshake took longer than allowed (a silent or trickling peer).
-    #[error("the {handshake} handshake did not finish within {deadline:?} (peer silent or too slow)")]
+    #[error(
+        "the {handshake} handshake did not finish within {deadline:?} (peer silent or too slow)"
+    )]
     DeadlinePassed {
         /// Which handshake.
         handshake: &'static str,
@@ -236,15 +238,17 @@ impl From<std::io::Error> for HandshakeError {
 /// Guess what a peer speaks from the first bytes it sent, for error messages.
 pub fn guess_protocol(first: &[u8]) -> &'static str {
     match first {
-        [0x16, 0x03, ..] => "it looks like a TLS ClientHello/ServerHello: is TLS on at one end only?",
+        [0x16, 0x03, ..] => {
+            "it looks like a TLS ClientHello/ServerHello: is TLS on at one end only?"
+        }
         [0x3C, 0x3C, 0x3C, 0x3C, ..] => {
             "it looks like the VTK/ParaView handshake: choose handshake = \"paraview\""
         }
         [b'P', b'V', b'L', b'N', ..] => "it looks like the pv-launch native handshake",
         [b'S', b'S', b'H', b'-', ..] => "it looks like an SSH server",
-        [b'G', b'E', b'T', b' ', ..] | [b'P', b'O', b'S', b'T', ..] | [b'H', b'T', b'T', b'P', ..] => {
-            "it looks like HTTP"
-        }
+        [b'G', b'E', b'T', b' ', ..]
+        | [b'P', b'O', b'S', b'T', ..]
+        | [b'H', b'T', b'T', b'P', ..] => "it looks like HTTP",
         _ => "unrecognised bytes",
     }
 }

@@ -210,13 +210,20 @@ async fn receive(
 async fn read_exact(stream: &mut dyn Stream, buf: &mut [u8]) -> Result<(), HandshakeError> {
     match stream.read_exact(buf).await {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(HandshakeError::Closed(NAME)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(HandshakeError::Closed(NAME))
+        }
         Err(e) => Err(e.into()),
     }
 }
 
 /// Tell the peer why we give up (best effort: it may be gone already), then return `err`.
-async fn reject(stream: &mut dyn Stream, code: u8, detail: &[u8], err: HandshakeError) -> HandshakeError {
+async fn reject(
+    stream: &mut dyn Stream,
+    code: u8,
+    detail: &[u8],
+    err: HandshakeError,
+) -> HandshakeError {
     let mut p = vec![code];
     p.extend_from_slice(detail);
     let _ = send(stream, REJECT, &p).await;
@@ -280,12 +287,20 @@ impl NativeHandshake {
 
     /// HMAC-SHA256 keyed with the token over [`Self::proof_message`].
     fn proof(&self, label: &[u8], transcript: &[u8], binding: Option<&[u8]>) -> hmac::Tag {
-        hmac::sign(&self.key(), &Self::proof_message(label, transcript, binding))
+        hmac::sign(
+            &self.key(),
+            &Self::proof_message(label, transcript, binding),
+        )
     }
 
     /// Check a peer's proof (ring compares the tags in constant time).
     fn verify(&self, label: &[u8], transcript: &[u8], binding: Option<&[u8]>, tag: &[u8]) -> bool {
-        hmac::verify(&self.key(), &Self::proof_message(label, transcript, binding), tag).is_ok()
+        hmac::verify(
+            &self.key(),
+            &Self::proof_message(label, transcript, binding),
+            tag,
+        )
+        .is_ok()
     }
 
     async fn dial(
@@ -300,8 +315,15 @@ impl NativeHandshake {
         // 2. The acceptor picks a version or rejects us.
         let theirs_bytes = receive(stream, HELLO, self, ctx.role).await?;
         let theirs = Hello::decode(&theirs_bytes)?;
-        if theirs.min != theirs.max || theirs.min < self.min_version || theirs.min > self.max_version {
-            let detail = [self.min_version.to_be_bytes(), self.max_version.to_be_bytes()].concat();
+        if theirs.min != theirs.max
+            || theirs.min < self.min_version
+            || theirs.min > self.max_version
+        {
+            let detail = [
+                self.min_version.to_be_bytes(),
+                self.max_version.to_be_bytes(),
+            ]
+            .concat();
             let err = HandshakeError::VersionMismatch {
                 ours_min: self.min_version,
                 ours_max: self.max_version,
@@ -322,7 +344,13 @@ impl NativeHandshake {
                 ours: self.connect_id,
                 theirs: theirs.connect_id,
             };
-            return Err(reject(stream, REJECT_CONNECT_ID, &self.connect_id.to_be_bytes(), err).await);
+            return Err(reject(
+                stream,
+                REJECT_CONNECT_ID,
+                &self.connect_id.to_be_bytes(),
+                err,
+            )
+            .await);
         }
 
         // 3. Prove we know the token, over both HELLOs and the TLS binding.
@@ -359,7 +387,11 @@ impl NativeHandshake {
         let low = theirs.min.max(self.min_version);
         let high = theirs.max.min(self.max_version);
         if low > high {
-            let detail = [self.min_version.to_be_bytes(), self.max_version.to_be_bytes()].concat();
+            let detail = [
+                self.min_version.to_be_bytes(),
+                self.max_version.to_be_bytes(),
+            ]
+            .concat();
             let err = HandshakeError::VersionMismatch {
                 ours_min: self.min_version,
                 ours_max: self.max_version,
@@ -380,7 +412,13 @@ impl NativeHandshake {
                 ours: self.connect_id,
                 theirs: theirs.connect_id,
             };
-            return Err(reject(stream, REJECT_CONNECT_ID, &self.connect_id.to_be_bytes(), err).await);
+            return Err(reject(
+                stream,
+                REJECT_CONNECT_ID,
+                &self.connect_id.to_be_bytes(),
+                err,
+            )
+            .await);
         }
         let ours = self.hello(ctx.role, Some(high)).encode();
         send(stream, HELLO, &ours).await?;
