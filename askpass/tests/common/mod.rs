@@ -1,0 +1,314 @@
+//! Fixtures shared by the integration tests: a private Xvfb, child processes that are
+//! killed when the test ends, waits with deadlines, xdotool and screenshots.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The helper under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_pv-askpass");
+
+/// How long any single wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `cond` every 20 ms until it returns `Some`, or panics after `deadline`.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct ChildGuard {
+    pub child: Option<Child>,
+    pub name: String,
+}
+
+impl ChildGuard {
+    pub fn new(name: &str, child: Child) -> ChildGuard {
+        ChildGuard {
+            child: Some(child),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().expect("child still held").id()
+    }
+
+    /// Waits for the child to exit, at most `deadline`.
+    pub fn wait(&mut self, deadline: Duration) -> ExitStatus {
+        let name = self.name.clone();
+        let child = self.child.as_mut().expect("child still held");
+        wait_for(&format!("{name} to exit"), deadline, || {
+            child.try_wait().expect("try_wait")
+        })
+    }
+
+    /// Waits for the child and returns its status, stdout and stderr (both piped).
+    pub fn finish(mut self, deadline: Duration) -> (ExitStatus, String, String) {
+        let status = self.wait(deadline);
+        let mut child = self.child.take().expect("child still held");
+        let mut out = String::new();
+        let mut err = String::new();
+        if let Some(mut s) = child.stdout.take() {
+            s.read_to_string(&mut out).expect("read stdout");
+        }
+        if let Some(mut s) = child.stderr.take() {
+            s.read_to_string(&mut err).expect("read stderr");
+        }
+        (status, out, err)
+    }
+
+    /// Sends SIGTERM (through `kill`, so no unsafe code is needed here).
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A private X server on a display number it picks itself (`-displayfd`), no TCP.
+pub struct Xvfb {
+    pub display: String,
+    _guard: ChildGuard,
+}
+
+impl Xvfb {
+    pub fn start() -> Xvfb {
+        Xvfb::start_with_size("1024x768x24")
+    }
+
+    pub fn start_with_size(geometry: &str) -> Xvfb {
+        // `-displayfd 1`: Xvfb writes the display number it chose to our pipe once it is
+        // ready to accept connections, so waiting for that line is waiting for the server.
+        let mut child = Command::new("Xvfb")
+            // -noreset: without it the server resets whenever its last client leaves
+            // (our display probe, each xdotool call), and a client connecting during
+            // the reset is refused.
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                geometry,
+                "-nolisten",
+                "tcp",
+                "-noreset",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start Xvfb (apt-get install xvfb)");
+        let stdout = child.stdout.take().expect("Xvfb stdout");
+        let guard = ChildGuard::new("Xvfb", child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(DEADLINE)
+            .expect("Xvfb did not report its display in time");
+        let number: u32 = line.trim().parse().expect("Xvfb display number");
+        Xvfb {
+            display: format!(":{number}"),
+            _guard: guard,
+        }
+    }
+
+    /// Runs an X client tool (xdotool, xwininfo, import…) on this display.
+    pub fn tool(&self, program: &str, args: &[&str]) -> std::process::Output {
+        Command::new(program)
+            .args(args)
+            .env("DISPLAY", &self.display)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"))
+    }
+
+    pub fn xdotool(&self, args: &[&str]) -> String {
+        let out = self.tool("xdotool", args);
+        assert!(
+            out.status.success(),
+            "xdotool {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until a visible window of class `pv-askpass` is mapped, moves the pointer
+    /// over it (there is no window manager, so focus follows the pointer) and returns it.
+    /// Fails early, with the helper's stderr, if `helper` exits before its window maps.
+    pub fn wait_for_dialog(&self, helper: &mut ChildGuard) -> Window {
+        let id = wait_for("the dialog window to map", DEADLINE, || {
+            if let Some(status) = helper.child.as_mut()?.try_wait().ok()? {
+                let mut err = String::new();
+                if let Some(mut s) = helper.child.as_mut()?.stderr.take() {
+                    let _ = s.read_to_string(&mut err);
+                }
+                panic!("the helper exited ({status:?}) before its window mapped: {err}");
+            }
+            let out = self.tool(
+                "xdotool",
+                &["search", "--onlyvisible", "--class", "pv-askpass"],
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned)
+        });
+        let geometry = self.xdotool(&["getwindowgeometry", "--shell", &id]);
+        let field = |name: &str| -> i32 {
+            geometry
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {geometry}"))
+        };
+        let w = Window {
+            id,
+            x: field("X"),
+            y: field("Y"),
+            width: field("WIDTH"),
+            height: field("HEIGHT"),
+        };
+        self.xdotool(&[
+            "mousemove",
+            &(w.x + w.width / 2).to_string(),
+            &(w.y + w.height / 2).to_string(),
+        ]);
+        // Let FLTK process the pointer crossing (focus) before keys arrive.
+        std::thread::sleep(Duration::from_millis(100));
+        w
+    }
+
+    /// Waits until no pv-askpass window is visible any more.
+    pub fn wait_for_no_dialog(&self) {
+        wait_for("the dialog window to go away", DEADLINE, || {
+            let out = self.tool(
+                "xdotool",
+                &["search", "--onlyvisible", "--class", "pv-askpass"],
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .is_empty()
+                .then_some(())
+        });
+    }
+
+    pub fn type_text(&self, text: &str) {
+        self.xdotool(&["type", "--delay", "15", text]);
+    }
+
+    pub fn key(&self, key: &str) {
+        self.xdotool(&["key", key]);
+    }
+
+    /// Saves a screenshot of the whole screen under the artifacts folder and checks that
+    /// it is not blank (the empty Xvfb root is a single colour).
+    pub fn screenshot(&self, name: &str) -> PathBuf {
+        let dir = artifacts_dir();
+        let path = dir.join(format!("{name}.png"));
+        let out = self.tool("import", &["-window", "root", path.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let colours = Command::new("identify")
+            .args(["-format", "%k", path.to_str().unwrap()])
+            .output()
+            .expect("identify");
+        let count: u32 = String::from_utf8_lossy(&colours.stdout)
+            .trim()
+            .parse()
+            .expect("identify %k");
+        assert!(
+            count > 8,
+            "screenshot {} looks blank ({count} colours)",
+            path.display()
+        );
+        path
+    }
+}
+
+/// A mapped dialog window and its geometry on the root window.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub id: String,
+    pub x: i32,
+    pub y: i32,
+    pub width: i32,
+    pub height: i32,
+}
+
+/// Where screenshots go: `<target>/askpass-shots/` (kept after the run, gitignored).
+pub fn artifacts_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join("askpass-shots");
+    std::fs::create_dir_all(&dir).expect("create artifacts dir");
+    dir
+}
+
+/// A `Command` for the helper with a clean askpass environment: no bridge, no hint, no
+/// timeout, and DISPLAY set to `display` (or removed when `None`).
+pub fn helper(display: Option<&str>) -> Command {
+    let mut cmd = Command::new(BIN);
+    for var in [
+        "PV_ASKPASS_SOCKET",
+        "PV_ASKPASS_TIMEOUT",
+        "SSH_ASKPASS_PROMPT",
+        "WAYLAND_DISPLAY",
+        "FLTK_SCALING_FACTOR",
+        "DISPLAY",
+    ] {
+        cmd.env_remove(var);
+    }
+    if let Some(d) = display {
+        cmd.env("DISPLAY", d);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Spawns `cmd` and guards it.
+pub fn spawn(name: &str, cmd: &mut Command) -> ChildGuard {
+    ChildGuard::new(
+        name,
+        cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}")),
+    )
+}
+
+/// True when running as root (needed for the loopback sshd fixture).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
