@@ -66,6 +66,7 @@ impl ChildGuard {
         if let Some(mut s) = child.stderr.take() {
             s.read_to_string(&mut err).expect("read stderr");
         }
+        let _ = child.wait(); // already exited: this only reaps it
         (status, out, err)
     }
 
