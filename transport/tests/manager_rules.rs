@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use pv_transport::handshake::native::NativeHandshake;
 use pv_transport::{
-    ConnectError, ConnectTimeout, Connection, ConnectionConfig, ConnectionManager,
-    ConnectionMode, Listener, RetryPolicy, Role, Token, loopback,
+    ConnectError, ConnectTimeout, Connection, ConnectionConfig, ConnectionManager, ConnectionMode,
+    Listener, RetryPolicy, Role, Token, loopback,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -51,7 +51,9 @@ async fn echo_until_closed(mut conn: Connection) {
 
 /// Connection refused on this port: nothing listens any more.
 async fn assert_port_closed(port: u16) {
-    let e = tokio::net::TcpStream::connect(loopback(port)).await.unwrap_err();
+    let e = tokio::net::TcpStream::connect(loopback(port))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
 }
 
@@ -124,7 +126,10 @@ async fn single_client_holds_at_most_one_connection() {
     let second = client
         .connect_to_remote("127.0.0.1", port, once(), |_, _, _| {})
         .await;
-    assert!(matches!(second, Err(ConnectError::AlreadyConnected)), "{second:?}");
+    assert!(
+        matches!(second, Err(ConnectError::AlreadyConnected)),
+        "{second:?}"
+    );
     drop(first);
     client
         .connect_to_remote("127.0.0.1", port, once(), |_, _, _| {})
@@ -224,7 +229,10 @@ async fn multiple_forward_server_keeps_accepting_and_a_client_leaving_closes_onl
     let (_incoming, mut tasks) = serve.await.unwrap();
     // The first client leaves: only its serving task ends.
     drop(conns.remove(0));
-    tokio::time::timeout(WAIT, tasks.remove(0)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, tasks.remove(0))
+        .await
+        .unwrap()
+        .unwrap();
     for (i, c) in conns.iter_mut().enumerate() {
         let msg = format!("still here {i}");
         assert_eq!(round_trip(c, msg.as_bytes()).await, msg.as_bytes());
@@ -400,7 +408,9 @@ async fn a_silent_peer_does_not_hold_up_a_good_one() {
     let (l, port) = listener().await;
     let accept = tokio::spawn(async move { server.accept_client(l, Some(WAIT)).await });
     // Connects and never says a word, holding its socket open.
-    let _silent = tokio::net::TcpStream::connect(loopback(port)).await.unwrap();
+    let _silent = tokio::net::TcpStream::connect(loopback(port))
+        .await
+        .unwrap();
     let _good = client
         .connect_to_remote("127.0.0.1", port, once(), |_, _, _| {})
         .await
@@ -421,7 +431,10 @@ async fn waiting_in_vain_says_why_peers_were_refused() {
     let e = accept.await.unwrap().unwrap_err();
     let text = e.to_string();
     assert!(matches!(e, ConnectError::TimedOut { .. }), "{text}");
-    assert!(text.contains("1 peer(s) were refused") && text.contains("token"), "{text}");
+    assert!(
+        text.contains("1 peer(s) were refused") && text.contains("token"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,10 +477,18 @@ async fn a_thousand_clients_on_one_multiple_connections_server() {
     }
     let mut conns = Vec::new();
     for o in opens {
-        conns.push(tokio::time::timeout(Duration::from_secs(60), o).await.unwrap().unwrap());
+        conns.push(
+            tokio::time::timeout(Duration::from_secs(60), o)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
     }
     assert_eq!(
-        tokio::time::timeout(Duration::from_secs(60), serve).await.unwrap().unwrap(),
+        tokio::time::timeout(Duration::from_secs(60), serve)
+            .await
+            .unwrap()
+            .unwrap(),
         CLIENTS
     );
     assert_eq!(client.live_connections(), CLIENTS);

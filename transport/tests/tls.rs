@@ -1,0 +1,398 @@
+//! TLS over real loopback sockets: pinning in both directions, CA verification, mutual TLS,
+//! the relay that channel binding catches, every bad-input case, and interoperability with
+//! Debian's `openssl` in both roles.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use pv_transport::handshake::native::NativeHandshake;
+use pv_transport::handshake::{HandshakeError, NoHandshake, Role, Side};
+use pv_transport::{
+    ConnectTimeout, Connection, ConnectionConfig, EstablishError, Fingerprint, Listener,
+    RetryPolicy, ServerIdentity, TlsConfig, TlsError, Token, dial, loopback,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const DEADLINE: Duration = Duration::from_secs(5);
+
+fn native(token: &Token) -> ConnectionConfig {
+    ConnectionConfig::new(NativeHandshake::new(token.clone()))
+}
+
+async fn pair() -> (TcpStream, TcpStream) {
+    let l = Listener::bind(loopback(0), None).await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (d, a) = tokio::join!(TcpStream::connect(loopback(port)), l.accept());
+    (d.unwrap(), a.unwrap().0)
+}
+
+/// Establish both ends over one socket pair: `server` on the side given, `client` on the other.
+async fn establish(
+    server: &ConnectionConfig,
+    client: &ConnectionConfig,
+    server_side: Side,
+) -> (
+    Result<Connection, EstablishError>,
+    Result<Connection, EstablishError>,
+) {
+    let (d, a) = pair().await;
+    let (s_stream, c_stream, c_side) = match server_side {
+        Side::Acceptor => (a, d, Side::Dialler),
+        Side::Dialler => (d, a, Side::Acceptor),
+    };
+    tokio::join!(
+        Connection::establish(s_stream, server_side, Role::Server, server, None),
+        Connection::establish(c_stream, c_side, Role::Client, client, None)
+    )
+}
+
+fn identity_with(params: rcgen::CertificateParams) -> ServerIdentity {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    ServerIdentity::from_der(
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+}
+
+async fn echo_round_trip(s: Connection, mut c: Connection) {
+    let echo = tokio::spawn(async move {
+        let (mut r, mut w) = tokio::io::split(s);
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    });
+    c.write_all(b"through tls").await.unwrap();
+    let mut back = [0u8; 11];
+    c.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"through tls");
+    drop(c);
+    echo.await.unwrap();
+}
+
+#[tokio::test]
+async fn pinned_tls_works_forward_and_reverse() {
+    let token = Token::generate();
+    let id = ServerIdentity::generate().unwrap();
+    let server = native(&token).with_tls(TlsConfig::server(&id, None).unwrap());
+    let client = native(&token).with_tls(TlsConfig::client_pinned(id.fingerprint(), None).unwrap());
+    // Forward: the client dials; reverse: the server dials but is still the TLS server.
+    for server_side in [Side::Acceptor, Side::Dialler] {
+        let (s, c) = establish(&server, &client, server_side).await;
+        let (s, c) = (s.unwrap(), c.unwrap());
+        let info = c.tls().unwrap();
+        assert_eq!(info.version, "TLSv1_3");
+        assert_eq!(info.peer_certificate, Some(id.fingerprint()));
+        assert_eq!(s.tls().unwrap().peer_certificate, None, "no client cert asked");
+        echo_round_trip(s, c).await;
+    }
+}
+
+#[tokio::test]
+async fn a_different_certificate_is_refused_showing_both_fingerprints() {
+    let token = Token::generate();
+    let real = ServerIdentity::generate().unwrap();
+    let other = ServerIdentity::generate().unwrap();
+    let server = native(&token).with_tls(TlsConfig::server(&other, None).unwrap());
+    let client =
+        native(&token).with_tls(TlsConfig::client_pinned(real.fingerprint(), None).unwrap());
+    let (s, c) = establish(&server, &client, Side::Acceptor).await;
+    match c {
+        Err(EstablishError::Tls(TlsError::PinMismatch { expected, received })) => {
+            assert_eq!(expected, real.fingerprint());
+            assert_eq!(received, other.fingerprint());
+        }
+        other => panic!("client: {other:?}"),
+    }
+    let msg = format!("{}", establish(&server, &client, Side::Acceptor).await.1.unwrap_err());
+    assert!(msg.contains(&real.fingerprint().to_string()), "{msg}");
+    assert!(msg.contains(&other.fingerprint().to_string()), "{msg}");
+    assert!(s.is_err(), "the server sees the refusal too");
+}
+
+#[tokio::test]
+async fn an_expired_pinned_certificate_is_refused() {
+    let token = Token::generate();
+    let mut params = rcgen::CertificateParams::new(vec!["pv-launch-server".into()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let id = identity_with(params);
+    let server = native(&token).with_tls(TlsConfig::server(&id, None).unwrap());
+    let client = native(&token).with_tls(TlsConfig::client_pinned(id.fingerprint(), None).unwrap());
+    let (_, c) = establish(&server, &client, Side::Acceptor).await;
+    let e = c.unwrap_err().to_string();
+    assert!(e.contains("expired"), "{e}");
+}
+
+/// A small CA, a server certificate it signed for `good.example`, and the CA's PEM.
+fn ca_and_server() -> (String, ServerIdentity) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(vec![]).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "pv-launch test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["good.example".into()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let id = ServerIdentity::from_der(
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    );
+    (ca.pem(), id)
+}
+
+#[tokio::test]
+async fn ca_verification_checks_the_server_name() {
+    let token = Token::generate();
+    let (ca_pem, id) = ca_and_server();
+    let server = native(&token).with_tls(TlsConfig::server(&id, None).unwrap());
+    let good = native(&token)
+        .with_tls(TlsConfig::client_with_ca(ca_pem.as_bytes(), "good.example", None).unwrap());
+    let (s, c) = establish(&server, &good, Side::Acceptor).await;
+    echo_round_trip(s.unwrap(), c.unwrap()).await;
+
+    let wrong = native(&token)
+        .with_tls(TlsConfig::client_with_ca(ca_pem.as_bytes(), "evil.example", None).unwrap());
+    let (_, c) = establish(&server, &wrong, Side::Acceptor).await;
+    let e = c.unwrap_err().to_string();
+    assert!(e.contains("not valid for name") || e.contains("NotValidForName"), "{e}");
+
+    // A certificate from no trusted CA at all.
+    let stranger = ServerIdentity::generate().unwrap();
+    let server = native(&token).with_tls(TlsConfig::server(&stranger, None).unwrap());
+    let (_, c) = establish(&server, &good, Side::Acceptor).await;
+    let e = c.unwrap_err().to_string();
+    assert!(e.contains("UnknownIssuer") || e.contains("unknown issuer"), "{e}");
+
+    let e = TlsConfig::client_with_ca(b"not pem", "x", None).unwrap_err();
+    assert!(e.to_string().contains("no certificate"), "{e}");
+}
+
+#[tokio::test]
+async fn mutual_tls_pins_the_client_certificate() {
+    let token = Token::generate();
+    let server_id = ServerIdentity::generate().unwrap();
+    let client_id = ServerIdentity::generate().unwrap();
+    let server = native(&token)
+        .with_tls(TlsConfig::server(&server_id, Some(client_id.fingerprint())).unwrap());
+    let client = native(&token).with_tls(
+        TlsConfig::client_pinned(server_id.fingerprint(), Some(&client_id)).unwrap(),
+    );
+    let (s, c) = establish(&server, &client, Side::Dialler).await;
+    let s = s.unwrap();
+    assert_eq!(s.tls().unwrap().peer_certificate, Some(client_id.fingerprint()));
+    echo_round_trip(s, c.unwrap()).await;
+
+    // Another client certificate, or none, is refused by the server.
+    let impostor = ServerIdentity::generate().unwrap();
+    for id in [Some(&impostor), None] {
+        let client = native(&token)
+            .with_tls(TlsConfig::client_pinned(server_id.fingerprint(), id).unwrap());
+        let (s, _) = establish(&server, &client, Side::Acceptor).await;
+        assert!(s.is_err(), "server accepted client cert {:?}", id.map(|i| i.fingerprint()));
+    }
+}
+
+#[tokio::test]
+async fn a_relay_with_the_right_certificate_is_caught_by_channel_binding() {
+    // The worst case for TLS alone: the relay holds the server's own key (say it leaked), so
+    // the client's pin is satisfied. It terminates TLS towards each end and relays plaintext.
+    let token = Token::generate();
+    let id = ServerIdentity::generate().unwrap();
+    let server_tls = TlsConfig::server(&id, None).unwrap();
+    let client_tls = TlsConfig::client_pinned(id.fingerprint(), None).unwrap();
+
+    let server_l = Listener::bind(loopback(0), None).await.unwrap();
+    let relay_l = Listener::bind(loopback(0), None).await.unwrap();
+    let server_port = server_l.local_addr().unwrap().port();
+    let relay_port = relay_l.local_addr().unwrap().port();
+    let (relay_server_tls, relay_client_tls) = (server_tls.clone(), client_tls.clone());
+    let relay = tokio::spawn(async move {
+        let (from_client, _) = relay_l.accept().await.unwrap();
+        let to_server = TcpStream::connect(loopback(server_port)).await.unwrap();
+        let a = relay_server_tls.secure(from_client, Role::Server).await.unwrap();
+        let b = relay_client_tls.secure(to_server, Role::Client).await.unwrap();
+        let (mut a, mut b) = (a.stream, b.stream);
+        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+    });
+    let server_cfg = native(&token).with_tls(server_tls);
+    let client_cfg = native(&token).with_tls(client_tls);
+    let server = async {
+        let (s, addr) = server_l.accept().await.unwrap();
+        Connection::establish(s, Side::Acceptor, Role::Server, &server_cfg, Some(addr)).await
+    };
+    let client = async {
+        let s = TcpStream::connect(loopback(relay_port)).await.unwrap();
+        Connection::establish(s, Side::Dialler, Role::Client, &client_cfg, None).await
+    };
+    let (s, c) = tokio::join!(server, client);
+    assert!(
+        matches!(s, Err(EstablishError::Handshake(HandshakeError::WrongToken(_)))),
+        "server: {s:?}"
+    );
+    assert!(
+        matches!(c, Err(EstablishError::Handshake(HandshakeError::WrongToken(_)))),
+        "client: {c:?}"
+    );
+    relay.abort();
+}
+
+#[tokio::test]
+async fn plaintext_peer_on_a_tls_port_and_tls_peer_on_a_plaintext_port() {
+    let token = Token::generate();
+    let id = ServerIdentity::generate().unwrap();
+    let tls_server = native(&token).with_tls(TlsConfig::server(&id, None).unwrap());
+    let plain_client = native(&token);
+    let (s, c) = establish(&tls_server, &plain_client, Side::Acceptor).await;
+    assert!(matches!(s, Err(EstablishError::Tls(TlsError::NotTls))), "{s:?}");
+    assert!(c.is_err());
+
+    let plain_server = native(&token);
+    let tls_client = native(&token).with_tls(TlsConfig::client_pinned(id.fingerprint(), None).unwrap());
+    let (s, c) = establish(&plain_server, &tls_client, Side::Acceptor).await;
+    let e = s.unwrap_err().to_string();
+    assert!(e.contains("TLS"), "the plaintext server names TLS: {e}");
+    assert!(c.is_err());
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_mid_handshake_hits_the_deadline() {
+    let id = ServerIdentity::generate().unwrap();
+    let client = ConnectionConfig::new(NoHandshake)
+        .with_tls(TlsConfig::client_pinned(id.fingerprint(), None).unwrap())
+        .with_deadline(Duration::from_millis(500));
+    let (d, mut a) = pair().await;
+    // The "server" reads the ClientHello and then says nothing, keeping the socket open.
+    let stall = tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        let _ = a.read(&mut buf).await;
+        let _ = a.read(&mut buf).await;
+    });
+    let r = Connection::establish(d, Side::Dialler, Role::Client, &client, None).await;
+    assert!(
+        matches!(r, Err(EstablishError::Tls(TlsError::DeadlinePassed(_)))),
+        "{r:?}"
+    );
+    stall.abort();
+}
+
+/// A process killed when the test ends, however it ends.
+struct Reaped(tokio::process::Child);
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+#[tokio::test]
+async fn openssl_s_client_talks_to_our_tls_listener() {
+    let id = ServerIdentity::generate().unwrap();
+    let server_cfg =
+        ConnectionConfig::new(NoHandshake).with_tls(TlsConfig::server(&id, None).unwrap());
+    let l = Listener::bind(loopback(0), None).await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (s, addr) = l.accept().await.unwrap();
+        let conn = Connection::establish(s, Side::Acceptor, Role::Server, &server_cfg, Some(addr))
+            .await
+            .unwrap();
+        let (mut r, mut w) = tokio::io::split(conn);
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    });
+    let mut child = Reaped(
+        tokio::process::Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-tls1_3", "-quiet"])
+            .args(["-servername", "pv-launch-server"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("openssl is installed (ci/install-deps)"),
+    );
+    let mut stdin = child.0.stdin.take().unwrap();
+    stdin.write_all(b"hello openssl\n").await.unwrap();
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("s_client echoes within the deadline")
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("hello openssl"));
+    drop(stdin);
+    drop(child);
+    server.abort();
+}
+
+#[tokio::test]
+async fn our_pinned_client_talks_to_openssl_s_server() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["pv-launch-server".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("pv-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let port = {
+        let l = Listener::bind(loopback(0), None).await.unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut server = Reaped(
+        tokio::process::Command::new("openssl")
+            .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-tls1_3", "-rev"])
+            .arg("-cert")
+            .arg(&cert_path)
+            .arg("-key")
+            .arg(&key_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("openssl is installed"),
+    );
+    // Wait for s_server to say it accepts, not for a fixed time.
+    let mut out = BufReader::new(server.0.stdout.take().unwrap()).lines();
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = out.next_line().await.unwrap() {
+            if line.contains("ACCEPT") {
+                return;
+            }
+        }
+        panic!("s_server ended without accepting");
+    })
+    .await
+    .expect("s_server ready within the deadline");
+
+    let pin = Fingerprint::of_der(cert.der());
+    let config = ConnectionConfig::new(NoHandshake)
+        .with_tls(TlsConfig::client_pinned(pin, None).unwrap());
+    let stream = dial(
+        "127.0.0.1",
+        port,
+        RetryPolicy::new(ConnectTimeout::Once),
+        None,
+        |_, _, _| {},
+    )
+    .await
+    .unwrap();
+    let mut conn = Connection::establish(stream, Side::Dialler, Role::Client, &config, None)
+        .await
+        .unwrap();
+    assert_eq!(conn.tls().unwrap().peer_certificate, Some(pin));
+    conn.write_all(b"pv-launch\n").await.unwrap();
+    // `-rev` answers each line reversed.
+    let mut reply = BufReader::new(conn);
+    let mut line = String::new();
+    tokio::time::timeout(DEADLINE, reply.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.trim_end(), "hcnual-vp");
+    let _ = std::fs::remove_dir_all(&dir);
+}
