@@ -32,6 +32,8 @@ Environment:
   DISPLAY              the X display for the dialog; without a usable one the prompt is
                        asked on the terminal (/dev/tty), and with neither we exit 1
   FLTK_SCALING_FACTOR  dialog scale, e.g. 2 for HiDPI screens
+  PV_ASKPASS_DEBUG     1: print the prompt's classification (kind, host, fingerprint;
+                       never the answer) on stderr
 
 Host-key questions: Enter (the default button) answers 'no'; accept with a click on
 Connect (or Tab, Space), which answers 'yes'. Confirm questions: Enter allows.
@@ -64,6 +66,15 @@ fn main() -> ExitCode {
         .join(" ");
     let prompt = classify(&text, Hint::from_env_value(hint_value.as_deref()));
     let timeout = timeout_from_env();
+    if std::env::var_os("PV_ASKPASS_DEBUG").is_some_and(|v| !v.is_empty() && v != "0") {
+        // The classification only: never the answer.
+        eprintln!(
+            "pv-askpass: kind={} host={:?} fingerprint={:?}",
+            prompt.kind.as_str(),
+            prompt.host.as_deref().unwrap_or(""),
+            prompt.fingerprint.as_deref().unwrap_or("")
+        );
+    }
 
     let outcome = if let Some(socket) =
         std::env::var_os(bridge::SOCKET_ENV).filter(|s| !s.is_empty())
