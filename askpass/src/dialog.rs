@@ -5,7 +5,7 @@
 //! and Escape (or closing the window) cancels. The kinds:
 //!
 //! - entry (password, passphrase, PIN, unknown): a hidden entry, OK and Cancel; the
-//!   unknown kind adds a "Show text" toggle;
+//!   unknown kind adds a "Show text" toggle (Alt-S);
 //! - visible entry (one-time code, user name): the same with the text shown;
 //! - host key: the prompt, then the host and fingerprint in bold, with **No** as the
 //!   default button, so Enter rejects. Accepting takes a click on "Connect" (or Tab to it
@@ -105,7 +105,7 @@ pub fn ask(prompt: &Prompt, timeout: Option<Duration>) -> Outcome {
     });
     if prompt.kind == PromptKind::Unknown {
         if let Some(inp) = entry.clone() {
-            let mut show = button::CheckButton::new(MARGIN, y, 140, 24, "Show text");
+            let mut show = button::CheckButton::new(MARGIN, y, 140, 24, "&Show text");
             show.set_label_size(FONT_SIZE);
             show.clear_visible_focus();
             show.set_callback(move |b| {

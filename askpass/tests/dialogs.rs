@@ -203,7 +203,14 @@ fn one_time_code_is_visible_and_unknown_prompt_has_a_show_toggle() {
     );
     x.wait_for_dialog(&mut child);
     x.type_text("xyzzy");
-    x.screenshot("unknown");
+    let hidden = x.screenshot("unknown");
+    // Alt-S ticks "Show text": the entry now shows the letters instead of dots.
+    x.key("alt+s");
+    let shown = x.screenshot("unknown-shown");
+    assert!(
+        common::pixels_differing(&hidden, &shown) > 20,
+        "Show text changed nothing on screen"
+    );
     x.key("Return");
     let (status, out, _) = child.finish(DEADLINE);
     assert!(status.success());

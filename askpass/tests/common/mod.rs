@@ -254,6 +254,23 @@ impl Xvfb {
     }
 }
 
+/// How many pixels differ between two screenshots (ImageMagick `compare -metric AE`).
+pub fn pixels_differing(a: &Path, b: &Path) -> u64 {
+    let out = Command::new("compare")
+        .args(["-metric", "AE"])
+        .arg(a)
+        .arg(b)
+        .arg("null:")
+        .output()
+        .expect("compare (imagemagick)");
+    // compare prints the count on stderr and exits 1 when the images differ.
+    let text = String::from_utf8_lossy(&out.stderr);
+    text.split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("compare said {text:?}")) as u64
+}
+
 /// A mapped dialog window and its geometry on the root window.
 #[derive(Debug, Clone)]
 pub struct Window {
