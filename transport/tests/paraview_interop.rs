@@ -156,8 +156,9 @@ async fn dial(port: u16, hs: &ParaViewHandshake) -> Result<PeerInfo, HandshakeEr
     perform(hs, &mut socket, ctx, HANDSHAKE_DEADLINE).await
 }
 
-/// Forward: pvserver listens, we dial. A wrong hash and a wrong connect id are refused
-/// (pvserver keeps listening after each), then the right ones connect.
+/// Forward: pvserver listens, we dial. A wrong hash, connect id, version, backend and an
+/// unparsable string are each refused with the expected error (pvserver keeps listening
+/// after each), then the right handshake connects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paraview_dial_a_listening_pvserver() {
     let Some(binary) = pvserver() else { return };
@@ -208,7 +209,31 @@ async fn paraview_dial_a_listening_pvserver() {
         ),
     }
 
-    // 3. Everything right.
+    // 3. pvserver's own classification of the other differences: another version (2),
+    //    another backend (4), a string its pattern cannot parse (5: a negative id).
+    let base = || {
+        ParaViewHandshake::builder()
+            .vtk_hash(server_hash())
+            .connect_id(4242)
+    };
+    for (hs, code) in [
+        (base().version(5, 13), ErrorCode::DifferentVersions),
+        (
+            base().rendering_backend("egl"),
+            ErrorCode::DifferentRenderingBackends,
+        ),
+        (base().connect_id(-4242), ErrorCode::Unknown),
+    ] {
+        match dial(port, &hs.build().unwrap()).await {
+            Err(HandshakeError::ParaView(e)) => assert_eq!(e.code(), Some(code), "{e}"),
+            other => panic!(
+                "expected {code:?}, got {other:?}; stderr:\n{}",
+                server.stderr()
+            ),
+        }
+    }
+
+    // 4. Everything right.
     let peer = dial(port, &handshake(4242, server_hash()))
         .await
         .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", server.stderr()));
