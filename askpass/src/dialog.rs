@@ -60,7 +60,17 @@ pub fn ask(prompt: &Prompt, timeout: Option<Duration>) -> Outcome {
     let max_w = ((screen_w * 0.9) as i32).max(MIN_W);
 
     let prompt_label = escape_label(prompt.text.trim_end());
-    let (text_w, text_h) = measure(&prompt_label, enums::Font::Helvetica);
+    // ssh's VisualHostKey randomart only lines up in a fixed-width font.
+    let randomart = prompt.text.lines().any(|l| {
+        let l = l.trim();
+        l.len() > 4 && l.starts_with("+-") && l.ends_with("-+")
+    });
+    let prompt_font = if randomart {
+        enums::Font::Courier
+    } else {
+        enums::Font::Helvetica
+    };
+    let (text_w, text_h) = measure(&prompt_label, prompt_font);
     let mut width = (text_w + 2 * MARGIN + LABEL_SLACK).clamp(MIN_W, max_w);
 
     // The bold summary under a host-key prompt.
@@ -79,6 +89,7 @@ pub fn ask(prompt: &Prompt, timeout: Option<Duration>) -> Outcome {
     let mut text = frame::Frame::new(MARGIN, y, width - 2 * MARGIN, text_h, None);
     text.set_label(&prompt_label);
     text.set_label_size(FONT_SIZE);
+    text.set_label_font(prompt_font);
     text.set_align(
         enums::Align::Left | enums::Align::Top | enums::Align::Inside | enums::Align::Clip,
     );
