@@ -1,23 +1,108 @@
 //! Shared fixtures for pv-launch's end-to-end tests: locating the workspace's built
-//! binaries and starting real helper processes (sshd, Xvfb) with deadlines.
+//! binaries and starting them as real processes, with deadlines and cleanup on drop.
 //!
 //! The tests themselves live in `tests/tests/*.rs`; each starts the real parts it needs.
+//! They run the binaries cargo built for the workspace (`cargo build --workspace --bins`,
+//! which `ci/test` does first).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
 
-/// The directory cargo puts the workspace's binaries in for this test build
-/// (`target/debug` or the `CARGO_TARGET_DIR` equivalent).
+use pv_transport::Token;
+use pv_transport::launch::{ReadyLine, Secrets};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// How long any fixture waits for a process to become ready.
+pub const READY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The directory cargo puts the workspace's binaries in for this test build.
 pub fn target_bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // tests run from target/<profile>/deps/<name>-<hash>
+    // Test binaries run from target/<profile>/deps/<name>-<hash>.
     exe.parent()
         .and_then(|p| p.parent())
         .map(PathBuf::from)
         .expect("test binary lives in target/<profile>/deps")
 }
 
-/// Path of a binary built by this workspace (e.g. `pv-demo-server`).
+/// Path of a binary built by this workspace (e.g. `pv-demo-server`); panics with the
+/// command to run when it has not been built.
 pub fn workspace_bin(name: &str) -> PathBuf {
-    target_bin_dir().join(name)
+    let path = target_bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (ci/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A running `pv-demo-server`, killed when dropped.
+pub struct DemoServer {
+    /// The process.
+    pub child: Child,
+    /// What it announced on the launch channel.
+    pub ready: ReadyLine,
+    /// The rest of its stdout.
+    pub stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl DemoServer {
+    /// Start `pv-demo-server ARGS`, hand it `token` on stdin (the launch channel) and wait
+    /// for its ready line.
+    pub async fn start(args: &[&str], token: &Token) -> DemoServer {
+        let mut child = Command::new(workspace_bin("pv-demo-server"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start pv-demo-server");
+        let mut stdin = child.stdin.take().unwrap();
+        let line = Secrets {
+            token: token.clone(),
+            client_cert: None,
+        }
+        .to_line();
+        stdin.write_all(line.as_bytes()).await.unwrap();
+        drop(stdin);
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(READY_DEADLINE, async {
+            loop {
+                let line = stdout
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("pv-demo-server closed stdout before its ready line");
+                if let Some(r) = ReadyLine::parse(&line) {
+                    return r.unwrap();
+                }
+            }
+        })
+        .await
+        .expect("ready line within the deadline");
+        DemoServer {
+            child,
+            ready,
+            stdout,
+        }
+    }
+
+    /// Wait for the process to exit, within `deadline`; its exit code.
+    pub async fn exit_within(&mut self, deadline: Duration) -> Option<i32> {
+        tokio::time::timeout(deadline, self.child.wait())
+            .await
+            .expect("the server exits within the deadline")
+            .unwrap()
+            .code()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
 }

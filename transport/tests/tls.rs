@@ -11,7 +11,7 @@ use pv_transport::{
     ConnectTimeout, Connection, ConnectionConfig, EstablishError, Fingerprint, Listener,
     RetryPolicy, ServerIdentity, TlsConfig, TlsError, Token, dial, loopback,
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -83,7 +83,11 @@ async fn pinned_tls_works_forward_and_reverse() {
         let info = c.tls().unwrap();
         assert_eq!(info.version, "TLSv1_3");
         assert_eq!(info.peer_certificate, Some(id.fingerprint()));
-        assert_eq!(s.tls().unwrap().peer_certificate, None, "no client cert asked");
+        assert_eq!(
+            s.tls().unwrap().peer_certificate,
+            None,
+            "no client cert asked"
+        );
         echo_round_trip(s, c).await;
     }
 }
@@ -104,7 +108,13 @@ async fn a_different_certificate_is_refused_showing_both_fingerprints() {
         }
         other => panic!("client: {other:?}"),
     }
-    let msg = format!("{}", establish(&server, &client, Side::Acceptor).await.1.unwrap_err());
+    let msg = format!(
+        "{}",
+        establish(&server, &client, Side::Acceptor)
+            .await
+            .1
+            .unwrap_err()
+    );
     assert!(msg.contains(&real.fingerprint().to_string()), "{msg}");
     assert!(msg.contains(&other.fingerprint().to_string()), "{msg}");
     assert!(s.is_err(), "the server sees the refusal too");
@@ -158,14 +168,20 @@ async fn ca_verification_checks_the_server_name() {
         .with_tls(TlsConfig::client_with_ca(ca_pem.as_bytes(), "evil.example", None).unwrap());
     let (_, c) = establish(&server, &wrong, Side::Acceptor).await;
     let e = c.unwrap_err().to_string();
-    assert!(e.contains("not valid for name") || e.contains("NotValidForName"), "{e}");
+    assert!(
+        e.contains("not valid for name") || e.contains("NotValidForName"),
+        "{e}"
+    );
 
     // A certificate from no trusted CA at all.
     let stranger = ServerIdentity::generate().unwrap();
     let server = native(&token).with_tls(TlsConfig::server(&stranger, None).unwrap());
     let (_, c) = establish(&server, &good, Side::Acceptor).await;
     let e = c.unwrap_err().to_string();
-    assert!(e.contains("UnknownIssuer") || e.contains("unknown issuer"), "{e}");
+    assert!(
+        e.contains("UnknownIssuer") || e.contains("unknown issuer"),
+        "{e}"
+    );
 
     let e = TlsConfig::client_with_ca(b"not pem", "x", None).unwrap_err();
     assert!(e.to_string().contains("no certificate"), "{e}");
@@ -178,21 +194,27 @@ async fn mutual_tls_pins_the_client_certificate() {
     let client_id = ServerIdentity::generate().unwrap();
     let server = native(&token)
         .with_tls(TlsConfig::server(&server_id, Some(client_id.fingerprint())).unwrap());
-    let client = native(&token).with_tls(
-        TlsConfig::client_pinned(server_id.fingerprint(), Some(&client_id)).unwrap(),
-    );
+    let client = native(&token)
+        .with_tls(TlsConfig::client_pinned(server_id.fingerprint(), Some(&client_id)).unwrap());
     let (s, c) = establish(&server, &client, Side::Dialler).await;
     let s = s.unwrap();
-    assert_eq!(s.tls().unwrap().peer_certificate, Some(client_id.fingerprint()));
+    assert_eq!(
+        s.tls().unwrap().peer_certificate,
+        Some(client_id.fingerprint())
+    );
     echo_round_trip(s, c.unwrap()).await;
 
     // Another client certificate, or none, is refused by the server.
     let impostor = ServerIdentity::generate().unwrap();
     for id in [Some(&impostor), None] {
-        let client = native(&token)
-            .with_tls(TlsConfig::client_pinned(server_id.fingerprint(), id).unwrap());
+        let client =
+            native(&token).with_tls(TlsConfig::client_pinned(server_id.fingerprint(), id).unwrap());
         let (s, _) = establish(&server, &client, Side::Acceptor).await;
-        assert!(s.is_err(), "server accepted client cert {:?}", id.map(|i| i.fingerprint()));
+        assert!(
+            s.is_err(),
+            "server accepted client cert {:?}",
+            id.map(|i| i.fingerprint())
+        );
     }
 }
 
@@ -213,8 +235,14 @@ async fn a_relay_with_the_right_certificate_is_caught_by_channel_binding() {
     let relay = tokio::spawn(async move {
         let (from_client, _) = relay_l.accept().await.unwrap();
         let to_server = TcpStream::connect(loopback(server_port)).await.unwrap();
-        let a = relay_server_tls.secure(from_client, Role::Server).await.unwrap();
-        let b = relay_client_tls.secure(to_server, Role::Client).await.unwrap();
+        let a = relay_server_tls
+            .secure(from_client, Role::Server)
+            .await
+            .unwrap();
+        let b = relay_client_tls
+            .secure(to_server, Role::Client)
+            .await
+            .unwrap();
         let (mut a, mut b) = (a.stream, b.stream);
         let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
     });
@@ -230,11 +258,17 @@ async fn a_relay_with_the_right_certificate_is_caught_by_channel_binding() {
     };
     let (s, c) = tokio::join!(server, client);
     assert!(
-        matches!(s, Err(EstablishError::Handshake(HandshakeError::WrongToken(_)))),
+        matches!(
+            s,
+            Err(EstablishError::Handshake(HandshakeError::WrongToken(_)))
+        ),
         "server: {s:?}"
     );
     assert!(
-        matches!(c, Err(EstablishError::Handshake(HandshakeError::WrongToken(_)))),
+        matches!(
+            c,
+            Err(EstablishError::Handshake(HandshakeError::WrongToken(_)))
+        ),
         "client: {c:?}"
     );
     relay.abort();
@@ -247,11 +281,15 @@ async fn plaintext_peer_on_a_tls_port_and_tls_peer_on_a_plaintext_port() {
     let tls_server = native(&token).with_tls(TlsConfig::server(&id, None).unwrap());
     let plain_client = native(&token);
     let (s, c) = establish(&tls_server, &plain_client, Side::Acceptor).await;
-    assert!(matches!(s, Err(EstablishError::Tls(TlsError::NotTls))), "{s:?}");
+    assert!(
+        matches!(s, Err(EstablishError::Tls(TlsError::NotTls))),
+        "{s:?}"
+    );
     assert!(c.is_err());
 
     let plain_server = native(&token);
-    let tls_client = native(&token).with_tls(TlsConfig::client_pinned(id.fingerprint(), None).unwrap());
+    let tls_client =
+        native(&token).with_tls(TlsConfig::client_pinned(id.fingerprint(), None).unwrap());
     let (s, c) = establish(&plain_server, &tls_client, Side::Acceptor).await;
     let e = s.unwrap_err().to_string();
     assert!(e.contains("TLS"), "the plaintext server names TLS: {e}");
@@ -304,7 +342,13 @@ async fn openssl_s_client_talks_to_our_tls_listener() {
     });
     let mut child = Reaped(
         tokio::process::Command::new("openssl")
-            .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-tls1_3", "-quiet"])
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-tls1_3",
+                "-quiet",
+            ])
             .args(["-servername", "pv-launch-server"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -344,7 +388,13 @@ async fn our_pinned_client_talks_to_openssl_s_server() {
     };
     let mut server = Reaped(
         tokio::process::Command::new("openssl")
-            .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-tls1_3", "-rev"])
+            .args([
+                "s_server",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+                "-tls1_3",
+                "-rev",
+            ])
             .arg("-cert")
             .arg(&cert_path)
             .arg("-key")
@@ -370,8 +420,8 @@ async fn our_pinned_client_talks_to_openssl_s_server() {
     .expect("s_server ready within the deadline");
 
     let pin = Fingerprint::of_der(cert.der());
-    let config = ConnectionConfig::new(NoHandshake)
-        .with_tls(TlsConfig::client_pinned(pin, None).unwrap());
+    let config =
+        ConnectionConfig::new(NoHandshake).with_tls(TlsConfig::client_pinned(pin, None).unwrap());
     let stream = dial(
         "127.0.0.1",
         port,
