@@ -1,5 +1,168 @@
-//! The `pv-launch` command (placeholder until the launcher-core issue lands).
-fn main() {
-    eprintln!("pv-launch: not implemented yet");
-    std::process::exit(2);
+//! The `pv-launch` command: see `pv-launch --help`.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use pv_launch::cli::{Cli, Command, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use pv_launch::profile::find;
+use pv_launch::prompt::{NonInteractive, Prompter, TerminalPrompter};
+use pv_launch::{LaunchContext, Plan, Profile};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "pv-launch",
+                &mut std::io::stdout(),
+            );
+            EXIT_OK
+        }
+        Some(Command::List { profile }) => list(profile.as_deref()),
+        Some(Command::Check { profile }) => check(&profile),
+        Some(Command::Import { pvsc, output }) => import(&pvsc, output.as_deref()),
+        None => launch(&cli.launch),
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn fail(message: impl std::fmt::Display, code: i32) -> i32 {
+    eprintln!("pv-launch: {message}");
+    code
+}
+
+fn load(name: &str) -> Result<Profile, i32> {
+    let path = find::locate(name).map_err(|e| fail(e, EXIT_USAGE))?;
+    Profile::load(&path).map_err(|e| fail(e, EXIT_USAGE))
+}
+
+fn list(profile: Option<&str>) -> i32 {
+    let Some(name) = profile else {
+        let Some(dir) = find::config_dir() else {
+            return fail(
+                "no config directory (set HOME or XDG_CONFIG_HOME)",
+                EXIT_USAGE,
+            );
+        };
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".toml") || n.ends_with(".pvsc"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        if names.is_empty() {
+            eprintln!("no profiles in {}", dir.display());
+        }
+        for n in names {
+            println!("{}", dir.join(n).display());
+        }
+        return EXIT_OK;
+    };
+    let profile = match load(name) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    for s in &profile.servers {
+        let start = match &s.startup {
+            pv_launch::profile::Startup::Manual => "manual",
+            pv_launch::profile::Startup::Command(m) => m.kind_name(),
+        };
+        println!("{}\t{}\t{}", s.name, s.resource.value, start);
+    }
+    EXIT_OK
+}
+
+fn check(name: &str) -> i32 {
+    let profile = match load(name) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    for w in &profile.warnings {
+        eprintln!("{w}");
+    }
+    let mut code = EXIT_OK;
+    for s in &profile.servers {
+        match Plan::resolve(s, &LaunchContext::from_host(), &NonInteractive) {
+            Ok(plan) => {
+                for w in plan.warnings() {
+                    eprintln!("{w}");
+                }
+                println!("ok: {}", s.name);
+            }
+            Err(e) => code = fail(e, EXIT_USAGE),
+        }
+    }
+    code
+}
+
+fn import(pvsc: &std::path::Path, output: Option<&std::path::Path>) -> i32 {
+    let text = match std::fs::read_to_string(pvsc) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("cannot read {}: {e}", pvsc.display()), EXIT_USAGE),
+    };
+    let profile = match pv_launch::pvsc::load_str(pvsc, &text) {
+        Ok(p) => p,
+        Err(e) => return fail(e, EXIT_USAGE),
+    };
+    for w in &profile.warnings {
+        eprintln!("{w}");
+    }
+    let toml = pv_launch::pvsc::import::to_toml(&profile);
+    match output {
+        None => {
+            print!("{toml}");
+            EXIT_OK
+        }
+        Some(out) => match std::fs::write(out, toml) {
+            Ok(()) => EXIT_OK,
+            Err(e) => fail(format!("cannot write {}: {e}", out.display()), EXIT_FAILURE),
+        },
+    }
+}
+
+fn launch(args: &pv_launch::cli::LaunchArgs) -> i32 {
+    let Some(name) = &args.profile else {
+        return fail("no profile: use --profile FILE (see --help)", EXIT_USAGE);
+    };
+    let profile = match load(name) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    for w in &profile.warnings {
+        eprintln!("{w}");
+    }
+    let entry = match profile.select(args.server.as_deref()) {
+        Ok(e) => e,
+        Err(e) => return fail(e, EXIT_USAGE),
+    };
+    let mut ctx = LaunchContext::from_host();
+    ctx.seed = args.seed;
+    ctx.sets = args.sets.clone();
+    let prompter: &dyn Prompter = if !args.no_prompt && TerminalPrompter::available() {
+        &TerminalPrompter
+    } else {
+        &NonInteractive
+    };
+    let plan = match Plan::resolve(entry, &ctx, prompter) {
+        Ok(p) => p,
+        Err(pv_launch::PlanError::Cancelled(_)) => {
+            return fail("cancelled", pv_launch::cli::EXIT_INTERRUPTED);
+        }
+        Err(e) => return fail(e, EXIT_USAGE),
+    };
+    if args.dry_run {
+        if args.json {
+            println!("{}", plan.to_json());
+        } else {
+            print!("{}", plan.to_dry_run_text());
+        }
+        return EXIT_OK;
+    }
+    pv_launch::run::run(plan, args)
 }

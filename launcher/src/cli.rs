@@ -1,0 +1,113 @@
+//! The `pv-launch` command line, parsed in one place.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status: everything went well.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: the server failed to start, or the connection failed.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit status: bad usage, or a profile that does not load or resolve.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status: interrupted (Ctrl-C, SIGTERM).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+const AFTER_HELP: &str = "\
+Examples:
+  pv-launch --profile examples/profiles/local.toml
+      start the demo server locally and connect to it
+  pv-launch --profile cluster.toml --server gpu --set NODES=4 --dry-run
+      print exactly what would run, start nothing
+  pv-launch --profile servers.pvsc --server 'ORNL andes'
+      use a ParaView server file as it is
+  pv-launch --profile local --exec 'my-client \"$PV_LAUNCH_URL\"'
+      run a command while connected ($PV_LAUNCH_URL holds the connection URL)
+  pv-launch import servers.pvsc -o servers.toml
+
+Profiles are found by path, or by name in $XDG_CONFIG_HOME/pv-launch/ (else
+~/.config/pv-launch/) as NAME, NAME.toml or NAME.pvsc.
+
+Exit status: 0 success; 1 the server or the connection failed; 2 bad usage or a
+profile error; 130 interrupted; with --exec, the command's own status.";
+
+/// Start a server (locally, through a script, over ssh) and connect to it.
+#[derive(Debug, Parser)]
+#[command(name = "pv-launch", version, about, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do; without a subcommand, launch.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Launch options.
+    #[command(flatten)]
+    pub launch: LaunchArgs,
+}
+
+/// Options of a launch.
+#[derive(Debug, clap::Args)]
+pub struct LaunchArgs {
+    /// Profile file (TOML or ParaView .pvsc), or a profile name in the config directory.
+    #[arg(long, short = 'p', value_name = "FILE")]
+    pub profile: Option<String>,
+    /// Server entry to launch (optional when the profile has only one).
+    #[arg(long, short = 's', value_name = "NAME")]
+    pub server: Option<String>,
+    /// Answer an option, or override a variable, without asking.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_assignment)]
+    pub sets: Vec<(String, String)>,
+    /// Print the resolved plan (argv, environment, tunnels, connection) and start nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print progress events (or, with --dry-run, the plan) as JSON, one object per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Once connected, run this command through /bin/sh, with PV_LAUNCH_URL set, then
+    /// clean up and exit with its status.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Seed for `random` option defaults (reproducible dry runs).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Never ask: options take their defaults or --set values.
+    #[arg(long)]
+    pub no_prompt: bool,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the servers of a profile, or the profiles in the config directory.
+    List {
+        /// Profile file or name.
+        #[arg(long, short = 'p', value_name = "FILE")]
+        profile: Option<String>,
+    },
+    /// Load a profile, resolve every server with defaults, and print warnings.
+    Check {
+        /// Profile file or name.
+        #[arg(value_name = "FILE")]
+        profile: String,
+    },
+    /// Convert a ParaView .pvsc file into a TOML profile.
+    Import {
+        /// The .pvsc file.
+        #[arg(value_name = "FILE.pvsc")]
+        pvsc: PathBuf,
+        /// Where to write the TOML (standard output by default).
+        #[arg(long, short = 'o', value_name = "OUT.toml")]
+        output: Option<PathBuf>,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+fn parse_assignment(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if crate::template::is_variable_name(k) => Ok((k.to_string(), v.to_string())),
+        Some((k, _)) => Err(format!("{k:?} is not a variable name")),
+        None => Err("expected NAME=VALUE".to_string()),
+    }
+}

@@ -1,0 +1,181 @@
+//! Asking the user for option values.
+//!
+//! The launcher never talks to a user directly: it asks a [`Prompter`]. The CLI uses
+//! [`TerminalPrompter`] on a terminal and [`NonInteractive`] otherwise; an application
+//! embedding pv-launch implements [`Prompter`] with its own dialogs.
+//!
+//! ```
+//! use pv_launch::prompt::{Prompter, PromptRequest, PromptError};
+//!
+//! /// Answers every option with its default, and "42" when there is none.
+//! struct Defaults;
+//!
+//! impl Prompter for Defaults {
+//!     fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
+//!         Ok(request.default.clone().unwrap_or_else(|| "42".to_string()))
+//!     }
+//! }
+//! ```
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use crate::profile::{OptionKind, OptionSpec};
+
+/// One question: which option, its proposed default, and why a previous answer was refused.
+#[derive(Debug)]
+pub struct PromptRequest<'a> {
+    /// The option asked for (name, label, type, limits).
+    pub option: &'a OptionSpec,
+    /// The value used when the user just accepts (`None`: there is none, an answer is needed).
+    pub default: Option<String>,
+    /// Why the previous answer was refused, when asking again.
+    pub problem: Option<String>,
+}
+
+/// Why no answer came.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PromptError {
+    /// The user cancelled: the launch stops.
+    #[error("cancelled")]
+    Cancelled,
+    /// No answer can be had (no terminal, no default).
+    #[error("{0}")]
+    NoAnswer(String),
+}
+
+/// Answers option prompts (and, later, password prompts) for the launcher.
+pub trait Prompter {
+    /// Ask for the value of `request.option`, as text. The launcher validates the answer
+    /// (range, step, enumeration) and asks again with `problem` set if it is refused.
+    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError>;
+
+    /// Whether asking again after a refused answer makes sense (false for prompters that
+    /// would give the same answer).
+    fn interactive(&self) -> bool {
+        true
+    }
+}
+
+/// Never asks: every option takes its default (or its `--set` value, which the launcher
+/// applies before asking); an option with no default is an error.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NonInteractive;
+
+impl Prompter for NonInteractive {
+    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
+        request.default.clone().ok_or_else(|| {
+            PromptError::NoAnswer(format!(
+                "option {} ({}) has no default and nobody can be asked: give it with --set {}=VALUE",
+                request.option.name, request.option.label, request.option.name
+            ))
+        })
+    }
+
+    fn interactive(&self) -> bool {
+        false
+    }
+}
+
+/// Asks on the terminal (stderr for the question, stdin for the answer). An empty answer
+/// takes the default; end of input cancels. Password input is not echoed when stdin is a
+/// terminal.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TerminalPrompter;
+
+impl TerminalPrompter {
+    /// Whether a terminal is there to ask on.
+    pub fn available() -> bool {
+        std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+    }
+}
+
+fn describe(kind: &OptionKind) -> String {
+    match kind {
+        OptionKind::Int { min, max, step, .. } if *step > 1 => {
+            format!("integer {min}..={max}, step {step}")
+        }
+        OptionKind::Int { min, max, .. } => format!("integer {min}..={max}"),
+        OptionKind::Double { min, max, .. } => format!("number {min}..={max}"),
+        OptionKind::Boolean {
+            true_value,
+            false_value,
+            ..
+        } => format!("{true_value:?} or {false_value:?}"),
+        OptionKind::Enumeration { entries, .. } => entries
+            .iter()
+            .map(|e| {
+                if e.label == e.value {
+                    format!("{:?}", e.value)
+                } else {
+                    format!("{:?} ({})", e.value, e.label)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.type_name().to_string(),
+    }
+}
+
+impl Prompter for TerminalPrompter {
+    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
+        let option = request.option;
+        let mut err = std::io::stderr();
+        if let Some(problem) = &request.problem {
+            let _ = writeln!(err, "  {problem}");
+        }
+        let default = match (&request.default, option.kind.is_secret()) {
+            (Some(_), true) => " [keep default]".to_string(),
+            (Some(d), false) => format!(" [{d}]"),
+            (None, _) => String::new(),
+        };
+        let _ = write!(
+            err,
+            "{} ({}){default}: ",
+            option.label,
+            describe(&option.kind)
+        );
+        let _ = err.flush();
+        let mut line = String::new();
+        let echo_off = option.kind.is_secret().then(EchoOff::new).flatten();
+        let read = std::io::stdin().lock().read_line(&mut line);
+        if echo_off.is_some() {
+            let _ = writeln!(err);
+        }
+        drop(echo_off);
+        let read = read.map_err(|e| PromptError::NoAnswer(e.to_string()))?;
+        if read == 0 {
+            return Err(PromptError::Cancelled);
+        }
+        let answer = line.trim_end_matches(['\n', '\r']).to_string();
+        if answer.is_empty() {
+            if let Some(d) = &request.default {
+                return Ok(d.clone());
+            }
+        }
+        Ok(answer)
+    }
+}
+
+/// Terminal echo switched off on stdin until dropped.
+struct EchoOff {
+    saved: nix::sys::termios::Termios,
+}
+
+impl EchoOff {
+    fn new() -> Option<EchoOff> {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        tcsetattr(&stdin, SetArg::TCSANOW, &quiet).ok()?;
+        Some(EchoOff { saved })
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        use nix::sys::termios::{SetArg, tcsetattr};
+        let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.saved);
+    }
+}
