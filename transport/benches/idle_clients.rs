@@ -84,10 +84,11 @@ fn server(count: usize) {
             .unwrap();
         let mut accepted = 0;
         while accepted < count {
-            let next = tokio::time::timeout(LIMIT.saturating_sub(started.elapsed()), incoming.next())
-                .await
-                .expect("all clients connected within the time limit")
-                .expect("listener open");
+            let next =
+                tokio::time::timeout(LIMIT.saturating_sub(started.elapsed()), incoming.next())
+                    .await
+                    .expect("all clients connected within the time limit")
+                    .expect("listener open");
             match next {
                 Ok(conn) => {
                     tokio::spawn(echo(conn));
@@ -113,8 +114,14 @@ fn server(count: usize) {
 }
 
 fn clients() {
-    let port: u16 = std::env::var("PV_IDLE_CLIENTS_PORT").unwrap().parse().unwrap();
-    let count: usize = std::env::var("PV_IDLE_CLIENTS_COUNT").unwrap().parse().unwrap();
+    let port: u16 = std::env::var("PV_IDLE_CLIENTS_PORT")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let count: usize = std::env::var("PV_IDLE_CLIENTS_COUNT")
+        .unwrap()
+        .parse()
+        .unwrap();
     let token = Token::from_hex(&std::env::var(TOKEN_ENV).unwrap()).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

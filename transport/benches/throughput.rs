@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pv_transport::handshake::native::NativeHandshake;
 use pv_transport::handshake::{Role, Side, Stream};
-use pv_transport::{Connection, ConnectionConfig, Listener, ServerIdentity, TlsConfig, Token, loopback};
+use pv_transport::{
+    Connection, ConnectionConfig, Listener, ServerIdentity, TlsConfig, Token, loopback,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
@@ -90,7 +92,11 @@ fn bench_throughput(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(PER_ITER as u64));
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(6));
-    for (name, kind) in [("raw_tcp", Kind::Raw), ("native", Kind::Native), ("tls", Kind::Tls)] {
+    for (name, kind) in [
+        ("raw_tcp", Kind::Raw),
+        ("native", Kind::Native),
+        ("tls", Kind::Tls),
+    ] {
         let cfg = configs(kind);
         let (mut tx, mut rx) = rt.block_on(async {
             let l = Listener::bind(loopback(0), None).await.unwrap();
@@ -140,7 +146,11 @@ fn bench_connect(c: &mut Criterion) {
     let mut group = c.benchmark_group("connect");
     group.sample_size(50);
     group.measurement_time(Duration::from_secs(4));
-    for (name, kind) in [("raw_tcp", Kind::Raw), ("native", Kind::Native), ("tls", Kind::Tls)] {
+    for (name, kind) in [
+        ("raw_tcp", Kind::Raw),
+        ("native", Kind::Native),
+        ("tls", Kind::Tls),
+    ] {
         let cfg = configs(kind);
         let listener = rt.block_on(Listener::bind(loopback(0), None)).unwrap();
         group.bench_function(name, |b| {

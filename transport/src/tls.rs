@@ -82,8 +82,17 @@ fn config_error(what: &str, e: impl std::fmt::Display) -> TlsError {
     TlsError::Config(format!("{what}: {e}"))
 }
 
+/// ring's provider, TLS 1.3 suites only, AES-128-GCM first: as strong as needed here and
+/// markedly faster than AES-256-GCM on the bulk data a visualisation session moves.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::cipher_suite;
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites = vec![
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+        cipher_suite::TLS13_AES_256_GCM_SHA384,
+        cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    Arc::new(p)
 }
 
 /// A certificate and its private key, made for one launch or loaded from files.
@@ -209,7 +218,21 @@ impl TlsConfig {
         pin: Fingerprint,
         identity: Option<&ServerIdentity>,
     ) -> Result<TlsConfig, TlsError> {
-        let verifier = Arc::new(PinnedServerVerifier { pin });
+        TlsConfig::client_pinned_any(&[pin], identity)
+    }
+
+    /// The client's end, accepting any of the certificates in `pins`: for a data server and
+    /// a render server of one launch, each with its own per-launch certificate.
+    pub fn client_pinned_any(
+        pins: &[Fingerprint],
+        identity: Option<&ServerIdentity>,
+    ) -> Result<TlsConfig, TlsError> {
+        if pins.is_empty() {
+            return Err(TlsError::Config("no certificate fingerprint to pin".into()));
+        }
+        let verifier = Arc::new(PinnedServerVerifier {
+            pins: pins.to_vec(),
+        });
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| config_error("TLS versions", e))?
@@ -398,10 +421,11 @@ fn webpki_roots_of(cert: &CertificateDer<'_>) -> Result<Arc<RootCertStore>, rust
     Ok(Arc::new(roots))
 }
 
-/// Accepts exactly one server certificate, by fingerprint; also checks its validity period.
+/// Accepts only the pinned server certificates, by fingerprint; also checks the validity
+/// period.
 #[derive(Debug)]
 struct PinnedServerVerifier {
-    pin: Fingerprint,
+    pins: Vec<Fingerprint>,
 }
 
 impl ServerCertVerifier for PinnedServerVerifier {
@@ -414,10 +438,10 @@ impl ServerCertVerifier for PinnedServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let received = Fingerprint::of_der(end_entity);
-        if received != self.pin {
+        if !self.pins.contains(&received) {
             return Err(rustls::Error::General(format!(
                 "{PIN_MISMATCH}{} {}",
-                self.pin.to_hex(),
+                self.pins[0].to_hex(),
                 received.to_hex()
             )));
         }

@@ -446,3 +446,78 @@ async fn our_pinned_client_talks_to_openssl_s_server() {
     assert_eq!(line.trim_end(), "hcnual-vp");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn data_server_and_render_server_pair_over_tls_forward_and_reverse() {
+    use pv_transport::{ConnectionManager, ConnectionMode};
+    let token = Token::generate();
+    let ids = [
+        ServerIdentity::generate().unwrap(),
+        ServerIdentity::generate().unwrap(),
+    ];
+    let pins = [ids[0].fingerprint(), ids[1].fingerprint()];
+    let client_cfg = native(&token).with_tls(TlsConfig::client_pinned_any(&pins, None).unwrap());
+    let server_cfgs: Vec<_> = ids
+        .iter()
+        .map(|id| native(&token).with_tls(TlsConfig::server(id, None).unwrap()))
+        .collect();
+    async fn serve(conn: Connection) {
+        let (mut r, mut w) = tokio::io::split(conn);
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    }
+    // Forward: both servers listen, the client dials both.
+    let client = ConnectionManager::new(ConnectionMode::Single, client_cfg.clone());
+    let mut ports = Vec::new();
+    for cfg in &server_cfgs {
+        let l = Listener::bind(loopback(0), None).await.unwrap();
+        ports.push(l.local_addr().unwrap().port());
+        let server = ConnectionManager::new(ConnectionMode::Single, cfg.clone());
+        tokio::spawn(
+            async move { serve(server.accept_client(l, Some(DEADLINE)).await.unwrap()).await },
+        );
+    }
+    let (d, r) = client
+        .connect_data_render(
+            ("127.0.0.1", ports[0]),
+            ("127.0.0.1", ports[1]),
+            RetryPolicy::new(ConnectTimeout::Once),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.tls().unwrap().peer_certificate, Some(pins[0]));
+    assert_eq!(r.tls().unwrap().peer_certificate, Some(pins[1]));
+    drop((d, r));
+    // Reverse: the client listens on two ports, each server dials its own.
+    let client = ConnectionManager::new(ConnectionMode::Single, client_cfg);
+    let dl = Listener::bind(loopback(0), None).await.unwrap();
+    let rl = Listener::bind(loopback(0), None).await.unwrap();
+    let lports = [
+        dl.local_addr().unwrap().port(),
+        rl.local_addr().unwrap().port(),
+    ];
+    for (cfg, port) in server_cfgs.iter().zip(lports) {
+        let server = ConnectionManager::new(ConnectionMode::Single, cfg.clone());
+        tokio::spawn(async move {
+            let conn = server
+                .dial_client(
+                    "127.0.0.1",
+                    port,
+                    RetryPolicy::new(ConnectTimeout::Once),
+                    |_, _, _| {},
+                )
+                .await
+                .unwrap();
+            serve(conn).await
+        });
+    }
+    let (mut d, r) = client
+        .wait_for_data_render(dl, rl, Some(DEADLINE))
+        .await
+        .unwrap();
+    assert_eq!(d.tls().unwrap().peer_certificate, Some(pins[0]));
+    assert_eq!(r.tls().unwrap().peer_certificate, Some(pins[1]));
+    d.write_all(b"pair").await.unwrap();
+    let mut back = [0u8; 4];
+    d.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"pair");
+}
