@@ -14,12 +14,16 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod events;
 pub mod plan;
 pub mod profile;
 pub mod prompt;
 pub mod pvsc;
 pub mod run;
+pub mod session;
 pub mod source;
+pub mod ssh;
+pub mod startup;
 pub mod template;
 pub mod variables;
 

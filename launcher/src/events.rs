@@ -1,0 +1,76 @@
+//! Progress events: what the launcher tells the application, the human display and
+//! `--json` while a launch runs.
+
+use std::time::Duration;
+
+/// One thing that happened during a launch.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// A stage began.
+    Stage {
+        /// Which stage.
+        stage: Stage,
+        /// Time since the launch began.
+        #[serde(serialize_with = "seconds")]
+        elapsed: Duration,
+    },
+    /// A line the server (or its script, or ssh) wrote on stdout.
+    Stdout {
+        /// The line, without its newline.
+        line: String,
+    },
+    /// A line written on stderr.
+    Stderr {
+        /// The line, without its newline.
+        line: String,
+    },
+    /// The server's launch-channel ready line arrived.
+    Ready {
+        /// The port it reported.
+        port: u16,
+        /// Time since the launch began.
+        #[serde(serialize_with = "seconds")]
+        elapsed: Duration,
+    },
+    /// The started process exited.
+    Exited {
+        /// Its exit code, or `None` when a signal ended it.
+        code: Option<i32>,
+    },
+    /// The launch is connected (or, without a connect step, ready) at this URL.
+    Connected {
+        /// The connection URL.
+        url: String,
+    },
+    /// Something failed.
+    Failed {
+        /// What, in one line.
+        message: String,
+    },
+}
+
+/// The stages of a launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Starting the command.
+    Start,
+    /// Waiting for the server's ready line.
+    WaitReady,
+    /// Waiting the configured delay.
+    Delay,
+    /// Waiting for the command to exit (`delay = -1`).
+    WaitExit,
+    /// Connecting (or listening for the server).
+    Connect,
+    /// Stopping processes.
+    Cleanup,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// Where events go.
+pub type EventSender = tokio::sync::mpsc::UnboundedSender<Event>;

@@ -1,0 +1,174 @@
+//! Bad profiles fail before anything starts, naming file, line and column.
+
+use std::path::Path;
+
+use pv_launch::Profile;
+
+fn pvsc(text: &str) -> String {
+    pv_launch::pvsc::load_str(Path::new("bad.pvsc"), text)
+        .unwrap_err()
+        .to_string()
+}
+
+fn toml(text: &str) -> String {
+    pv_launch::profile::toml_format::load_str(Path::new("bad.toml"), text)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn pvsc_errors_have_line_and_column() {
+    assert!(
+        pvsc("<Servers>\n  <Server name='a'\n</Servers>")
+            .starts_with("bad.pvsc:3:1: malformed XML"),
+        "{}",
+        pvsc("<Servers>\n  <Server name='a'\n</Servers>")
+    );
+    let e = pvsc("<Configs/>");
+    assert!(
+        e.starts_with("bad.pvsc:1:1:") && e.contains("expected <Servers>"),
+        "{e}"
+    );
+    let e = pvsc(
+        "<Servers>\n <Server name='a' resource='cs://h'>\n  <CommandStartup><Options><Option name='X'><Slider/></Option></Options><Command exec='x'/></CommandStartup>\n </Server>\n</Servers>",
+    );
+    assert!(
+        e.starts_with("bad.pvsc:3:45:") && e.contains("unknown option type <Slider>"),
+        "{e}"
+    );
+    let e = pvsc(
+        "<Servers>\n <Server name='a' resource='cs://h'>\n  <CommandStartup><Options><Option name='X'><Range min='1' max='9' default='10'/></Option></Options><Command exec='x'/></CommandStartup>\n </Server>\n</Servers>",
+    );
+    assert!(
+        e.starts_with("bad.pvsc:3:") && e.contains("outside 1..=9"),
+        "{e}"
+    );
+    let e = pvsc("<Servers>\n <Server name='a' resource='cs://h'/>\n</Servers>");
+    assert!(
+        e.starts_with("bad.pvsc:2:2:")
+            && e.contains("neither <ManualStartup/> nor <CommandStartup>"),
+        "{e}"
+    );
+    let e = pvsc(
+        "<Servers>\n <Server name='a' resource='cs://h:99999'><ManualStartup/></Server>\n</Servers>",
+    );
+    assert!(e.starts_with("bad.pvsc:2:"), "{e}");
+}
+
+#[test]
+fn a_self_referencing_pvsc_variable_is_an_error() {
+    let text = "<Servers><Server name='a' resource='cs://h'><CommandStartup><Options><Set name='A' value='x$A$'/></Options><Command exec='run'><Arguments><Argument value='$A$'/></Arguments></Command></CommandStartup></Server></Servers>";
+    let profile = pv_launch::pvsc::load_str(Path::new("loop.pvsc"), text).unwrap();
+    let err = pv_launch::Plan::resolve(
+        &profile.servers[0],
+        &pv_launch::LaunchContext::fixed(),
+        &pv_launch::NonInteractive,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("never ends"), "{err}");
+}
+
+#[test]
+fn toml_errors_have_line_and_column() {
+    let e = toml("[[server]]\nname = \"a\"\nresource = \"cs://h\"\ncolour = 1\n");
+    assert!(
+        e.starts_with("bad.toml:4:1:") && e.contains("colour"),
+        "{e}"
+    );
+    let e = toml("[[server]]\nname = \"a\"\nresource = 5\n");
+    assert!(e.starts_with("bad.toml:3:12:"), "{e}");
+    let e = toml(
+        "[[server]]\nname = \"a\"\nresource = \"cs://h\"\n[server.startup]\nmechanism = \"local\"\nargv = [\"run\", \"--n=${NODES}\"]\n",
+    );
+    assert!(
+        e.starts_with("bad.toml:6:21:") && e.contains("unknown variable `${NODES}`"),
+        "{e}"
+    );
+    let e = toml(
+        "[[server]]\nname = \"a\"\nresource = \"cs://h\"\n[[server.option]]\nname = \"N\"\ntype = \"int\"\nmin = 1\nmax = 4\ndefault = 5\n",
+    );
+    assert!(
+        e.starts_with("bad.toml:9:11:") && e.contains("outside 1..=4"),
+        "{e}"
+    );
+    let e = toml("[[server]]\nname = \"a\"\nresource = \"cs://h:x\"\n");
+    assert!(e.starts_with("bad.toml:3:"), "{e}");
+}
+
+#[test]
+fn secrets_never_reach_argv_or_dry_run_output() {
+    let text = "[[server]]\nname = \"a\"\nresource = \"cs://h\"\n[server.startup]\nmechanism = \"local\"\nargv = [\"run\"]\n[[server.option]]\nname = \"PW\"\ntype = \"password\"\ndefault = \"hunter2\"\n";
+    let p = pv_launch::profile::toml_format::load_str(Path::new("pw.toml"), text).unwrap();
+    let plan = pv_launch::Plan::resolve(
+        &p.servers[0],
+        &pv_launch::LaunchContext::fixed(),
+        &pv_launch::NonInteractive,
+    )
+    .unwrap();
+    let out = plan.to_dry_run_text() + &plan.to_json().to_string() + &format!("{plan:?}");
+    assert!(!out.contains("hunter2"), "{out}");
+    assert!(out.contains("PW=<secret>"));
+    let bad = text.replace("argv = [\"run\"]", "argv = [\"run\", \"${PW}\"]");
+    let p = pv_launch::profile::toml_format::load_str(Path::new("pw.toml"), &bad).unwrap();
+    let err = pv_launch::Plan::resolve(
+        &p.servers[0],
+        &pv_launch::LaunchContext::fixed(),
+        &pv_launch::NonInteractive,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("may not be placed on a command line"),
+        "{err}"
+    );
+}
+
+#[test]
+fn several_servers_need_a_choice() {
+    let p = Profile::load(Path::new(
+        "tests/data/pvsc-corpus/cscs-alps-uenv-servers.pvsc",
+    ))
+    .unwrap();
+    let e = p.select(None).unwrap_err().to_string();
+    assert!(
+        e.contains("--server")
+            && e.contains("\"My Server\"")
+            && e.contains("Reverse-Connect-eiger"),
+        "{e}"
+    );
+}
+
+#[test]
+fn import_writes_a_profile_that_loads_with_the_same_argv() {
+    for f in [
+        "olcf-andes.pvsc",
+        "artracfd-sharcnet.pvsc",
+        "olcf-frontier.pvsc",
+        "cscs-alps-uenv-servers.pvsc",
+    ] {
+        let path = Path::new("tests/data/pvsc-corpus").join(f);
+        let original = Profile::load(&path).unwrap();
+        let toml_text = pv_launch::pvsc::import::to_toml(&original);
+        let imported =
+            pv_launch::profile::toml_format::load_str(Path::new("imported.toml"), &toml_text)
+                .unwrap_or_else(|e| panic!("{f}: {e}\n{toml_text}"));
+        assert_eq!(imported.servers.len(), original.servers.len());
+        for (a, b) in original.servers.iter().zip(&imported.servers) {
+            let ctx = pv_launch::LaunchContext::fixed();
+            let pa = pv_launch::Plan::resolve(a, &ctx, &pv_launch::NonInteractive).unwrap();
+            let pb = pv_launch::Plan::resolve(b, &ctx, &pv_launch::NonInteractive).unwrap();
+            let argv = |p: &pv_launch::Plan| match p.launch() {
+                pv_launch::plan::Launch::Process(p) => p.argv.clone(),
+                _ => vec![],
+            };
+            // Argument lists differ only where ParaView's re-splitting drops empty values.
+            if pa
+                .warnings()
+                .iter()
+                .all(|w| !w.message.contains("disappears"))
+            {
+                assert_eq!(argv(&pa), argv(&pb), "{f}: {}", a.name);
+            }
+        }
+    }
+}
