@@ -194,13 +194,20 @@ impl Xvfb {
             width: field("WIDTH"),
             height: field("HEIGHT"),
         };
-        self.xdotool(&[
-            "mousemove",
-            &(w.x + w.width / 2).to_string(),
-            &(w.y + w.height / 2).to_string(),
-        ]);
-        // Let FLTK process the pointer crossing (focus) before keys arrive.
-        std::thread::sleep(Duration::from_millis(100));
+        let (cx, cy) = (
+            (w.x + w.width / 2).to_string(),
+            (w.y + w.height / 2).to_string(),
+        );
+        self.xdotool(&["mousemove", &cx, &cy]);
+        // Wait until the server reports the pointer there, so the crossing event (which
+        // gives the window the keyboard) precedes any key we send. (`mousemove --sync`
+        // does this too, but stalls for long when the pointer is already in place.)
+        let want = format!("X={cx}\nY={cy}\n");
+        wait_for("the pointer over the dialog", DEADLINE, || {
+            self.xdotool(&["getmouselocation", "--shell"])
+                .starts_with(&want)
+                .then_some(())
+        });
         w
     }
 
