@@ -172,20 +172,77 @@ fn kind_of(text: &str, hint: Hint) -> PromptKind {
     if last_line.starts_with("password for '") || last_line.starts_with("password for \"") {
         return PromptKind::Password;
     }
-    if is_one_time_code(last_line) {
+    // OpenSSH's own fixed wordings, matched before any keyword search so that a path,
+    // user or host name inside them (`/home/otp/.ssh/id`, `otp@gw's password:`) cannot
+    // change the kind.
+    if let Some(kind) = openssh_template(last_line) {
+        return kind;
+    }
+    // Keywords, searched only in the server's part of a keyboard-interactive prompt
+    // (after `(user@host) `) and outside quoted names.
+    let original_last = trimmed.lines().last().unwrap_or("").trim();
+    let body = unquoted(strip_login_prefix(original_last));
+    let body_lower = body.to_lowercase();
+    if is_one_time_code(&body_lower) {
         return PromptKind::OneTimeCode;
     }
-    if last_line.contains("password") || last_line == "again:" {
+    if body_lower.contains("password") || body_lower == "again:" {
         // `Again:` is ssh-add's second ask for the agent lock password.
         return PromptKind::Password;
     }
-    if last_line.contains("passphrase") {
+    if body_lower.contains("passphrase") {
         return PromptKind::Passphrase;
     }
-    if contains_word(trimmed.lines().last().unwrap_or(""), "PIN") {
+    if contains_word(&body, "PIN") {
         return PromptKind::Pin;
     }
     PromptKind::Unknown
+}
+
+/// The kind of OpenSSH's fixed secret prompts, from their wording (`last_line` is
+/// lower-cased).
+fn openssh_template(last_line: &str) -> Option<PromptKind> {
+    const PASSPHRASE_STARTS: [&str; 5] = [
+        "enter passphrase",
+        "bad passphrase, try again",
+        "enter new passphrase",
+        "enter same passphrase",
+        "enter old passphrase",
+    ];
+    if PASSPHRASE_STARTS.iter().any(|p| last_line.starts_with(p)) {
+        return Some(PromptKind::Passphrase);
+    }
+    if last_line.starts_with("enter pin ") {
+        return Some(PromptKind::Pin);
+    }
+    let password_ends = ["'s password:", "'s old password:", "'s new password:"];
+    if !last_line.starts_with('(') && password_ends.iter().any(|e| last_line.ends_with(e)) {
+        return Some(PromptKind::Password);
+    }
+    None
+}
+
+/// Drops the `(user@host) ` that ssh puts before a keyboard-interactive prompt.
+fn strip_login_prefix(line: &str) -> &str {
+    line.strip_prefix('(')
+        .and_then(|rest| rest.split_once(") "))
+        .filter(|(inside, _)| !inside.contains(' '))
+        .map_or(line, |(_, after)| after)
+}
+
+/// The line with '…' and "…" quoted parts removed (names of files, keys, URLs).
+fn unquoted(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut quote: Option<char> = None;
+    for c in line.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 /// ssh's yes/no questions about host keys.
@@ -550,6 +607,55 @@ mod tests {
         let text = format!("Confirm user presence for key ED25519-SK {FP}");
         let p = classify(&text, Hint::Notify);
         assert_eq!(p.kind, PromptKind::Notify);
+        assert_eq!(p.fingerprint.as_deref(), Some(FP));
+    }
+
+    #[test]
+    fn names_inside_prompts_do_not_change_the_kind() {
+        // A password prompt must never become a visible one-time-code entry because a
+        // user, host or path contains a keyword.
+        for (text, want) in [
+            ("otp@gateway's password: ", PromptKind::Password),
+            ("(otp@gateway) Password: ", PromptKind::Password),
+            ("(alice@otp-gw.example) Password: ", PromptKind::Password),
+            (
+                "(alice@token-code.example) Password: ",
+                PromptKind::Password,
+            ),
+            (
+                "Enter passphrase for key '/home/otp/.ssh/id_password': ",
+                PromptKind::Passphrase,
+            ),
+            (
+                "Enter passphrase for /srv/passcode/id_ed25519: ",
+                PromptKind::Passphrase,
+            ),
+            (
+                "Bad passphrase, try again for /home/a/otp_key: ",
+                PromptKind::Passphrase,
+            ),
+            ("Enter PIN for 'OTP token': ", PromptKind::Pin),
+            (
+                "Password for 'https://otp.example.org': ",
+                PromptKind::Password,
+            ),
+            (
+                "Enter alice@passphrase-host's old password: ",
+                PromptKind::Password,
+            ),
+        ] {
+            assert_eq!(kind(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn agent_confirm_with_destination_constraint() {
+        let text = format!(
+            "Allow use of key alice@laptop?\nKey fingerprint {FP}.\n\
+             Requested to authenticate to host \"example.org\" (alias \"ex\")"
+        );
+        let p = classify(&text, Hint::Confirm);
+        assert_eq!(p.kind, PromptKind::Confirm);
         assert_eq!(p.fingerprint.as_deref(), Some(FP));
     }
 
