@@ -146,8 +146,11 @@ impl Reply {
                 cancel: true,
             },
         };
-        let mut line =
-            Zeroizing::new(serde_json::to_vec(&wire).expect("a reply always serialises"));
+        // Sized up front (JSON escapes take at most 6 bytes per byte) so the buffer is
+        // never reallocated, which would leave an unwiped copy of the answer behind.
+        let answer_len = wire.answer.as_ref().map_or(0, String::len);
+        let mut line = Zeroizing::new(Vec::with_capacity(answer_len * 6 + 48));
+        serde_json::to_writer(&mut *line, &wire).expect("a reply always serialises");
         line.push(b'\n');
         line
     }
@@ -278,7 +281,8 @@ fn read_line(
     reader: &mut impl BufRead,
     what: &'static str,
 ) -> Result<Zeroizing<Vec<u8>>, BridgeError> {
-    let mut line = Zeroizing::new(Vec::with_capacity(256));
+    // Full size up front: growing the buffer would leave unwiped copies of an answer.
+    let mut line = Zeroizing::new(Vec::with_capacity(MAX_LINE));
     let mut limited = reader.take(MAX_LINE as u64);
     limited.read_until(b'\n', &mut line).map_err(io_err(what))?;
     if line.last() != Some(&b'\n') {

@@ -71,6 +71,9 @@ pub fn ask(prompt: &Prompt, timeout: Option<Duration>) -> Outcome {
         enums::Font::Helvetica
     };
     let (text_w, text_h) = measure(&prompt_label, prompt_font);
+    // A prompt taller than most of the screen is clipped rather than pushing the
+    // buttons off it.
+    let text_h = text_h.min((screen_h * 0.6) as i32);
     let mut width = (text_w + 2 * MARGIN + LABEL_SLACK).clamp(MIN_W, max_w);
 
     // The bold summary under a host-key prompt.
