@@ -116,7 +116,7 @@ impl PromptKind {
 /// A classified prompt: the text as received, its kind, and what could be read out of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prompt {
-    /// The prompt exactly as received (argv[1]); may span several lines.
+    /// The prompt exactly as received (`argv[1]`); may span several lines.
     pub text: String,
     /// What kind of answer it wants.
     pub kind: PromptKind,

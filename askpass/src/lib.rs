@@ -1,7 +1,7 @@
 //! pv-askpass: the helper that `ssh`, `ssh-add`, `ssh-agent` and `git` run as
 //! `SSH_ASKPASS` / `GIT_ASKPASS` to ask the user for a secret or a yes/no answer.
 //!
-//! The contract (OpenSSH's, which git follows): the prompt arrives as argv[1] and may span
+//! The contract (OpenSSH's, which git follows): the prompt arrives as `argv[1]` and may span
 //! several lines; the answer and one newline go to stdout and nothing else does; exit
 //! status 0 means "answered", 1 means "cancelled"; diagnostics go to stderr and never
 //! contain the answer. `SSH_ASKPASS_PROMPT=confirm` asks a yes/no permission question
@@ -16,7 +16,7 @@
 //! 3. [`terminal`]: the controlling terminal (`/dev/tty`);
 //! 4. otherwise the helper exits 1 with a one-line reason on stderr.
 //!
-//! [`classify`] decides what a prompt wants (a password, a visible one-time code, a
+//! [`mod@classify`] decides what a prompt wants (a password, a visible one-time code, a
 //! host-key yes/no, …), from the `SSH_ASKPASS_PROMPT` hint and the text; [`outcome`]
 //! turns the user's answer into stdout and an exit status.
 #![forbid(unsafe_code)]
