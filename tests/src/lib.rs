@@ -6,6 +6,8 @@
 //! which `ci/test` does first).
 #![forbid(unsafe_code)]
 
+pub mod sshd;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;

@@ -133,6 +133,18 @@ fn private_dir() -> Result<tempfile::TempDir, SshError> {
     Ok(dir)
 }
 
+/// Whether process `pid` exists and is not a zombie. The daemonized master is not our
+/// child: once dead it may stay a zombie until whoever adopted it reaps it.
+fn running(pid: Pid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => kill(pid, None).is_ok() && !Path::new("/proc/self").exists(),
+    }
+}
+
 /// An authenticated ssh connection to one host, shared by every command of a launch
 /// through its control socket. Dropping it stops the master (`-O exit`, then SIGKILL).
 pub struct Master {
@@ -286,11 +298,12 @@ impl Master {
                 });
             }
         };
-        // The helper (and anything it started) goes with the first ssh process.
-        if let Some(g) = pgid {
-            let _ = killpg(g, Signal::SIGKILL);
-        }
         if !status.success() {
+            // A helper still asking goes with the failed ssh. (Not on success: the
+            // daemonized master may not have left this process group yet.)
+            if let Some(g) = pgid {
+                let _ = killpg(g, Signal::SIGKILL);
+            }
             master.closed = true;
             if let Some(b) = &bridge {
                 if let Some(prompt) = b.refused_host_key() {
@@ -344,7 +357,7 @@ impl Master {
 
     /// Whether the master process is still there.
     pub fn is_alive(&self) -> bool {
-        !self.closed && self.pid.is_some_and(|p| kill(p, None).is_ok())
+        !self.closed && self.pid.is_some_and(running)
     }
 
     /// The last lines of the master's log (`ssh -E`).
@@ -529,10 +542,10 @@ impl Master {
         let _ = self.control(&["exit"]).await;
         if let Some(pid) = self.pid {
             let deadline = Instant::now() + self.control_timeout;
-            while kill(pid, None).is_ok() && Instant::now() < deadline {
+            while running(pid) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            if kill(pid, None).is_ok() {
+            if running(pid) {
                 let _ = kill(pid, Signal::SIGKILL);
             }
         }
@@ -563,10 +576,10 @@ impl Drop for Master {
         }
         if let Some(pid) = self.pid {
             let deadline = Instant::now() + Duration::from_secs(1);
-            while kill(pid, None).is_ok() && Instant::now() < deadline {
+            while running(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            if kill(pid, None).is_ok() {
+            if running(pid) {
                 let _ = kill(pid, Signal::SIGKILL);
             }
         }

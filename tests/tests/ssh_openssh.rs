@@ -1,0 +1,482 @@
+//! Remote starts over ssh with the system OpenSSH client, against a real loopback sshd:
+//! forward and reverse tunnels carrying the native handshake, every kind of
+//! authentication answered through the real `pv-askpass` and its bridge socket by a
+//! scripted prompter, the host-key question, shell metacharacters reaching the remote argv
+//! byte for byte, no orphans on the remote side, and a lost connection noticed.
+//!
+//! Each test starts its own sshd (distinct port and directory), so the tests run in
+//! parallel with each other and with the rest of the workspace.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pv_e2e::sshd::{
+    KEY_PASSPHRASE, Sshd, TEST_PASSWORD, TEST_USER, group_members, wait_group_gone,
+};
+use pv_e2e::workspace_bin;
+use pv_launch::prompt::{PromptError, PromptRequest, Prompter};
+use pv_launch::ssh::{
+    AskpassProgram, Master, MasterOptions, RemoteOutput, RemoteServer, SshError, SshLaunch,
+    SshTarget, TunnelMode, remote_command,
+};
+use pv_transport::handshake::native::NativeHandshake;
+use pv_transport::launch::Secrets;
+use pv_transport::{
+    ConnectTimeout, Connection, ConnectionConfig, ConnectionManager, ConnectionMode, Listener,
+    RetryPolicy, Token, loopback,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Answers ssh's prompts from a script and records what it was asked.
+struct Scripted {
+    answers: Mutex<Vec<Result<String, PromptError>>>,
+    asked: Mutex<Vec<(String, String)>>,
+}
+
+impl Scripted {
+    fn new(answers: Vec<Result<&str, PromptError>>) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            answers: Mutex::new(
+                answers
+                    .into_iter()
+                    .rev()
+                    .map(|a| a.map(str::to_string))
+                    .collect(),
+            ),
+            asked: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// (option name, label) of every question asked.
+    fn asked(&self) -> Vec<(String, String)> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl Prompter for Scripted {
+    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((request.option.name.clone(), request.option.label.clone()));
+        self.answers
+            .lock()
+            .unwrap()
+            .pop()
+            .unwrap_or(Err(PromptError::NoAnswer(
+                "the script has no more answers".into(),
+            )))
+    }
+}
+
+fn target(sshd: &Sshd, known_hosts: &Path, methods: &str, key: Option<&Path>) -> SshTarget {
+    let mut t = SshTarget::new("127.0.0.1")
+        .unwrap()
+        .with_user(TEST_USER)
+        .unwrap()
+        .with_port(sshd.port());
+    for a in sshd.client_args(known_hosts, methods) {
+        t = t.with_arg(a).unwrap();
+    }
+    if let Some(k) = key {
+        t = t.with_identity_file(k).unwrap();
+    }
+    t
+}
+
+fn options(prompter: &Arc<Scripted>) -> MasterOptions {
+    MasterOptions {
+        askpass: AskpassProgram::Path(workspace_bin("pv-askpass")),
+        prompter: Some(prompter.clone()),
+        auth_timeout: WAIT,
+        ..MasterOptions::default()
+    }
+}
+
+fn demo_server() -> String {
+    workspace_bin("pv-demo-server").display().to_string()
+}
+
+/// Whether `pid` runs (a zombie waiting to be reaped does not count).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.split_whitespace().next() != Some("Z"))
+        })
+        .unwrap_or(false)
+}
+
+async fn echo(conn: &mut Connection, msg: &[u8]) {
+    conn.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(WAIT, conn.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, msg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_tunnel_with_key_auth_carries_the_native_handshake_and_cleans_up() {
+    let sshd = Sshd::start();
+    let prompter = Scripted::new(vec![]);
+    let launch = SshLaunch {
+        target: target(
+            &sshd,
+            &sshd.known_hosts(),
+            "publickey",
+            Some(&sshd.plain_key()),
+        ),
+        master: options(&prompter),
+        tunnel: TunnelMode::Forward {
+            server_host: "127.0.0.1".into(),
+        },
+        ready_timeout: Some(WAIT),
+    };
+    let token = Token::generate();
+    let secrets = Secrets {
+        token: token.clone(),
+        client_cert: None,
+    };
+    let server = demo_server();
+    let session = launch
+        .start(
+            |_| remote_command(&[server, "--server-port".into(), "0".into()], &[], None),
+            Some(&secrets),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(prompter.asked().is_empty(), "{:?}", prompter.asked());
+    let addr = session.local_address().unwrap();
+    assert_ne!(addr.port(), session.ready().unwrap().port);
+    assert_eq!(session.url().unwrap(), format!("cs://{addr}"));
+    let m = ConnectionManager::new(
+        ConnectionMode::Single,
+        ConnectionConfig::new(NativeHandshake::new(token)),
+    );
+    let mut conn = m
+        .connect_to_remote(
+            "127.0.0.1",
+            addr.port(),
+            RetryPolicy::new(ConnectTimeout::Within(WAIT)),
+            |_, _, _| {},
+        )
+        .await
+        .unwrap();
+    echo(&mut conn, b"through the -L tunnel").await;
+
+    let pgid = session.remote_pgid().unwrap();
+    let master_pid = session.master().pid().unwrap();
+    assert!(!group_members(pgid).is_empty());
+    session.close().await;
+    assert_eq!(
+        wait_group_gone(pgid, WAIT),
+        Vec::<u32>::new(),
+        "remote group left"
+    );
+    assert!(!running(master_pid), "master left");
+    drop(conn);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_tunnel_hands_the_remote_port_to_the_server() {
+    let sshd = Sshd::start();
+    let prompter = Scripted::new(vec![]);
+    let token = Token::generate();
+    let listener = Listener::bind(loopback(0), None).await.unwrap();
+    let local_port = listener.local_addr().unwrap().port();
+    let launch = SshLaunch {
+        target: target(
+            &sshd,
+            &sshd.known_hosts(),
+            "publickey",
+            Some(&sshd.plain_key()),
+        ),
+        master: options(&prompter),
+        tunnel: TunnelMode::Reverse { local_port },
+        ready_timeout: Some(WAIT),
+    };
+    let secrets = Secrets {
+        token: token.clone(),
+        client_cert: None,
+    };
+    let server = demo_server();
+    let session = launch
+        .start(
+            |port| {
+                let port = port
+                    .expect("a reverse tunnel gives the remote port")
+                    .to_string();
+                remote_command(
+                    &[
+                        server,
+                        "--reverse-connection".into(),
+                        "--client-host".into(),
+                        "127.0.0.1".into(),
+                        "--server-port".into(),
+                        port,
+                    ],
+                    &[],
+                    None,
+                )
+            },
+            Some(&secrets),
+            None,
+        )
+        .await
+        .unwrap();
+    let remote_port = session.remote_port().unwrap();
+    assert_ne!(remote_port, local_port);
+    assert_eq!(session.ready().unwrap().port, remote_port);
+    let m = ConnectionManager::new(
+        ConnectionMode::Single,
+        ConnectionConfig::new(NativeHandshake::new(token)),
+    );
+    let mut conn = tokio::time::timeout(WAIT, m.wait_for_server(listener, Some(WAIT)))
+        .await
+        .unwrap()
+        .unwrap();
+    echo(&mut conn, b"through the -R tunnel").await;
+    let pgid = session.remote_pgid().unwrap();
+    session.close().await;
+    assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
+}
+
+/// Start `remote` (a POSIX sh command) through `master`, without a ready line, and
+/// collect its stdout lines until it ends.
+async fn run_collecting(master: &Master, remote: &str) -> Vec<String> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (mut server, _) = RemoteServer::start(master, remote, None, None, Some(tx))
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(WAIT, server.wait()).await.unwrap();
+    assert!(status.success(), "{status:?}: {:?}", server.stderr_tail());
+    drop(server);
+    let mut lines = Vec::new();
+    while let Some(o) = rx.recv().await {
+        if let RemoteOutput::Stdout(l) = o {
+            lines.push(l);
+        }
+    }
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_is_asked_once_through_the_bridge() {
+    let sshd = Sshd::start();
+    let prompter = Scripted::new(vec![Ok(TEST_PASSWORD)]);
+    let t = target(&sshd, &sshd.known_hosts(), "password", None);
+    let master = Master::connect(&t, &options(&prompter)).await.unwrap();
+    let asked = prompter.asked();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].0, "ssh-password");
+    assert!(asked[0].1.contains("password"), "{asked:?}");
+    let lines = run_collecting(&master, "id -un").await;
+    assert_eq!(lines, [TEST_USER]);
+    master.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_not_retried() {
+    let sshd = Sshd::start();
+    let prompter = Scripted::new(vec![Ok("not the password"), Ok(TEST_PASSWORD)]);
+    let t = target(&sshd, &sshd.known_hosts(), "password", None);
+    let err = Master::connect(&t, &options(&prompter)).await.unwrap_err();
+    assert!(matches!(err, SshError::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("Permission denied"), "{err}");
+    assert!(!err.to_string().contains("not the password"), "{err}");
+    assert_eq!(prompter.asked().len(), 1, "{:?}", prompter.asked());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_passphrase_is_asked_through_the_bridge() {
+    let sshd = Sshd::start();
+    let prompter = Scripted::new(vec![Ok(KEY_PASSPHRASE)]);
+    let t = target(
+        &sshd,
+        &sshd.known_hosts(),
+        "publickey",
+        Some(&sshd.encrypted_key()),
+    );
+    let master = Master::connect(&t, &options(&prompter)).await.unwrap();
+    let asked = prompter.asked();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].0, "ssh-passphrase");
+    assert_eq!(run_collecting(&master, "echo ok").await, ["ok"]);
+    master.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_prompt_aborts_with_a_clear_error() {
+    let sshd = Sshd::start();
+    let prompter = Scripted::new(vec![Err(PromptError::Cancelled)]);
+    let t = target(&sshd, &sshd.known_hosts(), "password", None);
+    let err = Master::connect(&t, &options(&prompter)).await.unwrap_err();
+    assert!(matches!(err, SshError::Cancelled { .. }), "{err}");
+    assert!(err.to_string().contains("cancelled by the user"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_host_key_is_asked_yes_proceeds() {
+    let sshd = Sshd::start();
+    let known = sshd.fresh_known_hosts("kh_yes");
+    let prompter = Scripted::new(vec![Ok("yes")]);
+    let t = target(&sshd, &known, "publickey", Some(&sshd.plain_key()));
+    let master = Master::connect(&t, &options(&prompter)).await.unwrap();
+    let asked = prompter.asked();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].0, "ssh-host-key");
+    assert!(asked[0].1.contains("authenticity"), "{asked:?}");
+    let learned = std::fs::read_to_string(&known).unwrap();
+    let key = sshd.host_key_line().split_whitespace().nth(2).unwrap();
+    assert!(learned.contains(key), "{learned}");
+    master.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_host_key_is_asked_no_aborts() {
+    let sshd = Sshd::start();
+    let known = sshd.fresh_known_hosts("kh_no");
+    let prompter = Scripted::new(vec![Ok("no")]);
+    let t = target(&sshd, &known, "publickey", Some(&sshd.plain_key()));
+    let err = Master::connect(&t, &options(&prompter)).await.unwrap_err();
+    assert!(matches!(err, SshError::HostKeyRefused { .. }), "{err}");
+    assert!(err.to_string().contains("host key not accepted"), "{err}");
+    assert_eq!(std::fs::read_to_string(&known).unwrap(), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_metacharacters_reach_the_remote_argv_byte_for_byte() {
+    let sshd = Sshd::start();
+    let prompter = Scripted::new(vec![]);
+    let t = target(
+        &sshd,
+        &sshd.known_hosts(),
+        "publickey",
+        Some(&sshd.plain_key()),
+    );
+    let master = Master::connect(&t, &options(&prompter)).await.unwrap();
+    let marker = format!("/tmp/pv-ssh-meta-{}", std::process::id());
+    let value = format!("'a b' ; $(touch {marker}) `touch {marker}` \"q\" \\n \n!x *  \t$HOME");
+    let argv: Vec<String> = [
+        "/bin/sh",
+        "-c",
+        "printf %s \"$1\" | od -An -v -tx1 | tr -d ' \\n'; echo",
+        "_",
+        &value,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let lines = run_collecting(&master, &remote_command(&argv, &[], None)).await;
+    let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(lines, [hex]);
+    assert!(
+        !Path::new(&marker).exists(),
+        "the remote shell ran a substitution"
+    );
+    master.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_process_of_the_remote_group_survives_a_cancel_or_a_drop() {
+    let sshd = Sshd::start();
+    let prompter = Scripted::new(vec![]);
+    let t = target(
+        &sshd,
+        &sshd.known_hosts(),
+        "publickey",
+        Some(&sshd.plain_key()),
+    );
+    let master = Master::connect(&t, &options(&prompter)).await.unwrap();
+    // Children in the background, one ignoring SIGTERM, a grandchild: the whole group.
+    let tree =
+        "sleep 300 & (trap '' TERM; sleep 301) & sh -c 'sleep 302 & wait' & echo started; wait";
+    for how in ["stop", "drop"] {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (mut server, _) = RemoteServer::start(&master, tree, None, None, Some(tx))
+            .await
+            .unwrap();
+        assert_eq!(
+            tokio::time::timeout(WAIT, rx.recv()).await.unwrap(),
+            Some(RemoteOutput::Stdout("started".into()))
+        );
+        let pgid = server.remote_pgid().unwrap();
+        let deadline = Instant::now() + WAIT;
+        while group_members(pgid).len() < 5 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            group_members(pgid).len() >= 5,
+            "{how}: {:?}",
+            group_members(pgid)
+        );
+        match how {
+            "stop" => server.stop(Some(&master)).await,
+            _ => drop(server),
+        }
+        assert_eq!(
+            wait_group_gone(pgid, WAIT),
+            Vec::<u32>::new(),
+            "{how}: orphans left"
+        );
+    }
+    master.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_master_ends_the_session_with_a_clear_error() {
+    let sshd = Sshd::start();
+    let prompter = Scripted::new(vec![]);
+    let token = Token::generate();
+    let launch = SshLaunch {
+        target: target(
+            &sshd,
+            &sshd.known_hosts(),
+            "publickey",
+            Some(&sshd.plain_key()),
+        ),
+        master: options(&prompter),
+        tunnel: TunnelMode::Forward {
+            server_host: "127.0.0.1".into(),
+        },
+        ready_timeout: Some(WAIT),
+    };
+    let secrets = Secrets {
+        token,
+        client_cert: None,
+    };
+    let server = demo_server();
+    let mut session = launch
+        .start(
+            |_| remote_command(&[server, "--server-port".into(), "0".into()], &[], None),
+            Some(&secrets),
+            None,
+        )
+        .await
+        .unwrap();
+    let pgid = session.remote_pgid().unwrap();
+    let local = session.local_address().unwrap();
+    let master_pid = session.master().pid().unwrap();
+    std::process::Command::new("kill")
+        .args(["-KILL", &master_pid.to_string()])
+        .status()
+        .unwrap();
+    let err = tokio::time::timeout(WAIT, session.wait())
+        .await
+        .expect("the session notices within the deadline")
+        .unwrap_err();
+    assert!(matches!(err, SshError::ConnectionLost { .. }), "{err}");
+    assert!(err.to_string().contains("forwards closed"), "{err}");
+    // The forward is gone, and sshd ended the remote group when the connection closed.
+    assert!(tokio::net::TcpStream::connect(local).await.is_err());
+    assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
+    session.close().await;
+}
