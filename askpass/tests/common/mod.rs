@@ -162,6 +162,12 @@ impl Xvfb {
     /// over it (there is no window manager, so focus follows the pointer) and returns it.
     /// Fails early, with the helper's stderr, if `helper` exits before its window maps.
     pub fn wait_for_dialog(&self, helper: &mut ChildGuard) -> Window {
+        self.wait_for_dialog_titled(helper, None)
+    }
+
+    /// Like [`Xvfb::wait_for_dialog`], for the dialog whose title is `title` exactly (to
+    /// tell the next dialog from one that is closing: X may give both the same id).
+    pub fn wait_for_dialog_titled(&self, helper: &mut ChildGuard, title: Option<&str>) -> Window {
         let id = wait_for("the dialog window to map", DEADLINE, || {
             if let Some(status) = helper.child.as_mut()?.try_wait().ok()? {
                 let mut err = String::new();
@@ -170,13 +176,19 @@ impl Xvfb {
                 }
                 panic!("the helper exited ({status:?}) before its window mapped: {err}");
             }
+            // `--class PATTERN`: the pattern is matched against the window class.
             let out = self.tool(
                 "xdotool",
                 &["search", "--onlyvisible", "--class", "pv-askpass"],
             );
             String::from_utf8_lossy(&out.stdout)
                 .lines()
-                .next()
+                .find(|id| {
+                    title.is_none_or(|t| {
+                        let name = self.tool("xdotool", &["getwindowname", id]);
+                        String::from_utf8_lossy(&name.stdout).trim_end() == t
+                    })
+                })
                 .map(str::to_owned)
         });
         let geometry = self.xdotool(&["getwindowgeometry", "--shell", &id]);
