@@ -183,6 +183,32 @@ fn confirm_on_the_terminal() {
 }
 
 #[test]
+fn help_from_a_terminal_but_not_from_a_pipe() {
+    // From a terminal, `--help` alone prints the usage.
+    let t = Tmux::run("", "--help");
+    let (rc, out, _) = t.result();
+    assert_eq!(rc, 0);
+    // stdout went to a file, but stdin was the terminal: a person asked for help.
+    assert!(out.contains("PV_ASKPASS_SOCKET"), "{out}");
+
+    // Run by a program (stdin /dev/null, stdout a pipe), `--help` is just a prompt.
+    let mut setsid = Command::new("setsid");
+    setsid
+        .arg("-w")
+        .arg(BIN)
+        .arg("--help")
+        .env_remove("DISPLAY")
+        .env_remove("PV_ASKPASS_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (status, out, err) = spawn("setsid pv-askpass --help", &mut setsid).finish(DEADLINE);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("unknown prompt"), "{err}");
+}
+
+#[test]
 fn no_display_and_no_terminal_exits_1_with_one_line() {
     // setsid: a new session without a controlling terminal, so /dev/tty cannot open.
     let mut setsid = Command::new("setsid");
