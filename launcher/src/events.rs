@@ -38,10 +38,15 @@ pub enum Event {
         /// Its exit code, or `None` when a signal ended it.
         code: Option<i32>,
     },
-    /// The launch is connected (or, without a connect step, ready) at this URL.
+    /// The launch is connected: the handshake (and TLS) succeeded at this URL.
     Connected {
         /// The connection URL.
         url: String,
+    },
+    /// The CLI relays the connection to local programs through this Unix socket.
+    Relay {
+        /// The socket's path (`PV_LAUNCH_SOCKET` for `--exec`).
+        socket: String,
     },
     /// Something failed.
     Failed {

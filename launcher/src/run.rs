@@ -5,14 +5,12 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use pv_transport::Token;
-use pv_transport::launch::Secrets;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, LaunchArgs};
 use crate::events::{Event, Stage};
-use crate::plan::{Launch, Plan};
-use crate::session::{connection_target, needs_token};
-use crate::startup::{DEFAULT_READY_TIMEOUT, Started, start_local};
+use crate::plan::Plan;
+use crate::session::launch;
 
 /// Run `plan` as the CLI does and return the exit status.
 pub fn run(plan: Plan, args: &LaunchArgs) -> i32 {
@@ -59,7 +57,10 @@ fn show(event: &Event, json: bool, fancy: bool) {
             "server exited ({})",
             code.map_or("signal".to_string(), |c| format!("code {c}"))
         ),
-        Event::Connected { url } => format!("ready: {url}"),
+        Event::Connected { url } => format!("connected: {url}"),
+        Event::Relay { socket } => {
+            format!("local programs reach the connection at unix:{socket} (PV_LAUNCH_SOCKET)")
+        }
         Event::Failed { message } => format!("failed: {message}"),
     };
     if fancy {
@@ -85,52 +86,46 @@ async fn run_async(plan: Plan, args: &LaunchArgs) -> i32 {
         eprintln!("pv-launch: cannot install signal handlers");
         return EXIT_FAILURE;
     };
-    let expected = plan.connection().clone();
-    let token = needs_token(&expected).then(Token::generate);
-    let secrets = token.map(|token| Secrets {
-        token,
-        client_cert: None,
-    });
-    let mut handle = None;
-    let mut ready = None;
-    if let Launch::Process(p) = plan.launch() {
-        let timeout = plan
-            .timeouts()
-            .process_start
-            .unwrap_or(DEFAULT_READY_TIMEOUT)
-            .max(Duration::from_secs(1));
-        let start = start_local(p, secrets.as_ref(), timeout, &tx);
-        let outcome = tokio::select! {
-            r = start => r,
-            _ = sigint.recv() => return finish(printer, tx, EXIT_INTERRUPTED).await,
-            _ = sigterm.recv() => return finish(printer, tx, EXIT_INTERRUPTED).await,
-        };
-        match outcome {
-            Ok(Started::Running {
-                handle: h,
-                ready: r,
-            }) => {
-                handle = Some(h);
-                ready = r;
-            }
-            Ok(Started::Detached) => {}
-            Err(e) => {
-                let _ = tx.send(Event::Failed {
-                    message: e.to_string(),
-                });
-                return finish(printer, tx, EXIT_FAILURE).await;
-            }
+    // Start and connect; an interrupt here drops the launch, which stops what it started.
+    let launched = tokio::select! {
+        r = launch(&plan, &tx) => r,
+        _ = sigint.recv() => return finish(printer, tx, EXIT_INTERRUPTED).await,
+        _ = sigterm.recv() => return finish(printer, tx, EXIT_INTERRUPTED).await,
+    };
+    let mut session = match launched {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.send(Event::Failed {
+                message: e.to_string(),
+            });
+            return finish(printer, tx, EXIT_FAILURE).await;
         }
-    }
-    let url = connection_target(&expected, ready.as_ref()).to_string();
-    let _ = tx.send(Event::Connected { url: url.clone() });
-    // The connect step (pv-transport) is not wired yet: see `crate::session`.
+    };
+    let url = session.url().to_string();
+    // Local programs reach the authenticated connection through a private relay socket.
+    let relay = match Relay::open(session.take_connections()) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.send(Event::Failed {
+                message: format!("cannot create the local relay socket: {e}"),
+            });
+            session.cleanup().await;
+            return finish(printer, tx, EXIT_FAILURE).await;
+        }
+    };
+    let _ = tx.send(Event::Relay {
+        socket: relay.path().display().to_string(),
+    });
+    let relay_path = relay.path().to_path_buf();
+    let mut relaying = tokio::spawn(relay.serve());
     let code = match &args.exec {
         Some(cmd) => {
             let child = tokio::process::Command::new("/bin/sh")
                 .arg("-c")
                 .arg(cmd)
                 .env("PV_LAUNCH_URL", &url)
+                .env("PV_LAUNCH_SOCKET", &relay_path)
+                .kill_on_drop(true)
                 .status();
             tokio::select! {
                 s = child => s.map(|s| s.code().unwrap_or(EXIT_FAILURE)).unwrap_or(EXIT_FAILURE),
@@ -138,26 +133,89 @@ async fn run_async(plan: Plan, args: &LaunchArgs) -> i32 {
                 _ = sigterm.recv() => EXIT_INTERRUPTED,
             }
         }
-        None => match handle.as_mut() {
-            Some(h) => tokio::select! {
-                s = h.wait() => {
+        None => {
+            let server_exit = async {
+                match session.server() {
+                    Some(h) => Some(h.wait().await),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                s = server_exit => {
+                    let s = s.expect("pending without a server");
                     let _ = tx.send(Event::Exited { code: s.code() });
                     if s.success() { EXIT_OK } else { EXIT_FAILURE }
                 }
+                _ = &mut relaying => EXIT_OK,
                 _ = sigint.recv() => EXIT_INTERRUPTED,
                 _ = sigterm.recv() => EXIT_INTERRUPTED,
-            },
-            None => EXIT_OK,
-        },
+            }
+        }
     };
-    if let Some(mut h) = handle {
-        let _ = tx.send(Event::Stage {
-            stage: Stage::Cleanup,
-            elapsed: Duration::ZERO,
-        });
-        h.cleanup().await;
-    }
+    relaying.abort();
+    let _ = tx.send(Event::Stage {
+        stage: Stage::Cleanup,
+        elapsed: Duration::ZERO,
+    });
+    session.cleanup().await;
+    let _ = std::fs::remove_dir_all(relay_path.parent().unwrap_or(&relay_path));
     finish(printer, tx, code).await
+}
+
+/// A Unix socket in a fresh 0700 directory through which one local program at a time uses
+/// the session's authenticated connection (the first connection of a data/render pair).
+/// Only the user can reach it, unlike a loopback TCP port on a shared login node.
+struct Relay {
+    listener: tokio::net::UnixListener,
+    path: std::path::PathBuf,
+    connections: Vec<pv_transport::Connection>,
+}
+
+impl Relay {
+    fn open(connections: Vec<pv_transport::Connection>) -> std::io::Result<Relay> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(std::path::PathBuf::from)
+            .filter(|p| p.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!(
+            "pv-launch-{}-{:08x}",
+            std::process::id(),
+            rand_u32()
+        ));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let path = dir.join("connection.sock");
+        let listener = tokio::net::UnixListener::bind(&path)?;
+        Ok(Relay {
+            listener,
+            path,
+            connections,
+        })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Relay the first connection to the first local client; ends when either side closes.
+    async fn serve(mut self) {
+        let Some(mut conn) = self.connections.drain(..).next() else {
+            return std::future::pending().await;
+        };
+        if let Ok((mut local, _)) = self.listener.accept().await {
+            let _ = tokio::io::copy_bidirectional(&mut local, &mut conn).await;
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    let t = Token::generate();
+    u32::from_be_bytes([
+        t.as_bytes()[0],
+        t.as_bytes()[1],
+        t.as_bytes()[2],
+        t.as_bytes()[3],
+    ])
 }
 
 async fn finish(

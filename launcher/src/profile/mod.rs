@@ -437,8 +437,10 @@ impl Default for ParaViewVersion {
     }
 }
 
-/// The VTK communicator hash of upstream ParaView 5.11.0 builds.
-pub const DEFAULT_VTK_HASH: &str = "86f3e537c2131aaeb456f77748ab346b";
+/// The VTK communicator hash of Debian 12's `paraview` 5.11 (`pvserver` from `apt`), the
+/// one checked live against a real server (see pv-transport's `handshake::paraview`).
+/// Kitware's own 5.11 binaries use `86f3e537c2131aaeb456f77748ab346b`: set `vtk_hash`.
+pub const DEFAULT_VTK_HASH: &str = "5e7a24e1e7033d8c49830a3775623523";
 
 #[cfg(test)]
 mod tests {

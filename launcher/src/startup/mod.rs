@@ -126,6 +126,12 @@ pub async fn start_local(
     if let Some(dir) = &plan.workdir {
         command.current_dir(dir);
     }
+    // A local child also finds its token in its environment (private to its owner, like
+    // the stdin pipe): a script that starts several servers, such as a data server and a
+    // render server, can hand it to each. Never for ssh, whose remote side reads stdin.
+    if let (Some(secrets), None) = (secrets, &plan.remote) {
+        command.env(pv_transport::launch::TOKEN_ENV, secrets.token.to_hex());
+    }
     let mut child = command.spawn().map_err(|source| StartError::Spawn {
         program: program.clone(),
         source,

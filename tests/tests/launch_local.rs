@@ -1,0 +1,302 @@
+//! Every connection type end to end through the launcher's API and CLI, against the real
+//! demo server: builtin; forward and reverse, each without and with startup; the data
+//! server + render server pair; TLS forward and reverse; a user script; and nothing left
+//! running afterwards.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pv_e2e::{DemoServer, workspace_bin};
+use pv_launch::plan::Plan;
+use pv_launch::session::{LaunchError, Session, launch};
+use pv_launch::{LaunchContext, NonInteractive, Profile};
+use pv_transport::{Listener, Token, loopback};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn demo() -> String {
+    workspace_bin("pv-demo-server").display().to_string()
+}
+
+/// A free loopback port (bound and released; good enough for a test on one machine).
+async fn free_port() -> u16 {
+    let l = Listener::bind(loopback(0), None).await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn write_profile(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("profile.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn launch_profile(path: &Path) -> Result<Session, LaunchError> {
+    let profile = Profile::load(path).unwrap();
+    let entry = profile.select(None).unwrap();
+    let plan = Plan::resolve(entry, &LaunchContext::from_host(), &NonInteractive).unwrap();
+    let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // Drain progress events so the channel never grows without bound.
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    tokio::time::timeout(WAIT, launch(&plan, &events))
+        .await
+        .expect("the launch finishes within the deadline")
+}
+
+async fn echo_through(session: &mut Session, msg: &[u8]) {
+    for conn in session.connections() {
+        conn.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(WAIT, conn.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, msg);
+    }
+}
+
+/// Whether a process with this pid still exists (and is not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// Launch, echo through every connection, check the server process, clean up, and check
+/// that the server's whole process group is gone.
+async fn launch_echo_cleanup(profile: &str, connections: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_profile(dir.path(), profile);
+    let mut session = launch_profile(&path).await.unwrap();
+    assert_eq!(
+        session.connections().len(),
+        connections,
+        "{}",
+        session.url()
+    );
+    echo_through(&mut session, b"through the launcher").await;
+    let pid = session.server().map(|h| h.pid());
+    session.cleanup().await;
+    if let Some(pid) = pid {
+        assert!(!alive(pid), "server {pid} still running after cleanup");
+        // Members of the group were killed too; give the kernel a moment to finish them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = live_group_members(pid);
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running in group {pid}: {left:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Processes (not zombies) whose process group is `pgid`, from /proc.
+fn live_group_members(pgid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name: state, ppid, pgrp, ...
+        let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn builtin_connects_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_profile(
+        dir.path(),
+        "[[server]]\nname = \"b\"\nresource = \"builtin:\"\n[server.startup]\nmechanism = \"manual\"\n",
+    );
+    let mut session = launch_profile(&path).await.unwrap();
+    assert_eq!(session.url(), "builtin:");
+    let mut server_end = session.take_builtin_server().unwrap();
+    let client = session.connection().unwrap();
+    client.write_all(b"in-process").await.unwrap();
+    let mut got = [0u8; 10];
+    server_end.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"in-process");
+}
+
+#[tokio::test]
+async fn forward_with_startup_plain_and_tls() {
+    for scheme in ["cs", "cs+tls"] {
+        let tls = if scheme.ends_with("tls") {
+            ", \"--tls\""
+        } else {
+            ""
+        };
+        let profile = format!(
+            "[[server]]\nname = \"f\"\nresource = \"{scheme}://127.0.0.1:0\"\nconnect_timeout = 10\n\
+             [server.startup]\nmechanism = \"local\"\n\
+             argv = [\"{}\", \"--server-port\", \"${{PV_SERVER_PORT}}\"{tls}]\n",
+            demo()
+        );
+        launch_echo_cleanup(&profile, 1).await;
+    }
+}
+
+#[tokio::test]
+async fn reverse_with_startup_plain_and_tls() {
+    for scheme in ["csrc", "csrc+tls"] {
+        let port = free_port().await;
+        let tls = if scheme.ends_with("tls") {
+            ", \"--tls\""
+        } else {
+            ""
+        };
+        let profile = format!(
+            "[[server]]\nname = \"r\"\nresource = \"{scheme}://127.0.0.1:{port}\"\nconnect_timeout = 10\n\
+             [server.startup]\nmechanism = \"local\"\n\
+             argv = [\"{}\", \"--reverse-connection\", \"--client-host\", \"127.0.0.1\", \"--server-port\", \"${{PV_SERVER_PORT}}\"{tls}]\n",
+            demo()
+        );
+        launch_echo_cleanup(&profile, 1).await;
+    }
+}
+
+#[tokio::test]
+async fn forward_without_startup_connects_to_a_running_server() {
+    // The server was started by someone else; it speaks no token handshake.
+    let token = Token::generate();
+    let server = DemoServer::start(&["--server-port", "0", "--handshake", "none"], &token).await;
+    let profile = format!(
+        "[[server]]\nname = \"m\"\nresource = \"cs://127.0.0.1:{}\"\nhandshake = \"none\"\nconnect_timeout = 5\n\
+         [server.startup]\nmechanism = \"manual\"\n",
+        server.ready.port
+    );
+    launch_echo_cleanup(&profile, 1).await;
+}
+
+#[tokio::test]
+async fn reverse_without_startup_waits_for_a_server_started_elsewhere() {
+    let port = free_port().await;
+    let profile = format!(
+        "[[server]]\nname = \"m\"\nresource = \"csrc://127.0.0.1:{port}\"\nhandshake = \"none\"\nconnect_timeout = 10\n\
+         [server.startup]\nmechanism = \"manual\"\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_profile(dir.path(), &profile);
+    let launching = tokio::spawn(async move { launch_profile(&path).await });
+    // Start the server by hand once the launcher listens (it retries until then).
+    let port_s = port.to_string();
+    let _server = DemoServer::start(
+        &[
+            "--reverse-connection",
+            "--client-host",
+            "127.0.0.1",
+            "--server-port",
+            &port_s,
+            "--handshake",
+            "none",
+        ],
+        &Token::generate(),
+    )
+    .await;
+    let mut session = launching.await.unwrap().unwrap();
+    echo_through(&mut session, b"manual reverse").await;
+    session.cleanup().await;
+}
+
+#[tokio::test]
+async fn data_server_and_render_server_pair_forward() {
+    let (d, r) = (free_port().await, free_port().await);
+    let profile = format!(
+        "[[server]]\nname = \"pair\"\nresource = \"cdsrs://127.0.0.1:{d}//127.0.0.1:{r}\"\nconnect_timeout = 10\n\
+         [server.startup]\nmechanism = \"local\"\n\
+         argv = [\"sh\", \"-c\", \"\\\"$0\\\" --server-port \\\"$1\\\" & exec \\\"$0\\\" --server-port \\\"$2\\\"\", \"{}\", \"${{PV_DATA_SERVER_PORT}}\", \"${{PV_RENDER_SERVER_PORT}}\"]\n",
+        demo()
+    );
+    launch_echo_cleanup(&profile, 2).await;
+}
+
+#[tokio::test]
+async fn a_user_script_starts_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("start.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\n# the variables are in the environment too\necho \"port from env: $PV_SERVER_PORT\" >&2\nexec \"{}\" --server-port \"$1\"\n", demo()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let profile = format!(
+        "[[server]]\nname = \"s\"\nresource = \"cs://127.0.0.1:0\"\nconnect_timeout = 10\n\
+         [server.startup]\nmechanism = \"local-script\"\nscript = \"{}\"\nargs = [\"${{PV_SERVER_PORT}}\"]\n",
+        script.display()
+    );
+    launch_echo_cleanup(&profile, 1).await;
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_a_clear_error_and_is_stopped() {
+    // Listens (ready line) but with another token: the handshake must fail, not hang.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("wrong.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nPV_LAUNCH_TOKEN={} exec \"{}\" --server-port 0 </dev/null\n",
+            Token::generate().to_hex(),
+            demo()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let profile = format!(
+        "[[server]]\nname = \"w\"\nresource = \"cs://127.0.0.1:0\"\nconnect_timeout = 0\n\
+         [server.startup]\nmechanism = \"local-script\"\nscript = \"{}\"\n",
+        script.display()
+    );
+    let path = write_profile(dir.path(), &profile);
+    let e = launch_profile(&path).await.unwrap_err().to_string();
+    assert!(e.contains("authentication failed"), "{e}");
+}
+
+#[tokio::test]
+async fn the_cli_connects_runs_exec_with_the_url_and_relay_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("seen");
+    let profile = format!(
+        "[[server]]\nname = \"f\"\nresource = \"cs://127.0.0.1:0\"\nconnect_timeout = 10\n\
+         [server.startup]\nmechanism = \"local\"\nargv = [\"{}\", \"--server-port\", \"${{PV_SERVER_PORT}}\"]\n",
+        demo()
+    );
+    let path = write_profile(dir.path(), &profile);
+    let status = tokio::process::Command::new(workspace_bin("pv-launch"))
+        .arg("--profile")
+        .arg(&path)
+        .arg("--exec")
+        .arg(format!(
+            "echo \"$PV_LAUNCH_URL $PV_LAUNCH_SOCKET\" > '{}'; test -S \"$PV_LAUNCH_SOCKET\" && exit 7",
+            out.display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(7), "the --exec command's status");
+    let seen = std::fs::read_to_string(&out).unwrap();
+    assert!(seen.starts_with("cs://127.0.0.1:"), "{seen}");
+    let sock = seen.split_whitespace().nth(1).unwrap();
+    assert!(
+        !Path::new(sock).exists(),
+        "relay socket removed after the session"
+    );
+}
