@@ -202,18 +202,26 @@ fn find_cookie(addr: &DisplayAddr) -> Option<Vec<u8>> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".Xauthority")))?;
     let bytes = std::fs::read(file).ok()?;
-    let (number, local, host) = match addr {
-        DisplayAddr::Local(n) | DisplayAddr::Path(_, n) => (*n, true, None),
-        DisplayAddr::Tcp(h, n) => (*n, false, Some(h.as_str())),
-    };
     let hostname = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_default();
-    parse_xauthority(&bytes)
+    pick_cookie(parse_xauthority(&bytes), addr, &hostname)
+}
+
+/// The matching rule. Like libxcb, a TCP connection to a loopback address (how ssh's X11
+/// forwarding sets `DISPLAY=localhost:10.0`) uses the entry of this host's name, which
+/// is where `xauth` stores forwarded cookies (`host/unix:10`).
+fn pick_cookie(entries: Vec<XauthEntry>, addr: &DisplayAddr, hostname: &str) -> Option<Vec<u8>> {
+    let (number, local, host) = match addr {
+        DisplayAddr::Local(n) | DisplayAddr::Path(_, n) => (*n, true, None),
+        DisplayAddr::Tcp(h, n) => (*n, is_loopback(h), Some(h.as_str())),
+    };
+    let number = number.to_string();
+    entries
         .into_iter()
         .find(|e| {
-            let number_ok = e.number.is_empty() || e.number == number.to_string().as_bytes();
+            let number_ok = e.number.is_empty() || e.number == number.as_bytes();
             let addr_ok = match e.family {
                 FAMILY_WILD => true,
                 FAMILY_LOCAL => local && e.address == hostname.as_bytes(),
@@ -222,6 +230,13 @@ fn find_cookie(addr: &DisplayAddr) -> Option<Vec<u8>> {
             number_ok && addr_ok && e.name == b"MIT-MAGIC-COOKIE-1"
         })
         .map(|e| e.data)
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 const FAMILY_LOCAL: u16 = 256;
@@ -318,6 +333,47 @@ mod tests {
     fn unset_display_is_reported() {
         assert_eq!(probe_x11(None), Err(NoDisplay("DISPLAY is not set".into())));
         assert!(probe_x11(Some(":987654")).is_err());
+    }
+
+    fn entry(family: u16, address: &[u8], number: &[u8], data: &[u8]) -> XauthEntry {
+        XauthEntry {
+            family,
+            address: address.to_vec(),
+            number: number.to_vec(),
+            name: b"MIT-MAGIC-COOKIE-1".to_vec(),
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn picks_the_cookie_xlib_would() {
+        let entries = || {
+            vec![
+                entry(FAMILY_LOCAL, b"otherbox", b"0", &[1]),
+                entry(FAMILY_LOCAL, b"box", b"0", &[2]),
+                entry(FAMILY_LOCAL, b"box", b"10", &[3]),
+                entry(0, &[192, 0, 2, 5], b"1", &[4]),
+            ]
+        };
+        let pick = |addr: DisplayAddr| pick_cookie(entries(), &addr, "box");
+        assert_eq!(pick(DisplayAddr::Local(0)), Some(vec![2]));
+        // ssh X11 forwarding: DISPLAY=localhost:10.0, cookie stored as box/unix:10.
+        assert_eq!(
+            pick(DisplayAddr::Tcp("localhost".into(), 10)),
+            Some(vec![3])
+        );
+        assert_eq!(
+            pick(DisplayAddr::Tcp("127.0.0.1".into(), 10)),
+            Some(vec![3])
+        );
+        assert_eq!(pick(DisplayAddr::Tcp("192.0.2.5".into(), 1)), Some(vec![4]));
+        assert_eq!(pick(DisplayAddr::Tcp("192.0.2.6".into(), 1)), None);
+        assert_eq!(pick(DisplayAddr::Local(7)), None);
+        let wild = vec![entry(FAMILY_WILD, b"", b"", &[9])];
+        assert_eq!(
+            pick_cookie(wild, &DisplayAddr::Local(7), "box"),
+            Some(vec![9])
+        );
     }
 
     #[test]

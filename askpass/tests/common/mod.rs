@@ -90,6 +90,8 @@ impl Drop for ChildGuard {
 /// A private X server on a display number it picks itself (`-displayfd`), no TCP.
 pub struct Xvfb {
     pub display: String,
+    /// The Xauthority file the test's X tools use, for a server started with `-auth`.
+    pub xauthority: Option<PathBuf>,
     _guard: ChildGuard,
 }
 
@@ -99,6 +101,11 @@ impl Xvfb {
     }
 
     pub fn start_with_size(geometry: &str) -> Xvfb {
+        Xvfb::start_with_args(geometry, &[])
+    }
+
+    /// Starts Xvfb with a screen `geometry` and extra arguments (e.g. `-auth FILE`).
+    pub fn start_with_args(geometry: &str, extra: &[&str]) -> Xvfb {
         // `-displayfd 1`: Xvfb writes the display number it chose to our pipe once it is
         // ready to accept connections, so waiting for that line is waiting for the server.
         let mut child = Command::new("Xvfb")
@@ -115,6 +122,7 @@ impl Xvfb {
                 "tcp",
                 "-noreset",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -134,14 +142,18 @@ impl Xvfb {
         let number: u32 = line.trim().parse().expect("Xvfb display number");
         Xvfb {
             display: format!(":{number}"),
+            xauthority: None,
             _guard: guard,
         }
     }
 
     /// Runs an X client tool (xdotool, xwininfo, import…) on this display.
     pub fn tool(&self, program: &str, args: &[&str]) -> std::process::Output {
-        Command::new(program)
-            .args(args)
+        let mut cmd = Command::new(program);
+        if let Some(auth) = &self.xauthority {
+            cmd.env("XAUTHORITY", auth);
+        }
+        cmd.args(args)
             .env("DISPLAY", &self.display)
             .stdin(Stdio::null())
             .output()
