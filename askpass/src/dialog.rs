@@ -48,8 +48,9 @@ pub fn escape_label(text: &str) -> String {
 }
 
 /// Shows the dialog for `prompt` and waits for the user, at most `timeout` (which
-/// cancels). Returns what the user did.
-pub fn ask(prompt: &Prompt, timeout: Option<Duration>) -> Outcome {
+/// cancels). `stay_on_top` asks the window manager to keep the dialog above others (pass
+/// [`crate::display::DisplayInfo::can_stay_on_top`]). Returns what the user did.
+pub fn ask(prompt: &Prompt, timeout: Option<Duration>, stay_on_top: bool) -> Outcome {
     let app = app::App::default().with_scheme(app::Scheme::Gtk);
     app::set_font_size(FONT_SIZE);
     window::Window::set_default_xclass(WINDOW_CLASS);
@@ -234,7 +235,9 @@ pub fn ask(prompt: &Prompt, timeout: Option<Duration>) -> Outcome {
 
     win.make_resizable(false);
     win.show();
-    win.set_on_top();
+    if stay_on_top {
+        win.set_on_top();
+    }
     match (&entry, prompt.kind) {
         (Some(inp), _) => {
             let _ = inp.clone().take_focus();

@@ -66,8 +66,17 @@ impl DisplayAddr {
     }
 }
 
+/// What the probe learnt about a display that accepted us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisplayInfo {
+    /// A window manager announced EWMH's "stay above" state (`_NET_WM_STATE_ABOVE`
+    /// exists), so asking for an on-top window means something. Without one (a bare X
+    /// server, Xvfb), FLTK would print an error when asked, on stdout.
+    pub can_stay_on_top: bool,
+}
+
 /// Checks that an X server is reachable and accepts us. Returns the reason otherwise.
-pub fn probe_x11(display: Option<&str>) -> Result<(), NoDisplay> {
+pub fn probe_x11(display: Option<&str>) -> Result<DisplayInfo, NoDisplay> {
     let value = match display {
         Some(v) if !v.is_empty() => v,
         _ => return Err(NoDisplay("DISPLAY is not set".into())),
@@ -81,7 +90,10 @@ pub fn probe_x11(display: Option<&str>) -> Result<(), NoDisplay> {
         .map_err(|e| NoDisplay(format!("cannot connect to X display {value}: {e}")))?;
     let cookie = find_cookie(&addr);
     setup(&mut conn, cookie.as_deref())
-        .map_err(|e| NoDisplay(format!("X display {value} refused us: {e}")))
+        .map_err(|e| NoDisplay(format!("X display {value} refused us: {e}")))?;
+    Ok(DisplayInfo {
+        can_stay_on_top: atom_exists(&mut conn, b"_NET_WM_STATE_ABOVE").unwrap_or(false),
+    })
 }
 
 /// A connection of either kind, so the setup code is written once.
@@ -181,7 +193,14 @@ fn setup(conn: &mut Conn, cookie: Option<&[u8]>) -> Result<(), String> {
     let mut head = [0u8; 8];
     stream.read_exact(&mut head).map_err(|e| e.to_string())?;
     match head[0] {
-        1 => Ok(()),
+        1 => {
+            // Success: skip the server description (screens, formats, visuals); its
+            // length in 4-byte units is in bytes 6-7.
+            let extra = usize::from(u16::from_le_bytes([head[6], head[7]])) * 4;
+            std::io::copy(&mut stream.take(extra as u64), &mut std::io::sink())
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        }
         0 => {
             // Failed: byte 1 is the reason's length; the reason follows the 8-byte header.
             let mut reason = vec![0u8; usize::from(head[1])];
@@ -191,6 +210,28 @@ fn setup(conn: &mut Conn, cookie: Option<&[u8]>) -> Result<(), String> {
         2 => Err("the server wants further authentication".into()),
         other => Err(format!("unexpected setup status {other}")),
     }
+}
+
+/// Asks the server whether an atom exists (InternAtom, only-if-exists), which is how a
+/// window manager's EWMH support shows.
+fn atom_exists(conn: &mut Conn, name: &[u8]) -> std::io::Result<bool> {
+    const INTERN_ATOM: u8 = 16;
+    let padded = name.len().div_ceil(4) * 4;
+    let units = u16::try_from((8 + padded) / 4).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    let mut req = Vec::with_capacity(8 + padded);
+    req.push(INTERN_ATOM);
+    req.push(1); // only if exists
+    req.extend_from_slice(&units.to_le_bytes());
+    req.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    req.extend_from_slice(&[0, 0]);
+    req.extend_from_slice(name);
+    req.resize(8 + padded, 0);
+    let stream = conn.stream();
+    stream.write_all(&req)?;
+    // The reply (or an error) is 32 bytes: type 1 = reply, with the atom at 8..12.
+    let mut reply = [0u8; 32];
+    stream.read_exact(&mut reply)?;
+    Ok(reply[0] == 1 && u32::from_le_bytes([reply[8], reply[9], reply[10], reply[11]]) != 0)
 }
 
 /// Finds the MIT-MAGIC-COOKIE-1 for the display in the Xauthority file, as Xlib does:

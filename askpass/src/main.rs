@@ -66,7 +66,8 @@ fn main() -> ExitCode {
         .join(" ");
     let prompt = classify(&text, Hint::from_env_value(hint_value.as_deref()));
     let timeout = timeout_from_env();
-    if std::env::var_os("PV_ASKPASS_DEBUG").is_some_and(|v| !v.is_empty() && v != "0") {
+    let debug = std::env::var_os("PV_ASKPASS_DEBUG").is_some_and(|v| !v.is_empty() && v != "0");
+    if debug {
         // The classification only: never the answer.
         eprintln!(
             "pv-askpass: kind={} host={:?} fingerprint={:?}",
@@ -96,7 +97,12 @@ fn main() -> ExitCode {
     } else {
         let display_var = std::env::var("DISPLAY").ok();
         match display::probe_x11(display_var.as_deref()) {
-            Ok(()) => dialog::ask(&prompt, timeout),
+            Ok(info) => {
+                if debug {
+                    eprintln!("pv-askpass: dialog, stay-on-top={}", info.can_stay_on_top);
+                }
+                dialog::ask(&prompt, timeout, info.can_stay_on_top)
+            }
             Err(no_display) => {
                 if display_var.as_deref().is_some_and(|d| !d.is_empty()) {
                     eprintln!("pv-askpass: {no_display}; asking on the terminal");

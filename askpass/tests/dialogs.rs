@@ -37,6 +37,51 @@ fn password_typed_and_returned_on_stdout() {
 }
 
 #[test]
+fn stay_on_top_only_when_a_window_manager_supports_it() {
+    let x = Xvfb::start();
+    // No window manager: FLTK is not asked (it would print an error about the missing
+    // _NET_WM_STATE_ABOVE atom).
+    let mut child = spawn(
+        "pv-askpass",
+        helper(Some(&x.display))
+            .env("PV_ASKPASS_DEBUG", "1")
+            .arg("Password: "),
+    );
+    x.wait_for_dialog(&mut child);
+    x.key("Escape");
+    let (_, _, err) = child.finish(DEADLINE);
+    assert!(err.contains("stay-on-top=false"), "{err}");
+    assert!(!err.contains("_NET_WM_STATE_ABOVE"), "{err}");
+
+    // Once the atom exists (an EWMH window manager interns it; setting a property with
+    // it as the value does too, and Xvfb runs with -noreset so it stays), it is.
+    let out = x.tool(
+        "xprop",
+        &[
+            "-root",
+            "-f",
+            "_NET_WM_STATE_ABOVE",
+            "32a",
+            "-set",
+            "_NET_WM_STATE_ABOVE",
+            "_NET_WM_STATE_ABOVE",
+        ],
+    );
+    assert!(out.status.success());
+    let mut child = spawn(
+        "pv-askpass",
+        helper(Some(&x.display))
+            .env("PV_ASKPASS_DEBUG", "1")
+            .arg("Password: "),
+    );
+    x.wait_for_dialog(&mut child);
+    x.key("Escape");
+    let (_, _, err) = child.finish(DEADLINE);
+    assert!(err.contains("stay-on-top=true"), "{err}");
+    assert!(!err.contains("ERROR"), "{err}");
+}
+
+#[test]
 fn escape_cancels_with_exit_1_and_nothing_on_stdout() {
     let x = Xvfb::start();
     let mut child = spawn(
