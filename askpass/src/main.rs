@@ -77,49 +77,49 @@ fn main() -> ExitCode {
         );
     }
 
-    let outcome = if let Some(socket) =
-        std::env::var_os(bridge::SOCKET_ENV).filter(|s| !s.is_empty())
-    {
-        // Bridge configured: it answers, or we fail closed (no silent fallback to a dialog
-        // the embedding application did not expect).
-        let wait = if prompt.kind == pv_askpass::PromptKind::Notify {
-            timeout
+    let outcome =
+        if let Some(socket) = std::env::var_os(bridge::SOCKET_ENV).filter(|s| !s.is_empty()) {
+            // Bridge configured: it answers, or we fail closed (no silent fallback to a dialog
+            // the embedding application did not expect).
+            let wait = if prompt.kind == pv_askpass::PromptKind::Notify {
+                timeout
+            } else {
+                Some(timeout.unwrap_or(bridge::DEFAULT_REPLY_TIMEOUT))
+            };
+            match bridge::ask(socket.as_ref(), &prompt, wait) {
+                Ok(reply) => bridge_outcome(reply, prompt.kind),
+                Err(e) => {
+                    eprintln!("pv-askpass: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
         } else {
-            Some(timeout.unwrap_or(bridge::DEFAULT_REPLY_TIMEOUT))
-        };
-        match bridge::ask(socket.as_ref(), &prompt, wait) {
-            Ok(reply) => bridge_outcome(reply, prompt.kind),
-            Err(e) => {
-                eprintln!("pv-askpass: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        let display_var = std::env::var("DISPLAY").ok();
-        match display::probe_x11(display_var.as_deref()) {
-            Ok(info) => {
-                if debug {
-                    eprintln!("pv-askpass: dialog, stay-on-top={}", info.can_stay_on_top);
+            let display_var = std::env::var("DISPLAY").ok();
+            match display::probe_x11(display_var.as_deref()) {
+                Ok(info) => {
+                    if debug {
+                        eprintln!("pv-askpass: dialog, stay-on-top={}", info.can_stay_on_top);
+                    }
+                    dialog::ask(&prompt, timeout, info.can_stay_on_top)
                 }
-                dialog::ask(&prompt, timeout, info.can_stay_on_top)
-            }
-            Err(no_display) => {
-                if display_var.as_deref().is_some_and(|d| !d.is_empty()) {
-                    eprintln!("pv-askpass: {no_display}; asking on the terminal");
-                }
-                match terminal::ask(&prompt) {
-                    Ok(outcome) => outcome,
+                Err(no_display) => match terminal::Terminal::open() {
+                    Ok(tty) => {
+                        if display_var.as_deref().is_some_and(|d| !d.is_empty()) {
+                            eprintln!("pv-askpass: {no_display}; asking on the terminal");
+                        }
+                        tty.ask(&prompt)
+                    }
                     Err(no_tty) => {
+                        // One line: why there is no display, and why no terminal.
                         eprintln!(
                             "pv-askpass: cannot ask for the {} prompt: {no_display}, and {no_tty}",
                             prompt.kind.as_str().replace('_', " ")
                         );
                         return ExitCode::FAILURE;
                     }
-                }
+                },
             }
-        }
-    };
+        };
 
     let code = match outcome.deliver(&mut answer_out) {
         Ok(code) => code,

@@ -3,7 +3,7 @@
 //!
 //! Secrets are read with `rpassword` (no echo). One-time codes, user names and yes/no
 //! answers are read visibly. With no controlling terminal either (a daemon, `setsid`),
-//! [`ask`] fails at once with the reason, and the helper exits 1.
+//! [`Terminal::open`] fails at once with the reason, and the helper exits 1.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -18,53 +18,64 @@ use crate::outcome::Outcome;
 #[error("no terminal: /dev/tty: {0}")]
 pub struct NoTerminal(#[source] pub io::Error);
 
-fn open_tty() -> Result<File, NoTerminal> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-        .map_err(NoTerminal)
+/// The controlling terminal, opened for reading and writing.
+#[derive(Debug)]
+pub struct Terminal {
+    tty: File,
 }
 
-/// Asks `prompt` on the controlling terminal.
-///
-/// Returns `Err` only when there is no terminal; an I/O error while reading (Ctrl-D,
-/// Ctrl-C) is a [`Outcome::Cancelled`]. A notification is written to the terminal and
-/// then waits, like the dialog, until ssh ends the helper with SIGTERM.
-pub fn ask(prompt: &Prompt) -> Result<Outcome, NoTerminal> {
-    let mut tty = open_tty()?;
-    let outcome = match prompt.kind {
-        PromptKind::Notify => {
-            let _ = writeln!(tty, "{}", prompt.text.trim_end());
-            // ssh sends SIGTERM when the operation is over; the default action ends us.
-            loop {
-                std::thread::park();
+impl Terminal {
+    /// Opens `/dev/tty`; fails at once when the process has no controlling terminal.
+    pub fn open() -> Result<Terminal, NoTerminal> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .map(|tty| Terminal { tty })
+            .map_err(NoTerminal)
+    }
+
+    /// Asks `prompt` on the terminal. An I/O error while reading (Ctrl-D, Ctrl-C) is a
+    /// [`Outcome::Cancelled`]. A notification is written to the terminal and then waits,
+    /// like the dialog, until ssh ends the helper with SIGTERM.
+    pub fn ask(self, prompt: &Prompt) -> Outcome {
+        let mut tty = self.tty;
+        match prompt.kind {
+            PromptKind::Notify => {
+                let _ = writeln!(tty, "{}", prompt.text.trim_end());
+                // ssh sends SIGTERM when the operation is over; the default action ends us.
+                loop {
+                    std::thread::park();
+                }
+            }
+            PromptKind::Confirm => {
+                let question = format!("{}\nAllow? (yes/no) ", prompt.text.trim_end());
+                match read_visible(&mut tty, &question) {
+                    Some(answer) if is_yes(&answer) => Outcome::Accepted,
+                    _ => Outcome::Cancelled,
+                }
+            }
+            // Host-key answers (yes / no / a fingerprint) are passed on as typed: ssh
+            // checks them and asks again if they are neither.
+            PromptKind::HostKey | PromptKind::OneTimeCode | PromptKind::Username => {
+                match read_visible(&mut tty, &prompt.text) {
+                    Some(answer) => Outcome::Answer(answer),
+                    None => Outcome::Cancelled,
+                }
+            }
+            PromptKind::Password
+            | PromptKind::Passphrase
+            | PromptKind::Pin
+            | PromptKind::Unknown => {
+                // rpassword opens /dev/tty itself, switches echo off and restores it.
+                drop(tty);
+                match rpassword::prompt_password(&prompt.text) {
+                    Ok(secret) => Outcome::Answer(Zeroizing::new(secret)),
+                    Err(_) => Outcome::Cancelled,
+                }
             }
         }
-        PromptKind::Confirm => {
-            let question = format!("{}\nAllow? (yes/no) ", prompt.text.trim_end());
-            match read_visible(&mut tty, &question) {
-                Some(answer) if is_yes(&answer) => Outcome::Accepted,
-                _ => Outcome::Cancelled,
-            }
-        }
-        // Host-key answers (yes / no / a fingerprint) are passed on as typed: ssh checks
-        // them and asks again if they are neither.
-        PromptKind::HostKey | PromptKind::OneTimeCode | PromptKind::Username => {
-            match read_visible(&mut tty, &prompt.text) {
-                Some(answer) => Outcome::Answer(answer),
-                None => Outcome::Cancelled,
-            }
-        }
-        PromptKind::Password | PromptKind::Passphrase | PromptKind::Pin | PromptKind::Unknown => {
-            drop(tty);
-            match rpassword::prompt_password(&prompt.text) {
-                Ok(secret) => Outcome::Answer(Zeroizing::new(secret)),
-                Err(_) => Outcome::Cancelled,
-            }
-        }
-    };
-    Ok(outcome)
+    }
 }
 
 fn is_yes(answer: &str) -> bool {

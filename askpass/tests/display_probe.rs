@@ -60,6 +60,7 @@ fn cookie_protected_display() {
     assert_eq!(status.code(), Some(1), "{err}");
     assert_eq!(out, "");
     assert!(err.contains("refused us"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err:?}");
     assert!(
         !err.contains("Can't open display"),
         "FLTK was reached: {err}"
