@@ -360,6 +360,27 @@ impl Master {
         !self.closed && self.pid.is_some_and(running)
     }
 
+    /// Whether the connection is gone: the process has ended, or its control socket no
+    /// longer answers (a master being killed closes its socket before it is reaped).
+    pub async fn is_gone(&self) -> bool {
+        !self.is_alive() || self.check().await.is_err()
+    }
+
+    /// Whether the connection is gone, waiting up to `grace` for a dying master to
+    /// finish going (used when a mux client just failed, exit status 255).
+    pub async fn gone_within(&self, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        loop {
+            if self.is_gone().await {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The last lines of the master's log (`ssh -E`).
     pub fn log_tail(&self) -> Vec<String> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -213,7 +213,11 @@ impl RemoteServer {
 
     async fn ended_early(&mut self, master: &Master) -> SshError {
         let status = tokio::time::timeout(STOP_GRACE, self.wait()).await;
-        if !master.is_alive() {
+        let grace = match &status {
+            Ok(s) if s.code() == Some(255) => STOP_GRACE,
+            _ => Duration::ZERO,
+        };
+        if master.gone_within(grace).await {
             return SshError::ConnectionLost {
                 host: self.host.clone(),
                 log_tail: master.log_tail(),

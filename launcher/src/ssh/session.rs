@@ -167,7 +167,13 @@ impl SshSession {
     /// went away.
     pub async fn wait(&mut self) -> Result<ExitStatus, SshError> {
         let status = self.server.wait().await;
-        if !self.master.is_alive() {
+        // 255: ssh itself failed, most likely because the master went away.
+        let grace = if status.code() == Some(255) {
+            Duration::from_secs(2)
+        } else {
+            Duration::ZERO
+        };
+        if self.master.gone_within(grace).await {
             return Err(SshError::ConnectionLost {
                 host: self.master.target().display_name(),
                 log_tail: self.master.log_tail(),
