@@ -18,6 +18,27 @@
 //! the connection open until ssh sends it SIGTERM, so the application sees end-of-file
 //! when the notification is over and should hide it then.
 //!
+//! The application's side, blocking (an async server can use [`Request::from_line`] and
+//! [`Reply::to_line`] on its own streams, and `tokio::net::UnixListener::from_std` on
+//! the listener from [`bind_private`]):
+//!
+//! ```no_run
+//! use pv_askpass::PromptKind;
+//! use pv_askpass::bridge::{self, Reply};
+//!
+//! let dir = std::env::temp_dir().join("my-app-askpass"); // created 0700
+//! let (listener, socket) = bridge::bind_private(&dir, "askpass.sock")?;
+//! // Start ssh with SSH_ASKPASS=pv-askpass, SSH_ASKPASS_REQUIRE=force and
+//! // PV_ASKPASS_SOCKET=<socket>; then, for each prompt:
+//! let request = bridge::serve_one(&listener, |req| match req.kind {
+//!     PromptKind::HostKey => Reply::answer("no"),
+//!     _ => Reply::Cancel, // or ask the user and reply with Reply::answer(text)
+//! })?;
+//! println!("answered a {} prompt", request.kind.as_str());
+//! # let _ = socket;
+//! # Ok::<(), bridge::BridgeError>(())
+//! ```
+//!
 //! Security: the socket path is checked before connecting. The socket and its parent
 //! directory must be owned by the current user, the directory must not be writable by
 //! group or others (so nobody can swap the socket), and the socket must not be reachable
