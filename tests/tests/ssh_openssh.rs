@@ -480,3 +480,116 @@ async fn a_dead_master_ends_the_session_with_a_clear_error() {
     assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
     session.close().await;
 }
+
+/// A plan made from a TOML profile (mechanism `ssh` or `ssh-script`), run through
+/// [`SshTarget::from_process_plan`]: the profile's host, user, port, identity file,
+/// options, workdir and remote environment all reach the remote side.
+fn ssh_plan(sshd: &Sshd, startup: &str) -> pv_launch::Plan {
+    let mut options = String::new();
+    for a in sshd.client_args(&sshd.known_hosts(), "publickey") {
+        options.push_str(&format!("{a:?}, "));
+    }
+    let text = format!(
+        "[[server]]\nname = \"remote\"\nresource = \"cs://127.0.0.1:11111\"\n\
+         [server.startup]\n{startup}\n\
+         [server.startup.ssh]\nhost = \"127.0.0.1\"\nuser = \"{TEST_USER}\"\nport = {port}\n\
+         identity_file = \"{key}\"\noptions = [{options}]\nworkdir = \"/tmp\"\n\
+         env = {{ PV_META = \"'a b' ; $(touch /tmp/pv-ssh-plan-meta) \\\"q\\\"\" }}\n",
+        port = sshd.port(),
+        key = sshd.plain_key().display(),
+    );
+    let p = pv_launch::profile::toml_format::load_str(Path::new("ssh.toml"), &text).unwrap();
+    pv_launch::Plan::resolve(
+        &p.servers[0],
+        &pv_launch::LaunchContext::fixed(),
+        &pv_launch::NonInteractive,
+    )
+    .unwrap()
+}
+
+fn process_plan(plan: &pv_launch::Plan) -> &pv_launch::plan::ProcessPlan {
+    match plan.launch() {
+        pv_launch::plan::Launch::Process(p) => p,
+        other => panic!("not a process plan: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_start_servers_over_ssh_directly_and_through_a_script() {
+    let sshd = Sshd::start();
+    // The "remote" script: checks the workdir and the exported variable, then runs the
+    // demo server.
+    let script = sshd.dir().join("start.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$(pwd)\" = /tmp ] || exit 3\n\
+             [ \"$PV_META\" = \"'a b' ; \\$(touch /tmp/pv-ssh-plan-meta) \\\"q\\\"\" ] || exit 4\n\
+             exec {} --server-port 0\n",
+            demo_server()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let direct = format!(
+        "mechanism = \"ssh\"\nargv = [{:?}, \"--server-port\", \"0\"]",
+        demo_server()
+    );
+    let through_script = format!(
+        "mechanism = \"ssh-script\"\nscript = {:?}",
+        script.display().to_string()
+    );
+    for (startup, tunnel) in [
+        (direct, TunnelMode::None),
+        (
+            through_script,
+            TunnelMode::Forward {
+                server_host: "127.0.0.1".into(),
+            },
+        ),
+    ] {
+        let plan = ssh_plan(&sshd, &startup);
+        let (target, command) = SshTarget::from_process_plan(process_plan(&plan)).unwrap();
+        assert_eq!(target.host(), "127.0.0.1");
+        assert_eq!(target.user(), Some(TEST_USER));
+        let prompter = Scripted::new(vec![]);
+        let launch = SshLaunch {
+            target,
+            master: options(&prompter),
+            tunnel: tunnel.clone(),
+            ready_timeout: Some(WAIT),
+        };
+        let token = Token::generate();
+        let secrets = Secrets {
+            token: token.clone(),
+            client_cert: None,
+        };
+        let session = launch
+            .start(|_| command, Some(&secrets), None)
+            .await
+            .unwrap_or_else(|e| panic!("{startup}: {e}"));
+        // Without a tunnel the client dials the server's own port (same machine here).
+        let port = match tunnel {
+            TunnelMode::None => session.ready().unwrap().port,
+            _ => session.local_address().unwrap().port(),
+        };
+        let m = ConnectionManager::new(
+            ConnectionMode::Single,
+            ConnectionConfig::new(NativeHandshake::new(token)),
+        );
+        let mut conn = m
+            .connect_to_remote(
+                "127.0.0.1",
+                port,
+                RetryPolicy::new(ConnectTimeout::Within(WAIT)),
+                |_, _, _| {},
+            )
+            .await
+            .unwrap();
+        echo(&mut conn, startup.as_bytes()).await;
+        let pgid = session.remote_pgid().unwrap();
+        session.close().await;
+        assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
+    }
+    assert!(!Path::new("/tmp/pv-ssh-plan-meta").exists());
+}
