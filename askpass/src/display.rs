@@ -66,13 +66,24 @@ impl DisplayAddr {
     }
 }
 
-/// What the probe learnt about a display that accepted us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the probe learnt about a display that accepted us. It holds the probe's
+/// connection open: keep it alive until the dialog has connected, because an X server
+/// with no other client (a bare Xvfb) resets when its last client leaves, and a client
+/// connecting during the reset is refused, which FLTK would answer by exiting.
 pub struct DisplayInfo {
     /// A window manager announced EWMH's "stay above" state (`_NET_WM_STATE_ABOVE`
     /// exists), so asking for an on-top window means something. Without one (a bare X
     /// server, Xvfb), FLTK would print an error when asked, on stdout.
     pub can_stay_on_top: bool,
+    _connection: Conn,
+}
+
+impl std::fmt::Debug for DisplayInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DisplayInfo")
+            .field("can_stay_on_top", &self.can_stay_on_top)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Checks that an X server is reachable and accepts us. Returns the reason otherwise.
@@ -93,6 +104,7 @@ pub fn probe_x11(display: Option<&str>) -> Result<DisplayInfo, NoDisplay> {
         .map_err(|e| NoDisplay(format!("X display {value} refused us: {e}")))?;
     Ok(DisplayInfo {
         can_stay_on_top: atom_exists(&mut conn, b"_NET_WM_STATE_ABOVE").unwrap_or(false),
+        _connection: conn,
     })
 }
 
@@ -372,7 +384,10 @@ mod tests {
 
     #[test]
     fn unset_display_is_reported() {
-        assert_eq!(probe_x11(None), Err(NoDisplay("DISPLAY is not set".into())));
+        assert_eq!(
+            probe_x11(None).unwrap_err(),
+            NoDisplay("DISPLAY is not set".into())
+        );
         assert!(probe_x11(Some(":987654")).is_err());
     }
 

@@ -100,7 +100,9 @@ fn main() -> ExitCode {
                     if debug {
                         eprintln!("pv-askpass: dialog, stay-on-top={}", info.can_stay_on_top);
                     }
-                    dialog::ask(&prompt, timeout, info.can_stay_on_top)
+                    let outcome = dialog::ask(&prompt, timeout, info.can_stay_on_top);
+                    drop(info); // the probe's connection, held until FLTK had its own
+                    outcome
                 }
                 Err(no_display) => match terminal::Terminal::open() {
                     Ok(tty) => {

@@ -1,6 +1,7 @@
-//! The display probe against an X server that demands a cookie (`Xvfb -auth`): with the
-//! right Xauthority the dialog opens; without it the helper must not let FLTK try (FLTK
-//! would exit the process) and falls back, here to "no terminal either" (setsid).
+//! The display probe against real X servers: one that demands a cookie (`Xvfb -auth`) —
+//! with the right Xauthority the dialog opens; without it the helper must not let FLTK
+//! try (FLTK would exit the process) and falls back, here to "no terminal either"
+//! (setsid) — and one that resets whenever its last client leaves.
 
 mod common;
 
@@ -65,4 +66,30 @@ fn cookie_protected_display() {
         !err.contains("Can't open display"),
         "FLTK was reached: {err}"
     );
+}
+
+#[test]
+fn a_server_that_resets_between_clients_still_gets_the_dialog() {
+    // A bare X server with no other client resets when the probe disconnects; a client
+    // connecting during the reset is refused and FLTK would exit ("Can't open display").
+    // The probe therefore holds its connection until FLTK has its own. Each run here
+    // maps the dialog and cancels by the timeout, with no other client on the server.
+    let x = Xvfb::start_resetting();
+    for run in 0..5 {
+        let (status, out, err) = spawn(
+            "pv-askpass",
+            helper(Some(&x.display))
+                .env("PV_ASKPASS_TIMEOUT", "1")
+                .env("PV_ASKPASS_DEBUG", "1")
+                .arg("Password: "),
+        )
+        .finish(DEADLINE);
+        assert!(!err.contains("open display"), "run {run}: {err}");
+        assert!(err.contains("pv-askpass: dialog"), "run {run}: {err}");
+        assert_eq!(
+            (status.code(), out.as_str()),
+            (Some(1), ""),
+            "run {run}: {err}"
+        );
+    }
 }

@@ -105,13 +105,25 @@ impl Xvfb {
     }
 
     /// Starts Xvfb with a screen `geometry` and extra arguments (e.g. `-auth FILE`).
+    ///
+    /// With `-noreset`: without it the server resets whenever its last client leaves
+    /// (each xdotool call), and a client connecting during the reset is refused.
     pub fn start_with_args(geometry: &str, extra: &[&str]) -> Xvfb {
+        let mut args = vec!["-noreset"];
+        args.extend_from_slice(extra);
+        Xvfb::spawn(geometry, &args)
+    }
+
+    /// Starts Xvfb as a bare X server behaves by default: resetting whenever its last
+    /// client disconnects.
+    pub fn start_resetting() -> Xvfb {
+        Xvfb::spawn("1024x768x24", &[])
+    }
+
+    fn spawn(geometry: &str, extra: &[&str]) -> Xvfb {
         // `-displayfd 1`: Xvfb writes the display number it chose to our pipe once it is
         // ready to accept connections, so waiting for that line is waiting for the server.
         let mut child = Command::new("Xvfb")
-            // -noreset: without it the server resets whenever its last client leaves
-            // (our display probe, each xdotool call), and a client connecting during
-            // the reset is refused.
             .args([
                 "-displayfd",
                 "1",
@@ -120,7 +132,6 @@ impl Xvfb {
                 geometry,
                 "-nolisten",
                 "tcp",
-                "-noreset",
             ])
             .args(extra)
             .stdin(Stdio::null())
