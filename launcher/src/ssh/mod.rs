@@ -23,7 +23,10 @@
 //! master. Authentication is never retried by pv-launch (2FA lockouts).
 //!
 //! Only the OpenSSH backend exists; a profile asking for the russh backend is refused
-//! with a clear error ([`SshError::BackendUnavailable`]).
+//! with a clear error ([`SshTarget::require_backend`], [`SshError::BackendUnavailable`]).
+//!
+//! Known limit: a remote command containing a newline is passed inside single quotes,
+//! which POSIX shells accept but a tcsh login shell does not.
 
 mod askpass_bridge;
 mod master;

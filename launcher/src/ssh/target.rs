@@ -6,6 +6,7 @@ use std::path::Path;
 use super::SshError;
 use crate::plan::ProcessPlan;
 use crate::plan::ssh::check_ssh_name;
+use crate::profile::SshBackend;
 
 /// An ssh destination with its options. Every value is checked when it is added: host
 /// and user names may not hold control characters, whitespace or start with `-`; no
@@ -162,6 +163,15 @@ impl SshTarget {
         Ok((target, remote.command.clone()))
     }
 
+    /// Refuse a backend this build cannot run: only [`SshBackend::Openssh`] exists, so a
+    /// profile with `backend = "russh"` fails before anything starts.
+    pub fn require_backend(backend: SshBackend) -> Result<(), SshError> {
+        match backend {
+            SshBackend::Openssh => Ok(()),
+            SshBackend::Russh => Err(SshError::BackendUnavailable("russh")),
+        }
+    }
+
     /// The destination host.
     pub fn host(&self) -> &str {
         &self.host
@@ -225,5 +235,50 @@ mod tests {
             .with_port(2222);
         assert_eq!(t.args(), ["-l", "alice", "-p", "2222"]);
         assert_eq!(t.display_name(), "alice@login1");
+    }
+
+    #[test]
+    fn a_process_plan_keeps_its_options_but_not_its_fixed_tunnels() {
+        let plan = ProcessPlan {
+            mechanism: "ssh",
+            argv: [
+                "/usr/bin/ssh",
+                "-p",
+                "2222",
+                "-l",
+                "u",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-L",
+                "127.0.0.1:8080:localhost:11111",
+                "-oX=1",
+                "--",
+                "h",
+                "exec /bin/sh -c true",
+            ]
+            .map(String::from)
+            .to_vec(),
+            env: vec![],
+            workdir: None,
+            delay: crate::profile::Delay::None,
+            remote: Some(crate::plan::RemotePlan {
+                host: "h".into(),
+                user: Some("u".into()),
+                argv: vec!["true".into()],
+                command: "exec /bin/sh -c true".into(),
+                tunnels: vec![],
+            }),
+        };
+        let (t, command) = SshTarget::from_process_plan(&plan).unwrap();
+        assert_eq!(command, "exec /bin/sh -c true");
+        assert_eq!(t.program(), "/usr/bin/ssh");
+        assert_eq!(t.args(), ["-p", "2222", "-l", "u", "-oX=1"]);
+        assert!(t.batch_mode());
+        assert_eq!(t.port(), Some(2222));
+        assert_eq!(t.display_name(), "u@h");
+        assert!(SshTarget::require_backend(SshBackend::Russh).is_err());
+        assert!(SshTarget::require_backend(SshBackend::Openssh).is_ok());
     }
 }
