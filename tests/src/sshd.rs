@@ -101,8 +101,15 @@ fn keygen(path: &Path, passphrase: &str) {
 }
 
 impl Sshd {
-    /// Start an sshd on a free loopback port, ready to accept connections.
+    /// Start an sshd on a free loopback port, ready to accept connections (no PAM:
+    /// public keys and passwords).
     pub fn start() -> Sshd {
+        Sshd::start_with(false)
+    }
+
+    /// Start an sshd; with `pam`, PAM is on and keyboard-interactive offered (Debian's
+    /// `/etc/pam.d/sshd` asks one `Password:` round, then an empty one).
+    pub fn start_with(pam: bool) -> Sshd {
         ensure_test_user();
         std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
         // Short path (control sockets may live nearby); readable by the test user, since
@@ -137,8 +144,8 @@ impl Sshd {
              AuthorizedKeysFile {dir}/authorized_keys\n\
              PubkeyAuthentication yes\n\
              PasswordAuthentication yes\n\
-             KbdInteractiveAuthentication no\n\
-             UsePAM no\n\
+             KbdInteractiveAuthentication {yes_no}\n\
+             UsePAM {yes_no}\n\
              StrictModes no\n\
              AllowTcpForwarding yes\n\
              GatewayPorts no\n\
@@ -146,7 +153,8 @@ impl Sshd {
              MaxSessions 50\n\
              MaxStartups 100\n\
              LogLevel VERBOSE\n",
-            dir = d.display()
+            dir = d.display(),
+            yes_no = if pam { "yes" } else { "no" },
         );
         std::fs::write(d.join("sshd_config"), config).unwrap();
         std::fs::write(d.join("known_hosts_empty"), "").unwrap();

@@ -22,8 +22,10 @@
 //! session (or [`SshSession::close`]) ends the remote process group, the forwards and the
 //! master. Authentication is never retried by pv-launch (2FA lockouts).
 //!
-//! Only the OpenSSH backend exists; a profile asking for the russh backend is refused
-//! with a clear error ([`SshTarget::require_backend`], [`SshError::BackendUnavailable`]).
+//! The pure-Rust backend, [`russh_backend`] (cargo feature `russh`, off by default since
+//! russh 0.65 needs rustc 1.89), offers the same steps on one in-process connection.
+//! Without the feature a profile asking for it is refused with a clear error
+//! ([`SshTarget::require_backend`], [`SshError::BackendUnavailable`]).
 //!
 //! Known limit: a remote command containing a newline is passed inside single quotes,
 //! which POSIX shells accept but a tcsh login shell does not.
@@ -31,6 +33,8 @@
 mod askpass_bridge;
 mod master;
 mod remote;
+#[cfg(feature = "russh")]
+pub mod russh_backend;
 mod session;
 mod target;
 
@@ -52,7 +56,9 @@ pub enum SshError {
     #[error("invalid ssh setting: {0}")]
     Invalid(String),
     /// The profile asks for an ssh backend this build does not have.
-    #[error("the {0} ssh backend is not available in this build; use backend = \"openssh\"")]
+    #[error(
+        "the {0} ssh backend is not available in this build (pv-launch's cargo feature `{0}`); use backend = \"openssh\""
+    )]
     BackendUnavailable(&'static str),
     /// The askpass helper could not be found.
     #[error(

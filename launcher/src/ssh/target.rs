@@ -163,11 +163,13 @@ impl SshTarget {
         Ok((target, remote.command.clone()))
     }
 
-    /// Refuse a backend this build cannot run: only [`SshBackend::Openssh`] exists, so a
-    /// profile with `backend = "russh"` fails before anything starts.
+    /// Refuse a backend this build cannot run: [`SshBackend::Russh`] needs the cargo
+    /// feature `russh`; without it a profile with `backend = "russh"` fails before
+    /// anything starts.
     pub fn require_backend(backend: SshBackend) -> Result<(), SshError> {
         match backend {
             SshBackend::Openssh => Ok(()),
+            SshBackend::Russh if cfg!(feature = "russh") => Ok(()),
             SshBackend::Russh => Err(SshError::BackendUnavailable("russh")),
         }
     }
@@ -278,7 +280,10 @@ mod tests {
         assert!(t.batch_mode());
         assert_eq!(t.port(), Some(2222));
         assert_eq!(t.display_name(), "u@h");
-        assert!(SshTarget::require_backend(SshBackend::Russh).is_err());
+        assert_eq!(
+            SshTarget::require_backend(SshBackend::Russh).is_ok(),
+            cfg!(feature = "russh")
+        );
         assert!(SshTarget::require_backend(SshBackend::Openssh).is_ok());
     }
 }

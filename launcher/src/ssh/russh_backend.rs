@@ -1,0 +1,806 @@
+//! The pure-Rust ssh backend (cargo feature `russh`): one in-process ssh connection per
+//! launch, with the same rules as the OpenSSH backend.
+//!
+//! - Host keys are checked against a known_hosts file. An unknown host's key is put to the
+//!   [`Prompter`] as the host-key question (`yes` learns it into the file, anything else
+//!   refuses); a changed key is refused without a question. There is no accept-all.
+//! - Authentication, each method tried at most once, in OpenSSH's order: public keys
+//!   (an encrypted key's passphrase is asked through the [`Prompter`]), keyboard-interactive
+//!   (every round, empty rounds included), password. A wrong answer ends the launch: it is
+//!   never retried (2FA lockouts).
+//! - The remote command is the same wrapped command as with OpenSSH
+//!   ([`wrap_remote_command`]), so the remote process group ends when the channel's stdin
+//!   does: on [`RusshRemote::stop`], on drop of the connection, or when it is lost.
+//! - Tunnels: `-L` as a local listener on 127.0.0.1 whose connections become
+//!   `direct-tcpip` channels; `-R` as `tcpip-forward` on the remote 127.0.0.1 with port 0,
+//!   the allocated port read back, each forwarded connection bridged to 127.0.0.1 here.
+//!
+//! Not supported here (use the OpenSSH backend): the user's `~/.ssh/config`, jump hosts,
+//! ssh-agent, RSA keys (the `rsa` crate is left out, RUSTSEC-2023-0071), certificates.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pv_askpass::PromptKind;
+use pv_askpass::bridge::{PROTOCOL_VERSION, Request};
+use pv_transport::launch::{ReadyLine, Secrets};
+use russh::client::{self, ChannelOpenHandle, Msg};
+use russh::keys::{
+    HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate, check_known_hosts_path,
+    known_hosts::learn_known_hosts_path, load_secret_key,
+};
+use russh::{Channel, ChannelMsg, MethodKind};
+use tokio::sync::{mpsc, oneshot, watch};
+use zeroize::Zeroizing;
+
+use super::askpass_bridge::prompt_option;
+use super::remote::{RemoteOutput, STOP_GRACE, wrap_remote_command};
+use super::{SshError, SshTarget};
+use crate::prompt::{PromptRequest, Prompter};
+
+/// How the russh connection is made.
+#[derive(Clone)]
+pub struct RusshOptions {
+    /// The known_hosts file host keys are checked against (and learned into).
+    pub known_hosts: PathBuf,
+    /// Private keys to try, in order (OpenSSH format; ed25519 or ECDSA).
+    pub identity_files: Vec<PathBuf>,
+    /// Who answers the host-key question, passphrases, passwords and one-time codes.
+    /// Without one, only unencrypted keys and known hosts work.
+    pub prompter: Option<Arc<dyn Prompter + Send + Sync>>,
+    /// How long the TCP connection and key exchange may take.
+    pub connect_timeout: Duration,
+    /// Keepalive interval and how many unanswered keepalives end the connection.
+    pub keepalive: (Duration, usize),
+}
+
+impl std::fmt::Debug for RusshOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RusshOptions")
+            .field("known_hosts", &self.known_hosts)
+            .field("identity_files", &self.identity_files)
+            .field("prompter", &self.prompter.is_some())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("keepalive", &self.keepalive)
+            .finish()
+    }
+}
+
+impl RusshOptions {
+    /// `~/.ssh/known_hosts`, no identity file, no prompter, 20 s to connect, a keepalive
+    /// every 15 s (3 missed end the connection).
+    pub fn new() -> RusshOptions {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        RusshOptions {
+            known_hosts: home.join(".ssh").join("known_hosts"),
+            identity_files: Vec::new(),
+            prompter: None,
+            connect_timeout: Duration::from_secs(20),
+            keepalive: (Duration::from_secs(15), 3),
+        }
+    }
+}
+
+impl Default for RusshOptions {
+    fn default() -> Self {
+        RusshOptions::new()
+    }
+}
+
+/// Ask `prompter` one question, off the async threads (prompters block).
+async fn ask(
+    prompter: &Option<Arc<dyn Prompter + Send + Sync>>,
+    kind: PromptKind,
+    prompt: String,
+    echo: bool,
+    host: &str,
+    fingerprint: Option<String>,
+) -> Result<Zeroizing<String>, SshError> {
+    let cancelled = |prompt: &str| SshError::Cancelled {
+        host: host.to_string(),
+        prompt: prompt.lines().next().unwrap_or_default().to_string(),
+    };
+    let Some(prompter) = prompter.clone() else {
+        return Err(SshError::Cancelled {
+            host: host.to_string(),
+            prompt: format!(
+                "{} (no prompter to answer it)",
+                prompt.lines().next().unwrap_or_default()
+            ),
+        });
+    };
+    let request = Request {
+        v: PROTOCOL_VERSION,
+        prompt: prompt.clone(),
+        kind,
+        echo,
+        host: Some(host.to_string()),
+        fingerprint,
+    };
+    let answer = tokio::task::spawn_blocking(move || {
+        let option = prompt_option(&request);
+        prompter
+            .ask(&PromptRequest {
+                option: &option,
+                default: None,
+                problem: None,
+            })
+            .map(Zeroizing::new)
+    })
+    .await
+    .map_err(|_| cancelled(&prompt))?;
+    answer.map_err(|_| cancelled(&prompt))
+}
+
+/// The russh event handler: host-key check and reverse-forward bridging.
+struct Client {
+    host: String,
+    port: u16,
+    known_hosts: PathBuf,
+    prompter: Option<Arc<dyn Prompter + Send + Sync>>,
+    refused: Arc<Mutex<Option<String>>>,
+    reverse: Arc<Mutex<HashMap<u32, u16>>>,
+}
+
+impl Client {
+    fn refuse(&self, why: String) -> bool {
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        false
+    }
+
+    async fn check_key(&mut self, key: &PublicKey) -> bool {
+        let known = if self.known_hosts.exists() {
+            check_known_hosts_path(&self.host, self.port, key, &self.known_hosts)
+        } else {
+            Ok(false)
+        };
+        match known {
+            Ok(true) => true,
+            Err(russh::keys::Error::KeyChanged { line }) => self.refuse(format!(
+                "the host key of {} changed (known_hosts {} line {line}); refusing",
+                self.host,
+                self.known_hosts.display()
+            )),
+            Err(e) => self.refuse(format!("cannot read {}: {e}", self.known_hosts.display())),
+            Ok(false) => {
+                let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+                let name = if self.port == 22 {
+                    self.host.clone()
+                } else {
+                    format!("[{}]:{}", self.host, self.port)
+                };
+                let question = format!(
+                    "The authenticity of host '{name}' can't be established.\n{} key fingerprint is {fingerprint}.\nThis key is not known by any other names.\nAre you sure you want to continue connecting (yes/no/[fingerprint])? ",
+                    key.algorithm().as_str().to_uppercase().replace("SSH-", "")
+                );
+                let answer = ask(
+                    &self.prompter,
+                    PromptKind::HostKey,
+                    question.clone(),
+                    true,
+                    &self.host,
+                    Some(fingerprint),
+                )
+                .await;
+                match answer {
+                    Ok(a) if a.trim().eq_ignore_ascii_case("yes") => {
+                        if let Err(e) =
+                            learn_known_hosts_path(&self.host, self.port, key, &self.known_hosts)
+                        {
+                            return self.refuse(format!(
+                                "cannot record the host key in {}: {e}",
+                                self.known_hosts.display()
+                            ));
+                        }
+                        true
+                    }
+                    _ => self.refuse(question.lines().next().unwrap_or_default().to_string()),
+                }
+            }
+        }
+    }
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => Ok(self.check_key(key).await),
+            PublicKeyOrCertificate::Certificate(_) => Ok(self.refuse(
+                "the server presented a host certificate, which this backend does not check"
+                    .to_string(),
+            )),
+        }
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        _connected_address: &str,
+        connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let local = self
+            .reverse
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&connected_port)
+            .copied();
+        let Some(local) = local else {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        reply.accept().await;
+        tokio::spawn(async move {
+            if let Ok(mut tcp) = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, local)).await
+            {
+                let mut stream = channel.into_stream();
+                let _ = tokio::io::copy_bidirectional(&mut stream, &mut tcp).await;
+            }
+        });
+        Ok(())
+    }
+}
+
+/// An authenticated in-process ssh connection. Dropping it closes the connection, which
+/// ends every remote command started through it (their channels' stdin ends).
+pub struct RusshConnection {
+    handle: Arc<client::Handle<Client>>,
+    host: String,
+    reverse: Arc<Mutex<HashMap<u32, u16>>>,
+    forwards: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RusshConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RusshConnection")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+fn russh_err(host: &str, what: &str) -> impl FnOnce(russh::Error) -> SshError + use<> {
+    let (host, what) = (host.to_string(), what.to_string());
+    move |e| SshError::Connect {
+        host,
+        status: format!("{what}: {e}"),
+        command: "(russh backend, in process)".to_string(),
+        log_tail: Vec::new(),
+    }
+}
+
+impl RusshConnection {
+    /// Connect to `target` (its host, port and user; its other ssh options do not apply
+    /// to this backend) and authenticate, asking `options.prompter` when needed.
+    pub async fn connect(
+        target: &SshTarget,
+        options: &RusshOptions,
+    ) -> Result<RusshConnection, SshError> {
+        let host = target.host().to_string();
+        let shown = target.display_name();
+        let port = target.port().unwrap_or(22);
+        let user = match target.user() {
+            Some(u) => u.to_string(),
+            None => std::env::var("USER").map_err(|_| {
+                SshError::Invalid("no ssh user given and $USER is not set".to_string())
+            })?,
+        };
+        let config = Arc::new(client::Config {
+            keepalive_interval: Some(options.keepalive.0),
+            keepalive_max: options.keepalive.1,
+            inactivity_timeout: None,
+            ..Default::default()
+        });
+        let refused = Arc::new(Mutex::new(None));
+        let reverse = Arc::new(Mutex::new(HashMap::new()));
+        let handler = Client {
+            host: host.clone(),
+            port,
+            known_hosts: options.known_hosts.clone(),
+            prompter: options.prompter.clone(),
+            refused: Arc::clone(&refused),
+            reverse: Arc::clone(&reverse),
+        };
+        let connected = tokio::time::timeout(
+            options.connect_timeout,
+            client::connect(config, (host.as_str(), port), handler),
+        )
+        .await
+        .map_err(|_| SshError::Timeout {
+            host: shown.clone(),
+            what: "connecting".to_string(),
+            waited: options.connect_timeout,
+            log_tail: Vec::new(),
+        })?;
+        let mut handle = match connected {
+            Ok(h) => h,
+            Err(e) => {
+                let why = refused.lock().unwrap_or_else(|e| e.into_inner()).take();
+                return Err(match why {
+                    Some(prompt) => SshError::HostKeyRefused {
+                        host: shown,
+                        prompt,
+                    },
+                    None => russh_err(&shown, "connect")(e),
+                });
+            }
+        };
+        authenticate(&mut handle, &user, &shown, options).await?;
+        Ok(RusshConnection {
+            handle: Arc::new(handle),
+            host: shown,
+            reverse,
+            forwards: Vec::new(),
+        })
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    /// Run `command` (a POSIX sh command line), wrapped for cleanup like the OpenSSH
+    /// backend's ([`wrap_remote_command`]); the secrets line (or an empty line) goes in on
+    /// the channel's stdin. With `ready_timeout`, wait for the ready line.
+    pub async fn start_server(
+        &self,
+        command: &str,
+        secrets: Option<&Secrets>,
+        ready_timeout: Option<Duration>,
+        output: Option<mpsc::UnboundedSender<RemoteOutput>>,
+    ) -> Result<(RusshRemote, Option<ReadyLine>), SshError> {
+        let host = self.host.clone();
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(russh_err(&host, "open a session channel"))?;
+        channel
+            .exec(true, wrap_remote_command(command))
+            .await
+            .map_err(russh_err(&host, "exec"))?;
+        let line = Zeroizing::new(secrets.map(Secrets::to_line).unwrap_or_default());
+        let mut bytes = Zeroizing::new(line.as_bytes().to_vec());
+        if bytes.last() != Some(&b'\n') {
+            bytes.push(b'\n');
+        }
+        channel
+            .data_bytes(bytes.to_vec())
+            .await
+            .map_err(russh_err(&host, "write the secrets line"))?;
+        let (mut read, write) = channel.split();
+        let (pgid_tx, pgid_rx) = oneshot::channel::<u32>();
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<ReadyLine, String>>();
+        let (status_tx, status_rx) = watch::channel::<Option<Option<u32>>>(None);
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let reader = {
+            let tail = Arc::clone(&tail);
+            tokio::spawn(async move {
+                let (mut pgid_tx, mut ready_tx) = (Some(pgid_tx), Some(ready_tx));
+                let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
+                let mut exit = None;
+                while let Some(msg) = read.wait().await {
+                    match msg {
+                        ChannelMsg::Data { data } => {
+                            out_buf.extend_from_slice(&data);
+                            while let Some(i) = out_buf.iter().position(|&b| b == b'\n') {
+                                let line: Vec<u8> = out_buf.drain(..=i).collect();
+                                let line = String::from_utf8_lossy(&line[..i]).into_owned();
+                                if let Some(n) = line.strip_prefix("pv-launch-pgid ") {
+                                    if let (Some(tx), Ok(n)) = (pgid_tx.take(), n.trim().parse()) {
+                                        let _ = tx.send(n);
+                                        continue;
+                                    }
+                                }
+                                if let Some(parsed) = ReadyLine::parse(&line) {
+                                    if let Some(tx) = ready_tx.take() {
+                                        let _ = tx.send(parsed.map_err(|e| e.to_string()));
+                                        continue;
+                                    }
+                                }
+                                if let Some(o) = &output {
+                                    let _ = o.send(RemoteOutput::Stdout(line));
+                                }
+                            }
+                        }
+                        ChannelMsg::ExtendedData { data, ext: 1 } => {
+                            err_buf.extend_from_slice(&data);
+                            while let Some(i) = err_buf.iter().position(|&b| b == b'\n') {
+                                let line: Vec<u8> = err_buf.drain(..=i).collect();
+                                let line = String::from_utf8_lossy(&line[..i]).into_owned();
+                                {
+                                    let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+                                    if t.len() == 20 {
+                                        t.pop_front();
+                                    }
+                                    t.push_back(line.clone());
+                                }
+                                if let Some(o) = &output {
+                                    let _ = o.send(RemoteOutput::Stderr(line));
+                                }
+                            }
+                        }
+                        ChannelMsg::ExitStatus { exit_status } => exit = Some(exit_status),
+                        _ => {}
+                    }
+                }
+                let _ = status_tx.send(Some(exit));
+            })
+        };
+        let mut remote = RusshRemote {
+            write: Some(write),
+            pgid: None,
+            host: host.clone(),
+            tail,
+            status: status_rx,
+            reader,
+        };
+        let first = tokio::select! {
+            p = pgid_rx => p.ok(),
+            _ = tokio::time::sleep(ready_timeout.unwrap_or(STOP_GRACE * 5)) => None,
+        };
+        let Some(pgid) = first else {
+            return Err(remote.ended_early(self).await);
+        };
+        remote.pgid = Some(pgid);
+        let Some(wait) = ready_timeout else {
+            return Ok((remote, None));
+        };
+        tokio::select! {
+            ready = ready_rx => match ready {
+                Ok(Ok(ready)) => Ok((remote, Some(ready))),
+                Ok(Err(message)) => Err(SshError::BadReadyLine { host, message }),
+                Err(_) => Err(remote.ended_early(self).await),
+            },
+            _ = tokio::time::sleep(wait) => {
+                let log_tail = remote.stderr_tail();
+                remote.stop(Some(self)).await;
+                Err(SshError::Timeout { host, what: "waiting for the server's ready line".to_string(), waited: wait, log_tail })
+            }
+        }
+    }
+
+    /// Run `command` as is (no wrapper), waiting at most [`STOP_GRACE`] for it.
+    async fn run_briefly(&self, command: &str) {
+        if let Ok(mut channel) = self.handle.channel_open_session().await {
+            if channel.exec(true, command).await.is_ok() {
+                let _ = tokio::time::timeout(STOP_GRACE, async {
+                    while channel.wait().await.is_some() {}
+                })
+                .await;
+            }
+        }
+    }
+
+    /// `-L`: listen on a free port of 127.0.0.1 here; each connection becomes a
+    /// `direct-tcpip` channel to `host:port` as seen from the ssh server. The local port.
+    pub async fn forward_local_any(&mut self, host: &str, port: u16) -> Result<u16, SshError> {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(SshError::io("listen on a local port for the -L tunnel"))?;
+        let local = listener
+            .local_addr()
+            .map_err(SshError::io("local port"))?
+            .port();
+        let handle = Arc::clone(&self.handle);
+        let target = host.to_string();
+        self.forwards.push(tokio::spawn(async move {
+            while let Ok((mut tcp, peer)) = listener.accept().await {
+                let handle = Arc::clone(&handle);
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let opened = handle
+                        .channel_open_direct_tcpip(
+                            target,
+                            u32::from(port),
+                            peer.ip().to_string(),
+                            u32::from(peer.port()),
+                        )
+                        .await;
+                    if let Ok(channel) = opened {
+                        let mut stream = channel.into_stream();
+                        let _ = tokio::io::copy_bidirectional(&mut tcp, &mut stream).await;
+                    }
+                });
+            }
+        }));
+        Ok(local)
+    }
+
+    /// `-R`: ask the server to listen on a port of its own choosing on its 127.0.0.1;
+    /// each connection there is bridged to `127.0.0.1:<local_port>` here. The remote port.
+    pub async fn forward_remote(&self, local_port: u16) -> Result<u16, SshError> {
+        let port = self
+            .handle
+            .tcpip_forward("127.0.0.1", 0)
+            .await
+            .map_err(|e| SshError::Forward {
+                host: self.host.clone(),
+                spec: format!("-R 127.0.0.1:0:127.0.0.1:{local_port}"),
+                message: e.to_string(),
+            })?;
+        self.reverse
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port, local_port);
+        u16::try_from(port).map_err(|_| SshError::Forward {
+            host: self.host.clone(),
+            spec: format!("-R 127.0.0.1:0:127.0.0.1:{local_port}"),
+            message: format!("the server allocated port {port}"),
+        })
+    }
+
+    /// Close the connection (the remote commands' stdin ends with it) and the listeners.
+    pub async fn close(self) {
+        for f in &self.forwards {
+            f.abort();
+        }
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
+impl Drop for RusshConnection {
+    fn drop(&mut self) {
+        for f in &self.forwards {
+            f.abort();
+        }
+    }
+}
+
+/// Authenticate once with each method the server allows, in OpenSSH's order.
+async fn authenticate(
+    handle: &mut client::Handle<Client>,
+    user: &str,
+    shown: &str,
+    options: &RusshOptions,
+) -> Result<(), SshError> {
+    let err = |what: &str| russh_err(shown, what);
+    let mut allowed: Vec<MethodKind> = match handle
+        .authenticate_none(user)
+        .await
+        .map_err(err("authenticate"))?
+    {
+        client::AuthResult::Success => return Ok(()),
+        client::AuthResult::Failure {
+            remaining_methods, ..
+        } => remaining_methods.iter().cloned().collect(),
+    };
+    let mut tried = Vec::new();
+    let denied = |tried: &[&str]| SshError::Connect {
+        host: shown.to_string(),
+        status: format!("Permission denied (tried: {})", tried.join(", ")),
+        command: "(russh backend, in process)".to_string(),
+        log_tail: Vec::new(),
+    };
+    if allowed.contains(&MethodKind::PublicKey) {
+        for path in &options.identity_files {
+            let key = match load_secret_key(path, None) {
+                Ok(k) => k,
+                Err(russh::keys::Error::KeyIsEncrypted) => {
+                    let prompt = format!("Enter passphrase for key '{}': ", path.display());
+                    let pass = ask(
+                        &options.prompter,
+                        PromptKind::Passphrase,
+                        prompt,
+                        false,
+                        shown,
+                        None,
+                    )
+                    .await?;
+                    load_secret_key(path, Some(pass.as_str())).map_err(|e| SshError::Connect {
+                        host: shown.to_string(),
+                        status: format!("cannot decrypt {}: {e}", path.display()),
+                        command: "(russh backend, in process)".to_string(),
+                        log_tail: Vec::new(),
+                    })?
+                }
+                Err(e) => {
+                    return Err(SshError::Invalid(format!(
+                        "cannot read the identity file {}: {e}",
+                        path.display()
+                    )));
+                }
+            };
+            tried.push("publickey");
+            let key = PrivateKeyWithHashAlg::new(Arc::new(key), None);
+            match handle
+                .authenticate_publickey(user, key)
+                .await
+                .map_err(err("publickey"))?
+            {
+                client::AuthResult::Success => return Ok(()),
+                client::AuthResult::Failure {
+                    remaining_methods, ..
+                } => allowed = remaining_methods.iter().cloned().collect(),
+            }
+        }
+    }
+    if allowed.contains(&MethodKind::KeyboardInteractive) {
+        tried.push("keyboard-interactive");
+        let mut reply = handle
+            .authenticate_keyboard_interactive_start(user, None)
+            .await
+            .map_err(err("keyboard-interactive"))?;
+        loop {
+            match reply {
+                client::KeyboardInteractiveAuthResponse::Success => return Ok(()),
+                client::KeyboardInteractiveAuthResponse::Failure {
+                    remaining_methods, ..
+                } => {
+                    allowed = remaining_methods.iter().cloned().collect();
+                    break;
+                }
+                client::KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } => {
+                    // An empty round (OpenSSH's PAM sends one) is answered with nothing.
+                    let mut answers = Vec::with_capacity(prompts.len());
+                    for p in &prompts {
+                        let kind = if p.echo {
+                            PromptKind::OneTimeCode
+                        } else {
+                            PromptKind::Password
+                        };
+                        let a = ask(
+                            &options.prompter,
+                            kind,
+                            format!("({shown}) {}", p.prompt),
+                            p.echo,
+                            shown,
+                            None,
+                        )
+                        .await?;
+                        answers.push(Zeroizing::new(a.as_str().to_string()));
+                    }
+                    let plain: Vec<String> = answers.iter().map(|a| a.to_string()).collect();
+                    reply = handle
+                        .authenticate_keyboard_interactive_respond(plain)
+                        .await
+                        .map_err(err("keyboard-interactive"))?;
+                }
+            }
+        }
+    }
+    if allowed.contains(&MethodKind::Password) && !tried.contains(&"keyboard-interactive") {
+        tried.push("password");
+        let password = ask(
+            &options.prompter,
+            PromptKind::Password,
+            format!("{shown}'s password: "),
+            false,
+            shown,
+            None,
+        )
+        .await?;
+        if handle
+            .authenticate_password(user, password.as_str())
+            .await
+            .map_err(err("password"))?
+            .success()
+        {
+            return Ok(());
+        }
+    }
+    Err(denied(&tried))
+}
+
+/// A remote server started through a [`RusshConnection`].
+pub struct RusshRemote {
+    write: Option<russh::ChannelWriteHalf<Msg>>,
+    pgid: Option<u32>,
+    host: String,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    status: watch::Receiver<Option<Option<u32>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RusshRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RusshRemote")
+            .field("host", &self.host)
+            .field("pgid", &self.pgid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RusshRemote {
+    async fn ended_early(&mut self, conn: &RusshConnection) -> SshError {
+        let status = tokio::time::timeout(STOP_GRACE, self.wait()).await;
+        if conn.is_closed() {
+            return SshError::ConnectionLost {
+                host: self.host.clone(),
+                log_tail: Vec::new(),
+            };
+        }
+        SshError::RemoteExited {
+            host: self.host.clone(),
+            status: match status {
+                Ok(Some(c)) => format!("exit code {c}"),
+                Ok(None) => "no exit status".to_string(),
+                Err(_) => "still running, stdout closed".to_string(),
+            },
+            stderr_tail: self.stderr_tail(),
+        }
+    }
+
+    /// The remote process group.
+    pub fn remote_pgid(&self) -> Option<u32> {
+        self.pgid
+    }
+
+    /// The last lines of the remote stderr.
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Wait until the channel closes: the remote exit status, if it sent one.
+    pub async fn wait(&mut self) -> Option<u32> {
+        loop {
+            if let Some(s) = *self.status.borrow() {
+                return s;
+            }
+            if self.status.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// End the remote process group: send end-of-file on the channel (the wrapper's
+    /// watcher kills the group) and wait for the channel to close; past twice the grace,
+    /// kill the group explicitly over `conn` and close the channel.
+    pub async fn stop(&mut self, conn: Option<&RusshConnection>) {
+        if let Some(w) = &self.write {
+            let _ = w.eof().await;
+        }
+        if tokio::time::timeout(STOP_GRACE * 2, self.wait())
+            .await
+            .is_err()
+        {
+            if let (Some(c), Some(pgid)) = (conn, self.pgid) {
+                c.run_briefly(&format!("kill -KILL -- -{pgid}")).await;
+            }
+            if let Some(w) = &self.write {
+                let _ = w.close().await;
+            }
+        }
+        self.write = None;
+    }
+}
+
+impl Drop for RusshRemote {
+    fn drop(&mut self) {
+        // Best effort without an async context: end-of-file from a task; the connection
+        // closing ends the channel in any case.
+        if let (Some(w), Ok(rt)) = (self.write.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                let _ = w.eof().await;
+            });
+        }
+        self.reader.abort();
+    }
+}
+
+/// The address of a `-L` tunnel's local end.
+pub fn local_address(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}

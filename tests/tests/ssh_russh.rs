@@ -1,0 +1,307 @@
+//! The russh (pure Rust) ssh backend against a real loopback sshd: host keys against a
+//! fresh known_hosts with the question put to the prompter, public keys (plain and
+//! encrypted), password and keyboard-interactive (PAM, with its empty second round)
+//! answered by a scripted prompter, forward and reverse tunnels carrying the native
+//! handshake, and no orphans on the remote side.
+#![cfg(feature = "russh")]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pv_e2e::sshd::{KEY_PASSPHRASE, Sshd, TEST_PASSWORD, TEST_USER, wait_group_gone};
+use pv_e2e::workspace_bin;
+use pv_launch::prompt::{PromptError, PromptRequest, Prompter};
+use pv_launch::ssh::russh_backend::{RusshConnection, RusshOptions};
+use pv_launch::ssh::{RemoteOutput, SshError, SshTarget, remote_command};
+use pv_transport::handshake::native::NativeHandshake;
+use pv_transport::launch::Secrets;
+use pv_transport::{
+    ConnectTimeout, Connection, ConnectionConfig, ConnectionManager, ConnectionMode, Listener,
+    RetryPolicy, Token, loopback,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Answers from a script, records (option name, label) of each question.
+struct Scripted {
+    answers: Mutex<Vec<Result<String, PromptError>>>,
+    asked: Mutex<Vec<(String, String)>>,
+}
+
+impl Scripted {
+    fn new(answers: Vec<Result<&str, PromptError>>) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            answers: Mutex::new(
+                answers
+                    .into_iter()
+                    .rev()
+                    .map(|a| a.map(str::to_string))
+                    .collect(),
+            ),
+            asked: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn asked(&self) -> Vec<(String, String)> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl Prompter for Scripted {
+    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((request.option.name.clone(), request.option.label.clone()));
+        self.answers
+            .lock()
+            .unwrap()
+            .pop()
+            .unwrap_or(Err(PromptError::NoAnswer(
+                "the script has no more answers".into(),
+            )))
+    }
+}
+
+fn target(sshd: &Sshd) -> SshTarget {
+    SshTarget::new("127.0.0.1")
+        .unwrap()
+        .with_user(TEST_USER)
+        .unwrap()
+        .with_port(sshd.port())
+}
+
+fn options(known_hosts: &Path, keys: &[PathBuf], prompter: &Arc<Scripted>) -> RusshOptions {
+    RusshOptions {
+        known_hosts: known_hosts.to_path_buf(),
+        identity_files: keys.to_vec(),
+        prompter: Some(prompter.clone()),
+        ..RusshOptions::new()
+    }
+}
+
+fn demo_server() -> String {
+    workspace_bin("pv-demo-server").display().to_string()
+}
+
+async fn echo(conn: &mut Connection, msg: &[u8]) {
+    conn.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(WAIT, conn.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, msg);
+}
+
+/// Run `command` remotely and collect its stdout lines.
+async fn run_collecting(conn: &RusshConnection, command: &str) -> Vec<String> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (mut remote, _) = conn
+        .start_server(command, None, None, Some(tx))
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, remote.wait()).await.unwrap(),
+        Some(0)
+    );
+    drop(remote);
+    let mut lines = Vec::new();
+    while let Ok(Some(o)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+        if let RemoteOutput::Stdout(l) = o {
+            lines.push(l);
+        }
+    }
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_yes_then_key_auth_forward_tunnel_and_no_orphans() {
+    let sshd = Sshd::start();
+    let known = sshd.fresh_known_hosts("kh_russh");
+    let prompter = Scripted::new(vec![Ok("yes")]);
+    let mut conn = RusshConnection::connect(
+        &target(&sshd),
+        &options(&known, &[sshd.plain_key()], &prompter),
+    )
+    .await
+    .unwrap();
+    let asked = prompter.asked();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].0, "ssh-host-key");
+    assert!(asked[0].1.contains("authenticity"), "{asked:?}");
+    // The key was learned: a second connection asks nothing.
+    let quiet = Scripted::new(vec![]);
+    let again = RusshConnection::connect(
+        &target(&sshd),
+        &options(&known, &[sshd.plain_key()], &quiet),
+    )
+    .await
+    .unwrap();
+    assert!(quiet.asked().is_empty());
+    again.close().await;
+
+    let token = Token::generate();
+    let secrets = Secrets {
+        token: token.clone(),
+        client_cert: None,
+    };
+    let command = remote_command(
+        &[demo_server(), "--server-port".into(), "0".into()],
+        &[],
+        None,
+    );
+    let (mut remote, ready) = conn
+        .start_server(&command, Some(&secrets), Some(WAIT), None)
+        .await
+        .unwrap();
+    let local = conn
+        .forward_local_any("127.0.0.1", ready.unwrap().port)
+        .await
+        .unwrap();
+    let m = ConnectionManager::new(
+        ConnectionMode::Single,
+        ConnectionConfig::new(NativeHandshake::new(token)),
+    );
+    let mut c = m
+        .connect_to_remote(
+            "127.0.0.1",
+            local,
+            RetryPolicy::new(ConnectTimeout::Within(WAIT)),
+            |_, _, _| {},
+        )
+        .await
+        .unwrap();
+    echo(&mut c, b"through the russh -L tunnel").await;
+    let pgid = remote.remote_pgid().unwrap();
+    remote.stop(Some(&conn)).await;
+    assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
+    conn.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_no_refuses() {
+    let sshd = Sshd::start();
+    let known = sshd.fresh_known_hosts("kh_russh_no");
+    let prompter = Scripted::new(vec![Ok("no")]);
+    let err = RusshConnection::connect(
+        &target(&sshd),
+        &options(&known, &[sshd.plain_key()], &prompter),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SshError::HostKeyRefused { .. }), "{err}");
+    assert_eq!(std::fs::read_to_string(&known).unwrap(), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_then_reverse_tunnel_and_the_group_goes_with_the_connection() {
+    let sshd = Sshd::start();
+    let prompter = Scripted::new(vec![Ok(TEST_PASSWORD)]);
+    let conn = RusshConnection::connect(
+        &target(&sshd),
+        &options(&sshd.known_hosts(), &[], &prompter),
+    )
+    .await
+    .unwrap();
+    assert_eq!(prompter.asked().len(), 1);
+    assert_eq!(prompter.asked()[0].0, "ssh-password");
+    let listener = Listener::bind(loopback(0), None).await.unwrap();
+    let local = listener.local_addr().unwrap().port();
+    let remote_port = conn.forward_remote(local).await.unwrap();
+    let token = Token::generate();
+    let secrets = Secrets {
+        token: token.clone(),
+        client_cert: None,
+    };
+    let command = remote_command(
+        &[
+            demo_server(),
+            "--reverse-connection".into(),
+            "--client-host".into(),
+            "127.0.0.1".into(),
+            "--server-port".into(),
+            remote_port.to_string(),
+        ],
+        &[],
+        None,
+    );
+    let (remote, _) = conn
+        .start_server(&command, Some(&secrets), Some(WAIT), None)
+        .await
+        .unwrap();
+    let m = ConnectionManager::new(
+        ConnectionMode::Single,
+        ConnectionConfig::new(NativeHandshake::new(token)),
+    );
+    let mut c = m.wait_for_server(listener, Some(WAIT)).await.unwrap();
+    echo(&mut c, b"through the russh -R tunnel").await;
+    let pgid = remote.remote_pgid().unwrap();
+    // Closing the connection alone ends the remote group (its stdin ends).
+    conn.close().await;
+    assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
+    drop(remote);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_not_retried() {
+    let sshd = Sshd::start();
+    let prompter = Scripted::new(vec![Ok("wrong"), Ok(TEST_PASSWORD)]);
+    let err = RusshConnection::connect(
+        &target(&sshd),
+        &options(&sshd.known_hosts(), &[], &prompter),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("Permission denied"), "{err}");
+    assert_eq!(prompter.asked().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_key_asks_its_passphrase() {
+    let sshd = Sshd::start();
+    let prompter = Scripted::new(vec![Ok(KEY_PASSPHRASE)]);
+    let conn = RusshConnection::connect(
+        &target(&sshd),
+        &options(&sshd.known_hosts(), &[sshd.encrypted_key()], &prompter),
+    )
+    .await
+    .unwrap();
+    assert_eq!(prompter.asked().len(), 1);
+    assert_eq!(prompter.asked()[0].0, "ssh-passphrase");
+    assert_eq!(run_collecting(&conn, "id -un").await, [TEST_USER]);
+    conn.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyboard_interactive_through_pam_with_its_empty_round() {
+    let sshd = Sshd::start_with(true);
+    let prompter = Scripted::new(vec![Ok(TEST_PASSWORD)]);
+    let conn = RusshConnection::connect(
+        &target(&sshd),
+        &options(&sshd.known_hosts(), &[], &prompter),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.log()));
+    let asked = prompter.asked();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(asked[0].1.contains("Password"), "{asked:?}");
+    assert_eq!(run_collecting(&conn, "echo kbd-ok").await, ["kbd-ok"]);
+    conn.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_prompt_aborts() {
+    let sshd = Sshd::start();
+    let prompter = Scripted::new(vec![Err(PromptError::Cancelled)]);
+    let err = RusshConnection::connect(
+        &target(&sshd),
+        &options(&sshd.known_hosts(), &[], &prompter),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SshError::Cancelled { .. }), "{err}");
+}
