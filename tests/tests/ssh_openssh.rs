@@ -136,6 +136,8 @@ async fn forward_tunnel_with_key_auth_carries_the_native_handshake_and_cleans_up
         master: options(&prompter),
         tunnel: TunnelMode::Forward {
             server_host: "127.0.0.1".into(),
+            server_port: None,
+            local_port: None,
         },
         ready_timeout: Some(WAIT),
     };
@@ -200,7 +202,10 @@ async fn reverse_tunnel_hands_the_remote_port_to_the_server() {
             Some(&sshd.plain_key()),
         ),
         master: options(&prompter),
-        tunnel: TunnelMode::Reverse { local_port },
+        tunnel: TunnelMode::Reverse {
+            local_port,
+            remote_port: None,
+        },
         ready_timeout: Some(WAIT),
     };
     let secrets = Secrets {
@@ -446,6 +451,8 @@ async fn a_dead_master_ends_the_session_with_a_clear_error() {
         master: options(&prompter),
         tunnel: TunnelMode::Forward {
             server_host: "127.0.0.1".into(),
+            server_port: None,
+            local_port: None,
         },
         ready_timeout: Some(WAIT),
     };
@@ -545,6 +552,8 @@ async fn profiles_start_servers_over_ssh_directly_and_through_a_script() {
             through_script,
             TunnelMode::Forward {
                 server_host: "127.0.0.1".into(),
+                server_port: None,
+                local_port: None,
             },
         ),
     ] {
@@ -592,4 +601,95 @@ async fn profiles_start_servers_over_ssh_directly_and_through_a_script() {
         assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
     }
     assert!(!Path::new("/tmp/pv-ssh-plan-meta").exists());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `ssh::launch_plan`, the seam the launcher's start step calls: a profile with ssh port
+/// forwarding (fixed ports, as ParaView's `<PortForwarding>` has them), forward and
+/// reverse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_plan_runs_profiles_with_port_forwarding_both_ways() {
+    let sshd = Sshd::start();
+    for reverse in [false, true] {
+        let (server_port, local_port) = (free_port(), free_port());
+        let argv = if reverse {
+            format!(
+                "[{:?}, \"--reverse-connection\", \"--client-host\", \"127.0.0.1\", \"--server-port\", \"${{PV_SERVER_PORT}}\"]",
+                demo_server()
+            )
+        } else {
+            format!(
+                "[{:?}, \"--server-port\", \"${{PV_SERVER_PORT}}\"]",
+                demo_server()
+            )
+        };
+        let mut ssh_options = String::new();
+        for a in sshd.client_args(&sshd.known_hosts(), "publickey") {
+            ssh_options.push_str(&format!("{a:?}, "));
+        }
+        let text = format!(
+            "[[server]]\nname = \"pf\"\nresource = \"{scheme}://127.0.0.1:{server_port}\"\n\
+             [server.startup]\nmechanism = \"ssh\"\nargv = {argv}\n\
+             [server.startup.ssh]\nhost = \"127.0.0.1\"\nuser = \"{TEST_USER}\"\nport = {port}\n\
+             identity_file = \"{key}\"\noptions = [{ssh_options}]\n\
+             port_forwarding = {{ local_port = {local_port} }}\n",
+            scheme = if reverse { "csrc" } else { "cs" },
+            port = sshd.port(),
+            key = sshd.plain_key().display(),
+        );
+        let p = pv_launch::profile::toml_format::load_str(Path::new("pf.toml"), &text).unwrap();
+        let plan = pv_launch::Plan::resolve(
+            &p.servers[0],
+            &pv_launch::LaunchContext::fixed(),
+            &pv_launch::NonInteractive,
+        )
+        .unwrap();
+        assert!(pv_launch::ssh::is_ssh_plan(&plan));
+        let token = Token::generate();
+        let secrets = Secrets {
+            token: token.clone(),
+            client_cert: None,
+        };
+        let m = ConnectionManager::new(
+            ConnectionMode::Single,
+            ConnectionConfig::new(NativeHandshake::new(token)),
+        );
+        let prompter = Scripted::new(vec![]);
+        let listener = if reverse {
+            Some(Listener::bind(loopback(local_port), None).await.unwrap())
+        } else {
+            None
+        };
+        let session = pv_launch::ssh::launch_plan(&plan, options(&prompter), Some(&secrets), None)
+            .await
+            .unwrap();
+        let mut conn = match listener {
+            Some(l) => {
+                assert_eq!(session.remote_port(), Some(server_port));
+                m.wait_for_server(l, Some(WAIT)).await.unwrap()
+            }
+            None => {
+                assert_eq!(session.local_address().unwrap().port(), local_port);
+                m.connect_to_remote(
+                    "127.0.0.1",
+                    local_port,
+                    RetryPolicy::new(ConnectTimeout::Within(WAIT)),
+                    |_, _, _| {},
+                )
+                .await
+                .unwrap()
+            }
+        };
+        echo(&mut conn, b"planned tunnel").await;
+        let pgid = session.remote_pgid().unwrap();
+        session.close().await;
+        assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
+    }
 }

@@ -553,6 +553,21 @@ impl Master {
             })
     }
 
+    /// Forward `127.0.0.1:<remote_port>` on the remote host (bound to its loopback) to
+    /// `127.0.0.1:<local_port>` here (`-R`, a fixed port).
+    pub async fn forward_remote_at(
+        &self,
+        remote_port: u16,
+        local_port: u16,
+    ) -> Result<(), SshError> {
+        self.forward(
+            "-R",
+            &format!("127.0.0.1:{remote_port}:127.0.0.1:{local_port}"),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Stop the master (`-O exit`), wait for it to go (SIGKILL after the control
     /// timeout). Its forwards close with it.
     pub async fn close(mut self) {

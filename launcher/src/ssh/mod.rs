@@ -32,6 +32,7 @@
 
 mod askpass_bridge;
 mod master;
+mod plan_launch;
 mod remote;
 #[cfg(feature = "russh")]
 pub mod russh_backend;
@@ -40,6 +41,7 @@ mod target;
 
 pub use askpass_bridge::{AskpassBridge, prompt_option};
 pub use master::{AskpassProgram, DEFAULT_SERVER_ALIVE, Master, MasterOptions, find_askpass};
+pub use plan_launch::{DEFAULT_READY_TIMEOUT, is_ssh_plan, launch_plan};
 pub use remote::{RemoteOutput, RemoteServer, STOP_GRACE, wrap_remote_command};
 pub use session::{SshLaunch, SshSession, TunnelMode};
 pub use target::SshTarget;

@@ -16,19 +16,29 @@ use super::{Master, MasterOptions, RemoteServer, SshError, SshTarget};
 pub enum TunnelMode {
     /// No tunnel: the client reaches the server's host and port directly.
     None,
-    /// Forward connection through `-L 127.0.0.1:<free local port>:<server_host>:<port>`,
-    /// where `<port>` is the one in the server's ready line and `server_host` is as seen
-    /// from the ssh host (usually `127.0.0.1`). The client dials the local end.
+    /// Forward connection through `-L 127.0.0.1:<local port>:<server_host>:<port>`,
+    /// where `<port>` is the one in the server's ready line (else `server_port`) and
+    /// `server_host` is as seen from the ssh host (usually `127.0.0.1`). The client dials
+    /// the local end.
     Forward {
         /// The server's address as seen from the ssh host.
         server_host: String,
+        /// The server's port when it prints no ready line (a server that does not speak
+        /// the launch channel, e.g. pvserver).
+        server_port: Option<u16>,
+        /// The local port; `None` takes a free one.
+        local_port: Option<u16>,
     },
-    /// Reverse connection through `-R 127.0.0.1:0:127.0.0.1:<local_port>`: the remote
-    /// side chooses the port; the server dials `127.0.0.1:<that port>` on its host, which
-    /// reaches the client listening on `127.0.0.1:<local_port>` here.
+    /// Reverse connection through `-R 127.0.0.1:<remote port>:127.0.0.1:<local_port>`:
+    /// the server dials `127.0.0.1:<remote port>` on its host, which reaches the client
+    /// listening on `127.0.0.1:<local_port>` here. With `remote_port: None` the remote
+    /// side chooses the port (`-R 127.0.0.1:0:…`, read back) and the command builder
+    /// gets it.
     Reverse {
         /// The port the client listens on here (127.0.0.1).
         local_port: u16,
+        /// The port on the remote host; `None`: chosen by the remote side.
+        remote_port: Option<u16>,
     },
 }
 
@@ -82,7 +92,17 @@ impl SshLaunch {
         output: Option<mpsc::UnboundedSender<RemoteOutput>>,
     ) -> Result<SshSession, SshError> {
         let remote_port = match &self.tunnel {
-            TunnelMode::Reverse { local_port } => Some(master.forward_remote(*local_port).await?),
+            TunnelMode::Reverse {
+                local_port,
+                remote_port: None,
+            } => Some(master.forward_remote(*local_port).await?),
+            TunnelMode::Reverse {
+                local_port,
+                remote_port: Some(port),
+            } => {
+                master.forward_remote_at(*port, *local_port).await?;
+                Some(*port)
+            }
             _ => None,
         };
         let (mut server, ready) = RemoteServer::start(
@@ -93,21 +113,33 @@ impl SshLaunch {
             output,
         )
         .await?;
-        let local_port = match (&self.tunnel, &ready) {
-            (TunnelMode::Forward { server_host }, Some(ready)) => {
-                match master.forward_local_any(server_host, ready.port).await {
+        let local_port = match &self.tunnel {
+            TunnelMode::Forward {
+                server_host,
+                server_port,
+                local_port,
+            } => {
+                let Some(port) = ready.as_ref().map(|r| r.port).or(*server_port) else {
+                    server.stop(Some(&master)).await;
+                    return Err(SshError::Invalid(
+                        "a forward tunnel needs the server's port: a ready line or a fixed port"
+                            .to_string(),
+                    ));
+                };
+                let forwarded = match local_port {
+                    Some(l) => master
+                        .forward_local(*l, server_host, port)
+                        .await
+                        .map(|()| *l),
+                    None => master.forward_local_any(server_host, port).await,
+                };
+                match forwarded {
                     Ok(p) => Some(p),
                     Err(e) => {
                         server.stop(Some(&master)).await;
                         return Err(e);
                     }
                 }
-            }
-            (TunnelMode::Forward { .. }, None) => {
-                server.stop(Some(&master)).await;
-                return Err(SshError::Invalid(
-                    "a forward tunnel needs the server's ready line (its port)".to_string(),
-                ));
             }
             _ => None,
         };

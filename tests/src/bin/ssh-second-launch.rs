@@ -61,6 +61,8 @@ async fn main() {
         },
         tunnel: TunnelMode::Forward {
             server_host: "127.0.0.1".into(),
+            server_port: None,
+            local_port: None,
         },
         ready_timeout: Some(Duration::from_secs(20)),
     };
