@@ -387,6 +387,11 @@ async fn shell_metacharacters_reach_the_remote_argv_byte_for_byte() {
         !Path::new(&marker).exists(),
         "the remote shell ran a substitution"
     );
+    // The wrapper tells the remote side where the ssh connection came from.
+    assert_eq!(
+        run_collecting(&master, "printf '%s\\n' \"$PV_CLIENT_HOST\"").await,
+        ["127.0.0.1"]
+    );
     master.close().await;
 }
 
@@ -692,4 +697,46 @@ async fn launch_plan_runs_profiles_with_port_forwarding_both_ways() {
         session.close().await;
         assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
     }
+}
+
+/// Answers nothing until the test ends: a user who walked away from the prompt.
+struct Silent(Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl Prompter for Silent {
+    fn ask(&self, _: &PromptRequest<'_>) -> Result<String, PromptError> {
+        let _ = self.0.lock().unwrap().recv_timeout(Duration::from_secs(60));
+        Err(PromptError::Cancelled)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_prompt_times_out_and_leaves_no_ssh_behind() {
+    let sshd = Sshd::start();
+    let (release, rx) = std::sync::mpsc::channel();
+    let t = target(&sshd, &sshd.known_hosts(), "password", None);
+    let options = MasterOptions {
+        askpass: AskpassProgram::Path(workspace_bin("pv-askpass")),
+        prompter: Some(Arc::new(Silent(Mutex::new(rx)))),
+        auth_timeout: Duration::from_secs(2),
+        ..MasterOptions::default()
+    };
+    let started = Instant::now();
+    let err = Master::connect(&t, &options).await.unwrap_err();
+    assert!(matches!(err, SshError::Timeout { .. }), "{err}");
+    assert!(started.elapsed() < WAIT);
+    // The ssh that was waiting for the answer (and its pv-askpass, in its process
+    // group) is gone: no process names this sshd's known_hosts any more.
+    let mark = sshd.known_hosts().display().to_string();
+    let left: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&mark))
+                && running(*p)
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    drop(release);
 }

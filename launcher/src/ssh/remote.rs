@@ -5,7 +5,9 @@
 //! stays in that group unless it leaves on purpose. The remote command is wrapped
 //! ([`wrap_remote_command`]) in a small POSIX sh script that:
 //!
-//! 1. prints `pv-launch-pgid <pid>` (its process group) as the first stdout line;
+//! 1. prints `pv-launch-pgid <pid>` (its process group) as the first stdout line, and
+//!    exports `PV_CLIENT_HOST` from `SSH_CLIENT` (the address the ssh connection came
+//!    from) unless it is set — the command's own environment, from the profile, wins;
 //! 2. reads the launch channel's secrets line from stdin (a `read` builtin: the secret is
 //!    never on an argv nor in an environment) and hands it to the server on a pipe;
 //! 3. starts the server (`/bin/sh -c "$1"`) in the background and waits for it;
@@ -49,6 +51,8 @@ const TAIL_LINES: usize = 20;
 /// shell's parsing once single-quoted (tcsh and fish included).
 const WRAPPER: &str = concat!(
     "printf \"pv-launch-pgid %s\\n\" \"$$\"; ",
+    "if [ -z \"${PV_CLIENT_HOST:-}\" ] && [ -n \"${SSH_CLIENT:-}\" ]; then ",
+    "PV_CLIENT_HOST=${SSH_CLIENT%% *}; export PV_CLIENT_HOST; fi; ",
     "IFS= read -r pv_l || pv_l=; ",
     "exec 3<&0 0</dev/null; ",
     "if [ -n \"$pv_l\" ]; then printf \"%s\\n\" \"$pv_l\" | /bin/sh -c \"$1\" 3<&- & ",
