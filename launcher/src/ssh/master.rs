@@ -290,6 +290,7 @@ impl Master {
                     let _ = killpg(g, Signal::SIGKILL);
                 }
                 let _ = child.wait().await;
+                master.closed = true;
                 return Err(SshError::Timeout {
                     host,
                     what: "connecting and authenticating".to_string(),

@@ -51,8 +51,10 @@ pub struct RusshOptions {
     /// Who answers the host-key question, passphrases, passwords and one-time codes.
     /// Without one, only unencrypted keys and known hosts work.
     pub prompter: Option<Arc<dyn Prompter + Send + Sync>>,
-    /// How long the TCP connection and key exchange may take.
+    /// How long the TCP connection may take.
     pub connect_timeout: Duration,
+    /// How long the key exchange and authentication may take, prompts included.
+    pub auth_timeout: Duration,
     /// Keepalive interval and how many unanswered keepalives end the connection.
     pub keepalive: (Duration, usize),
 }
@@ -64,14 +66,16 @@ impl std::fmt::Debug for RusshOptions {
             .field("identity_files", &self.identity_files)
             .field("prompter", &self.prompter.is_some())
             .field("connect_timeout", &self.connect_timeout)
+            .field("auth_timeout", &self.auth_timeout)
             .field("keepalive", &self.keepalive)
             .finish()
     }
 }
 
 impl RusshOptions {
-    /// `~/.ssh/known_hosts`, no identity file, no prompter, 20 s to connect, a keepalive
-    /// every 15 s (3 missed end the connection).
+    /// `~/.ssh/known_hosts`, no identity file, no prompter, 20 s to connect, 300 s to
+    /// authenticate (prompts included), a keepalive every 15 s (3 missed end the
+    /// connection).
     pub fn new() -> RusshOptions {
         let home = std::env::var_os("HOME")
             .map(PathBuf::from)
@@ -81,6 +85,7 @@ impl RusshOptions {
             identity_files: Vec::new(),
             prompter: None,
             connect_timeout: Duration::from_secs(20),
+            auth_timeout: Duration::from_secs(300),
             keepalive: (Duration::from_secs(15), 3),
         }
     }
@@ -315,31 +320,42 @@ impl RusshConnection {
             refused: Arc::clone(&refused),
             reverse: Arc::clone(&reverse),
         };
-        let connected = tokio::time::timeout(
+        let timeout = |what: &str, waited| SshError::Timeout {
+            host: shown.clone(),
+            what: what.to_string(),
+            waited,
+            log_tail: Vec::new(),
+        };
+        // The TCP connection within connect_timeout; the key exchange (the host-key
+        // question may wait for the user) and authentication within auth_timeout.
+        let tcp = tokio::time::timeout(
             options.connect_timeout,
-            client::connect(config, (host.as_str(), port), handler),
+            tokio::net::TcpStream::connect((host.as_str(), port)),
         )
         .await
-        .map_err(|_| SshError::Timeout {
-            host: shown.clone(),
-            what: "connecting".to_string(),
-            waited: options.connect_timeout,
-            log_tail: Vec::new(),
-        })?;
-        let mut handle = match connected {
-            Ok(h) => h,
-            Err(e) => {
-                let why = refused.lock().unwrap_or_else(|e| e.into_inner()).take();
-                return Err(match why {
-                    Some(prompt) => SshError::HostKeyRefused {
-                        host: shown,
-                        prompt,
-                    },
-                    None => russh_err(&shown, "connect")(e),
-                });
-            }
+        .map_err(|_| timeout("connecting", options.connect_timeout))?
+        .map_err(SshError::io(format!("connect to {host}:{port}")))?;
+        let _ = tcp.set_nodelay(true);
+        let work = async {
+            let mut handle = match client::connect_stream(config, tcp, handler).await {
+                Ok(h) => h,
+                Err(e) => {
+                    let why = refused.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    return Err(match why {
+                        Some(prompt) => SshError::HostKeyRefused {
+                            host: shown.clone(),
+                            prompt,
+                        },
+                        None => russh_err(&shown, "connect")(e),
+                    });
+                }
+            };
+            authenticate(&mut handle, &user, &shown, options).await?;
+            Ok(handle)
         };
-        authenticate(&mut handle, &user, &shown, options).await?;
+        let handle = tokio::time::timeout(options.auth_timeout, work)
+            .await
+            .map_err(|_| timeout("key exchange and authentication", options.auth_timeout))??;
         Ok(RusshConnection {
             handle: Arc::new(handle),
             host: shown,
