@@ -49,12 +49,17 @@ async fn echo_until_closed(mut conn: Connection) {
     }
 }
 
-/// Connection refused on this port: nothing listens any more.
-async fn assert_port_closed(port: u16) {
-    let e = tokio::net::TcpStream::connect(loopback(port))
-        .await
-        .unwrap_err();
-    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+/// Nothing that knows `token` listens on this port any more. (Tests run in parallel, so
+/// another test may have bound the freed port; that listener cannot pass our handshake.)
+async fn assert_port_closed(port: u16, token: &Token) {
+    let probe = ConnectionManager::new(
+        ConnectionMode::Multiple,
+        config(token).with_deadline(Duration::from_secs(2)),
+    );
+    let r = probe
+        .connect_to_remote("127.0.0.1", port, once(), |_, _, _| {})
+        .await;
+    assert!(r.is_err(), "a second peer got in on port {port}");
 }
 
 #[tokio::test]
@@ -68,7 +73,7 @@ async fn single_forward_server_closes_its_listener_after_the_first_client() {
         client.connect_to_remote("127.0.0.1", port, once(), |_, _, _| {})
     );
     let (_s, _c) = (s.unwrap(), c.unwrap());
-    assert_port_closed(port).await;
+    assert_port_closed(port, &token).await;
 }
 
 #[tokio::test]
@@ -152,7 +157,7 @@ async fn single_reverse_client_waits_first_then_the_server_dials_and_the_listene
     assert_eq!(s.peer().role, Role::Client);
     let c = waiting.await.unwrap().unwrap();
     assert_eq!(c.peer().role, Role::Server);
-    assert_port_closed(port).await;
+    assert_port_closed(port, &token).await;
 }
 
 #[tokio::test]

@@ -83,7 +83,7 @@ impl ServerHandle {
         self.signal(Signal::SIGTERM)
     }
 
-    /// Stop every process of the group: SIGTERM, then SIGKILL after [`TERMINATE_GRACE`];
+    /// Stop every process of the group: SIGTERM, then SIGKILL after `TERMINATE_GRACE` (2 s);
     /// the leader is reaped.
     pub async fn cleanup(&mut self) {
         self.stdin = None;
