@@ -303,22 +303,16 @@ impl NativeHandshake {
         .is_ok()
     }
 
-    async fn dial(
+    /// Check the peer's HELLO: a usable version, the complementary role, the same connect
+    /// id. On a mismatch, tell the peer why (REJECT) and return the matching error.
+    async fn check_hello(
         &self,
         stream: &mut dyn Stream,
-        ctx: HandshakeContext<'_>,
-    ) -> Result<PeerInfo, HandshakeError> {
-        // 1. Offer our versions, role, connect id and a fresh nonce.
-        let ours = self.hello(ctx.role, None).encode();
-        send(stream, HELLO, &ours).await?;
-
-        // 2. The acceptor picks a version or rejects us.
-        let theirs_bytes = receive(stream, HELLO, self, ctx.role).await?;
-        let theirs = Hello::decode(&theirs_bytes)?;
-        if theirs.min != theirs.max
-            || theirs.min < self.min_version
-            || theirs.min > self.max_version
-        {
+        theirs: &Hello,
+        our_role: Role,
+        version_ok: bool,
+    ) -> Result<(), HandshakeError> {
+        if !version_ok {
             let detail = [
                 self.min_version.to_be_bytes(),
                 self.max_version.to_be_bytes(),
@@ -332,9 +326,9 @@ impl NativeHandshake {
             };
             return Err(reject(stream, REJECT_VERSION, &detail, err).await);
         }
-        if theirs.role != ctx.role.peer() {
+        if theirs.role != our_role.peer() {
             let err = HandshakeError::WrongRole {
-                ours: ctx.role,
+                ours: our_role,
                 theirs: theirs.role,
             };
             return Err(reject(stream, REJECT_ROLE, &[], err).await);
@@ -344,14 +338,28 @@ impl NativeHandshake {
                 ours: self.connect_id,
                 theirs: theirs.connect_id,
             };
-            return Err(reject(
-                stream,
-                REJECT_CONNECT_ID,
-                &self.connect_id.to_be_bytes(),
-                err,
-            )
-            .await);
+            let detail = self.connect_id.to_be_bytes();
+            return Err(reject(stream, REJECT_CONNECT_ID, &detail, err).await);
         }
+        Ok(())
+    }
+
+    async fn dial(
+        &self,
+        stream: &mut dyn Stream,
+        ctx: HandshakeContext<'_>,
+    ) -> Result<PeerInfo, HandshakeError> {
+        // 1. Offer our versions, role, connect id and a fresh nonce.
+        let ours = self.hello(ctx.role, None).encode();
+        send(stream, HELLO, &ours).await?;
+
+        // 2. The acceptor picks a version or rejects us.
+        let theirs_bytes = receive(stream, HELLO, self, ctx.role).await?;
+        let theirs = Hello::decode(&theirs_bytes)?;
+        let version_ok =
+            theirs.min == theirs.max && (self.min_version..=self.max_version).contains(&theirs.min);
+        self.check_hello(stream, &theirs, ctx.role, version_ok)
+            .await?;
 
         // 3. Prove we know the token, over both HELLOs and the TLS binding.
         let transcript = [ours.as_slice(), theirs_bytes.as_slice()].concat();
@@ -386,40 +394,8 @@ impl NativeHandshake {
         // 2. Check it, then answer with the highest version both speak.
         let low = theirs.min.max(self.min_version);
         let high = theirs.max.min(self.max_version);
-        if low > high {
-            let detail = [
-                self.min_version.to_be_bytes(),
-                self.max_version.to_be_bytes(),
-            ]
-            .concat();
-            let err = HandshakeError::VersionMismatch {
-                ours_min: self.min_version,
-                ours_max: self.max_version,
-                theirs_min: theirs.min,
-                theirs_max: theirs.max,
-            };
-            return Err(reject(stream, REJECT_VERSION, &detail, err).await);
-        }
-        if theirs.role != ctx.role.peer() {
-            let err = HandshakeError::WrongRole {
-                ours: ctx.role,
-                theirs: theirs.role,
-            };
-            return Err(reject(stream, REJECT_ROLE, &[], err).await);
-        }
-        if theirs.connect_id != self.connect_id {
-            let err = HandshakeError::ConnectIdMismatch {
-                ours: self.connect_id,
-                theirs: theirs.connect_id,
-            };
-            return Err(reject(
-                stream,
-                REJECT_CONNECT_ID,
-                &self.connect_id.to_be_bytes(),
-                err,
-            )
-            .await);
-        }
+        self.check_hello(stream, &theirs, ctx.role, low <= high)
+            .await?;
         let ours = self.hello(ctx.role, Some(high)).encode();
         send(stream, HELLO, &ours).await?;
 
