@@ -4,7 +4,6 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use pv_transport::Token;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, LaunchArgs};
@@ -118,6 +117,7 @@ async fn run_async(plan: Plan, args: &LaunchArgs) -> i32 {
     });
     let relay_path = relay.path().to_path_buf();
     let mut relaying = tokio::spawn(relay.serve());
+    let mut relay_ended = false;
     let code = match &args.exec {
         Some(cmd) => {
             let child = tokio::process::Command::new("/bin/sh")
@@ -146,19 +146,25 @@ async fn run_async(plan: Plan, args: &LaunchArgs) -> i32 {
                     let _ = tx.send(Event::Exited { code: s.code() });
                     if s.success() { EXIT_OK } else { EXIT_FAILURE }
                 }
-                _ = &mut relaying => EXIT_OK,
+                _ = &mut relaying => {
+                    relay_ended = true;
+                    EXIT_OK
+                }
                 _ = sigint.recv() => EXIT_INTERRUPTED,
                 _ = sigterm.recv() => EXIT_INTERRUPTED,
             }
         }
     };
-    relaying.abort();
     let _ = tx.send(Event::Stage {
         stage: Stage::Cleanup,
         elapsed: Duration::ZERO,
     });
     session.cleanup().await;
-    let _ = std::fs::remove_dir_all(relay_path.parent().unwrap_or(&relay_path));
+    // The relay task owns the socket's directory: stop it and wait, so the directory is gone.
+    if !relay_ended {
+        relaying.abort();
+        let _ = relaying.await;
+    }
     finish(printer, tx, code).await
 }
 
@@ -169,27 +175,27 @@ struct Relay {
     listener: tokio::net::UnixListener,
     path: std::path::PathBuf,
     connections: Vec<pv_transport::Connection>,
+    /// Removed (with the socket) when the relay is dropped.
+    _dir: tempfile::TempDir,
 }
 
 impl Relay {
     fn open(connections: Vec<pv_transport::Connection>) -> std::io::Result<Relay> {
-        use std::os::unix::fs::DirBuilderExt;
         let base = std::env::var_os("XDG_RUNTIME_DIR")
             .map(std::path::PathBuf::from)
             .filter(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(format!(
-            "pv-launch-{}-{:08x}",
-            std::process::id(),
-            rand_u32()
-        ));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        let path = dir.join("connection.sock");
+        // tempfile makes the directory 0700 with an unguessable name.
+        let dir = tempfile::Builder::new()
+            .prefix("pv-launch-")
+            .tempdir_in(base)?;
+        let path = dir.path().join("connection.sock");
         let listener = tokio::net::UnixListener::bind(&path)?;
         Ok(Relay {
             listener,
             path,
             connections,
+            _dir: dir,
         })
     }
 
@@ -206,16 +212,6 @@ impl Relay {
             let _ = tokio::io::copy_bidirectional(&mut local, &mut conn).await;
         }
     }
-}
-
-fn rand_u32() -> u32 {
-    let t = Token::generate();
-    u32::from_be_bytes([
-        t.as_bytes()[0],
-        t.as_bytes()[1],
-        t.as_bytes()[2],
-        t.as_bytes()[3],
-    ])
 }
 
 async fn finish(

@@ -168,6 +168,19 @@ impl ConnectionManager {
         self.live.load(Ordering::SeqCst)
     }
 
+    /// Single mode allows one live connection at a time.
+    fn ensure_free(&self) -> Result<(), ConnectError> {
+        if self.mode == ConnectionMode::Single && self.live_connections() > 0 {
+            return Err(ConnectError::AlreadyConnected);
+        }
+        Ok(())
+    }
+
+    /// Accept and handshake on `listener` as `role`, stopping after `max` good peers.
+    fn incoming(&self, listener: Listener, role: Role, max: Option<usize>) -> Incoming {
+        Incoming::start(listener, role, self.config.clone(), self.live.clone(), max)
+    }
+
     /// Client, forward: dial a listening server (retrying per `policy`) and handshake.
     pub async fn connect_to_remote(
         &self,
@@ -176,9 +189,7 @@ impl ConnectionManager {
         policy: RetryPolicy,
         on_retry: impl FnMut(u32, &std::io::Error, Option<Duration>),
     ) -> Result<Connection, ConnectError> {
-        if self.mode == ConnectionMode::Single && self.live_connections() > 0 {
-            return Err(ConnectError::AlreadyConnected);
-        }
+        self.ensure_free()?;
         self.dial_as(Role::Client, host, port, policy, on_retry)
             .await
     }
@@ -190,9 +201,7 @@ impl ConnectionManager {
         render: (&str, u16),
         policy: RetryPolicy,
     ) -> Result<(Connection, Connection), ConnectError> {
-        if self.mode == ConnectionMode::Single && self.live_connections() > 0 {
-            return Err(ConnectError::AlreadyConnected);
-        }
+        self.ensure_free()?;
         let d = self
             .dial_as(Role::Client, data.0, data.1, policy, |_, _, _| {})
             .await?;
@@ -242,13 +251,7 @@ impl ConnectionManager {
             ConnectionMode::Single => Some(1),
             ConnectionMode::Multiple => None,
         };
-        Incoming::start(
-            listener,
-            Role::Server,
-            self.config.clone(),
-            self.live.clone(),
-            max,
-        )
+        self.incoming(listener, Role::Server, max)
     }
 
     /// Server, forward, single: wait for the first good client, close the listener, and
@@ -258,13 +261,7 @@ impl ConnectionManager {
         listener: Listener,
         deadline: Option<Duration>,
     ) -> Result<Connection, ConnectError> {
-        let incoming = Incoming::start(
-            listener,
-            Role::Server,
-            self.config.clone(),
-            self.live.clone(),
-            Some(1),
-        );
+        let incoming = self.incoming(listener, Role::Server, Some(1));
         incoming.first(deadline).await
     }
 
@@ -276,16 +273,8 @@ impl ConnectionManager {
         listener: Listener,
         deadline: Option<Duration>,
     ) -> Result<Connection, ConnectError> {
-        if self.mode == ConnectionMode::Single && self.live_connections() > 0 {
-            return Err(ConnectError::AlreadyConnected);
-        }
-        let incoming = Incoming::start(
-            listener,
-            Role::Client,
-            self.config.clone(),
-            self.live.clone(),
-            Some(1),
-        );
+        self.ensure_free()?;
+        let incoming = self.incoming(listener, Role::Client, Some(1));
         incoming.first(deadline).await
     }
 
@@ -296,15 +285,8 @@ impl ConnectionManager {
         render: Listener,
         deadline: Option<Duration>,
     ) -> Result<(Connection, Connection), ConnectError> {
-        let cfg = &self.config;
-        let d = Incoming::start(data, Role::Client, cfg.clone(), self.live.clone(), Some(1));
-        let r = Incoming::start(
-            render,
-            Role::Client,
-            cfg.clone(),
-            self.live.clone(),
-            Some(1),
-        );
+        let d = self.incoming(data, Role::Client, Some(1));
+        let r = self.incoming(render, Role::Client, Some(1));
         let (d, r) = tokio::join!(d.first(deadline), r.first(deadline));
         Ok((d?, r?))
     }
@@ -315,13 +297,7 @@ impl ConnectionManager {
         if self.mode != ConnectionMode::Multiple {
             return Err(ConnectError::NeedsMultipleMode("monitor_connections"));
         }
-        Ok(Incoming::start(
-            listener,
-            Role::Client,
-            self.config.clone(),
-            self.live.clone(),
-            None,
-        ))
+        Ok(self.incoming(listener, Role::Client, None))
     }
 }
 

@@ -413,6 +413,20 @@ fn map_io(e: io::Error) -> TlsError {
 
 const PIN_MISMATCH: &str = "pv-launch pin mismatch: ";
 
+/// Refuse a certificate whose fingerprint is not among `pins`, in the form [`map_io`] turns
+/// back into [`TlsError::PinMismatch`].
+fn check_pin(pins: &[Fingerprint], end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+    let received = Fingerprint::of_der(end_entity);
+    if pins.contains(&received) {
+        return Ok(());
+    }
+    Err(rustls::Error::General(format!(
+        "{PIN_MISMATCH}{} {}",
+        pins[0].to_hex(),
+        received.to_hex()
+    )))
+}
+
 /// Verify a certificate whose fingerprint matched the pin with the ordinary WebPKI checks
 /// (signature, validity period, and name), using that certificate as its own trust anchor.
 fn webpki_roots_of(cert: &CertificateDer<'_>) -> Result<Arc<RootCertStore>, rustls::Error> {
@@ -437,14 +451,7 @@ impl ServerCertVerifier for PinnedServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let received = Fingerprint::of_der(end_entity);
-        if !self.pins.contains(&received) {
-            return Err(rustls::Error::General(format!(
-                "{PIN_MISMATCH}{} {}",
-                self.pins[0].to_hex(),
-                received.to_hex()
-            )));
-        }
+        check_pin(&self.pins, end_entity)?;
         rustls::client::WebPkiServerVerifier::builder_with_provider(
             webpki_roots_of(end_entity)?,
             provider(),
@@ -494,14 +501,7 @@ impl ClientCertVerifier for PinnedClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let received = Fingerprint::of_der(end_entity);
-        if received != self.pin {
-            return Err(rustls::Error::General(format!(
-                "{PIN_MISMATCH}{} {}",
-                self.pin.to_hex(),
-                received.to_hex()
-            )));
-        }
+        check_pin(std::slice::from_ref(&self.pin), end_entity)?;
         rustls::server::WebPkiClientVerifier::builder_with_provider(
             webpki_roots_of(end_entity)?,
             provider(),

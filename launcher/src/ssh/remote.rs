@@ -44,6 +44,47 @@ pub const STOP_GRACE: Duration = Duration::from_secs(2);
 /// The first stdout line of the wrapper.
 const PGID_PREFIX: &str = "pv-launch-pgid ";
 
+/// Sorts the remote wrapper's stdout, whichever backend carries it: the wrapper's process
+/// group line, the launch channel's ready line (first of each), and everything else.
+pub(super) struct StdoutRouter {
+    pgid: Option<oneshot::Sender<u32>>,
+    ready: Option<oneshot::Sender<Result<ReadyLine, String>>>,
+    output: Option<mpsc::UnboundedSender<RemoteOutput>>,
+}
+
+impl StdoutRouter {
+    pub(super) fn new(
+        pgid: oneshot::Sender<u32>,
+        ready: oneshot::Sender<Result<ReadyLine, String>>,
+        output: Option<mpsc::UnboundedSender<RemoteOutput>>,
+    ) -> StdoutRouter {
+        StdoutRouter {
+            pgid: Some(pgid),
+            ready: Some(ready),
+            output,
+        }
+    }
+
+    /// Handle one line (without its newline).
+    pub(super) fn route(&mut self, line: String) {
+        if let Some(n) = line.strip_prefix(PGID_PREFIX) {
+            if let (Some(tx), Ok(n)) = (self.pgid.take(), n.trim().parse()) {
+                let _ = tx.send(n);
+                return;
+            }
+        }
+        if let Some(parsed) = ReadyLine::parse(&line) {
+            if let Some(tx) = self.ready.take() {
+                let _ = tx.send(parsed.map_err(|e| e.to_string()));
+                return;
+            }
+        }
+        if let Some(o) = &self.output {
+            let _ = o.send(RemoteOutput::Stdout(line));
+        }
+    }
+}
+
 /// How many stderr lines are kept for error messages.
 const TAIL_LINES: usize = 20;
 
@@ -138,27 +179,10 @@ impl RemoteServer {
         if let Some(out) = child.stdout.take() {
             let output = output.clone();
             tokio::spawn(async move {
-                let mut pgid_tx = Some(pgid_tx);
-                let mut ready_tx = Some(ready_tx);
+                let mut router = StdoutRouter::new(pgid_tx, ready_tx, output);
                 let mut lines = BufReader::new(out).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(tx) = pgid_tx.take() {
-                        if let Some(n) = line.strip_prefix(PGID_PREFIX) {
-                            if let Ok(n) = n.trim().parse() {
-                                let _ = tx.send(n);
-                            }
-                            continue;
-                        }
-                    }
-                    if let Some(parsed) = ReadyLine::parse(&line) {
-                        if let Some(tx) = ready_tx.take() {
-                            let _ = tx.send(parsed.map_err(|e| e.to_string()));
-                            continue;
-                        }
-                    }
-                    if let Some(o) = &output {
-                        let _ = o.send(RemoteOutput::Stdout(line));
-                    }
+                    router.route(line);
                 }
             });
         }

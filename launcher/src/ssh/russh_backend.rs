@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use zeroize::Zeroizing;
 
 use super::askpass_bridge::prompt_option;
-use super::remote::{RemoteOutput, STOP_GRACE, wrap_remote_command};
+use super::remote::{RemoteOutput, STOP_GRACE, StdoutRouter, wrap_remote_command};
 use super::{SshError, SshTarget};
 use crate::prompt::{PromptRequest, Prompter};
 
@@ -406,7 +406,7 @@ impl RusshConnection {
         let reader = {
             let tail = Arc::clone(&tail);
             tokio::spawn(async move {
-                let (mut pgid_tx, mut ready_tx) = (Some(pgid_tx), Some(ready_tx));
+                let mut router = StdoutRouter::new(pgid_tx, ready_tx, output.clone());
                 let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
                 let mut exit = None;
                 while let Some(msg) = read.wait().await {
@@ -416,21 +416,7 @@ impl RusshConnection {
                             while let Some(i) = out_buf.iter().position(|&b| b == b'\n') {
                                 let line: Vec<u8> = out_buf.drain(..=i).collect();
                                 let line = String::from_utf8_lossy(&line[..i]).into_owned();
-                                if let Some(n) = line.strip_prefix("pv-launch-pgid ") {
-                                    if let (Some(tx), Ok(n)) = (pgid_tx.take(), n.trim().parse()) {
-                                        let _ = tx.send(n);
-                                        continue;
-                                    }
-                                }
-                                if let Some(parsed) = ReadyLine::parse(&line) {
-                                    if let Some(tx) = ready_tx.take() {
-                                        let _ = tx.send(parsed.map_err(|e| e.to_string()));
-                                        continue;
-                                    }
-                                }
-                                if let Some(o) = &output {
-                                    let _ = o.send(RemoteOutput::Stdout(line));
-                                }
+                                router.route(line);
                             }
                         }
                         ChannelMsg::ExtendedData { data, ext: 1 } => {
