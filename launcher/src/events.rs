@@ -59,6 +59,8 @@ pub enum Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {
+    /// Connecting to the remote host over ssh and authenticating (prompts happen here).
+    SshConnect,
     /// Starting the command.
     Start,
     /// Waiting for the server's ready line.

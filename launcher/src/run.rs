@@ -38,6 +38,7 @@ fn show(event: &Event, json: bool, fancy: bool) {
             "[{:>6.2}s] {}",
             elapsed.as_secs_f64(),
             match stage {
+                Stage::SshConnect => "connecting over ssh (authenticating)",
                 Stage::Start => "starting the server",
                 Stage::WaitReady => "waiting for the server's ready line",
                 Stage::Delay => "waiting the configured delay",
@@ -134,18 +135,18 @@ async fn run_async(plan: Plan, args: &LaunchArgs) -> i32 {
             }
         }
         None => {
-            let server_exit = async {
-                match session.server() {
-                    Some(h) => Some(h.wait().await),
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                s = server_exit => {
-                    let s = s.expect("pending without a server");
-                    let _ = tx.send(Event::Exited { code: s.code() });
-                    if s.success() { EXIT_OK } else { EXIT_FAILURE }
-                }
+                s = session.wait_server() => match s {
+                    Ok(s) => {
+                        let _ = tx.send(Event::Exited { code: s.code() });
+                        if s.success() { EXIT_OK } else { EXIT_FAILURE }
+                    }
+                    // The ssh connection (and with it the tunnels) is gone.
+                    Err(e) => {
+                        let _ = tx.send(Event::Failed { message: e.to_string() });
+                        EXIT_FAILURE
+                    }
+                },
                 _ = &mut relaying => {
                     relay_ended = true;
                     EXIT_OK

@@ -36,7 +36,8 @@ use pv_transport::{
 
 use crate::events::{Event, EventSender, Stage};
 use crate::plan::{ExpectedConnection, Launch, Plan, ResolvedHandshake};
-use crate::profile::ConnectTimeout;
+use crate::profile::{ConnectTimeout, Delay};
+use crate::ssh::{self, Master, MasterOptions, RemoteOutput, SshError, SshSession, TunnelMode};
 use crate::startup::{DEFAULT_READY_TIMEOUT, ServerHandle, StartError, Started, start_local};
 
 /// The resource the client uses: the plan's, with the port the server reported on the
@@ -83,6 +84,39 @@ pub enum LaunchError {
     /// The plan's settings cannot make a connection.
     #[error("{0}")]
     Config(String),
+    /// Starting the server over ssh failed, or the ssh connection was lost.
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+}
+
+/// How a launch is carried out beyond what the plan says.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct LaunchOptions {
+    /// For plans that start their server over ssh: how the control master is started —
+    /// the askpass helper, the [`Prompter`](crate::prompt::Prompter) that answers ssh's
+    /// prompts (`None`: pv-askpass asks with its own dialog or on the terminal), timeouts.
+    pub ssh: MasterOptions,
+}
+
+impl LaunchOptions {
+    /// ssh's prompts (passwords, passphrases, host keys, one-time codes) go to `prompter`.
+    pub fn with_prompter(
+        mut self,
+        prompter: Arc<dyn crate::prompt::Prompter + Send + Sync>,
+    ) -> LaunchOptions {
+        self.ssh.prompter = Some(prompter);
+        self
+    }
+}
+
+/// The server a session supervises.
+#[derive(Debug)]
+enum Supervised {
+    /// A process on this host (direct or through a script).
+    Local(ServerHandle),
+    /// A process group on a remote host, reached through ssh.
+    Ssh(SshSession),
 }
 
 /// A launched server and the live, handshaken connection(s) to it.
@@ -90,7 +124,7 @@ pub enum LaunchError {
 pub struct Session {
     url: String,
     connections: Vec<Connection>,
-    server: Option<ServerHandle>,
+    server: Option<Supervised>,
     builtin_server: Option<Connection>,
 }
 
@@ -115,9 +149,33 @@ impl Session {
         std::mem::take(&mut self.connections)
     }
 
-    /// The started server process, when pv-launch started one that is still attached.
+    /// The started server process, when pv-launch started one on this host that is still
+    /// attached.
     pub fn server(&mut self) -> Option<&mut ServerHandle> {
-        self.server.as_mut()
+        match self.server.as_mut() {
+            Some(Supervised::Local(h)) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The ssh session (master, tunnels, remote process group), when the server was
+    /// started over ssh.
+    pub fn ssh(&mut self) -> Option<&mut SshSession> {
+        match self.server.as_mut() {
+            Some(Supervised::Ssh(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Wait until the supervised server ends: its exit status, or an error when the ssh
+    /// connection carrying it (and its tunnels) was lost. Never returns when nothing is
+    /// supervised (a manual start, a detached script, `builtin:`).
+    pub async fn wait_server(&mut self) -> Result<std::process::ExitStatus, LaunchError> {
+        match self.server.as_mut() {
+            Some(Supervised::Local(h)) => Ok(h.wait().await),
+            Some(Supervised::Ssh(s)) => Ok(s.wait().await?),
+            None => std::future::pending().await,
+        }
     }
 
     /// For `builtin:`: the server's end of the in-process connection, for the embedding
@@ -130,8 +188,10 @@ impl Session {
     pub async fn cleanup(mut self) {
         self.connections.clear();
         self.builtin_server = None;
-        if let Some(mut h) = self.server.take() {
-            h.cleanup().await;
+        match self.server.take() {
+            Some(Supervised::Local(mut h)) => h.cleanup().await,
+            Some(Supervised::Ssh(s)) => s.close().await,
+            None => {}
         }
     }
 }
@@ -237,12 +297,25 @@ fn stage(events: &EventSender, stage: Stage, begun: std::time::Instant) {
     });
 }
 
+/// Start what `plan` says and connect to it, with the default [`LaunchOptions`] (ssh
+/// prompts are asked by pv-askpass itself). Progress goes to `events`.
+pub async fn launch(plan: &Plan, events: &EventSender) -> Result<Session, LaunchError> {
+    launch_with(plan, events, &LaunchOptions::default()).await
+}
+
 /// Start what `plan` says and connect to it. Progress goes to `events`.
 ///
 /// Forward: start, wait for the ready line (or the delay), then dial with retry.
 /// Reverse: listen first, start, then wait for the server to dial back.
+/// Over ssh: the control master authenticates first (prompts through
+/// `options.ssh.prompter`), then the remote command runs and the tunnels open; the client
+/// dials the local end of a forward tunnel.
 /// Dropping the future at any point stops everything started so far.
-pub async fn launch(plan: &Plan, events: &EventSender) -> Result<Session, LaunchError> {
+pub async fn launch_with(
+    plan: &Plan,
+    events: &EventSender,
+    options: &LaunchOptions,
+) -> Result<Session, LaunchError> {
     let begun = std::time::Instant::now();
     let expected = plan.connection();
     if expected.resource == Resource::Builtin {
@@ -270,21 +343,33 @@ pub async fn launch(plan: &Plan, events: &EventSender) -> Result<Session, Launch
             listeners.push(l);
         }
     }
+    let listening: Vec<u16> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.port())
+        .collect();
 
-    let (server, ready) = start(plan, token.as_ref(), events).await?;
+    let (server, ready) = start(plan, token.as_ref(), events, options, &listening).await?;
     let config = connection_config(expected, token.as_ref(), ready.as_ref())?;
     let manager = ConnectionManager::new(ConnectionMode::Single, config);
     stage(events, Stage::Connect, begun);
 
-    let target = connection_target(expected, ready.as_ref());
+    let mut target = connection_target(expected, ready.as_ref());
+    // Through a forward ssh tunnel the client dials the tunnel's local end.
+    let tunnel = match &server {
+        Some(Supervised::Ssh(s)) => s.local_address(),
+        _ => None,
+    };
+    if let (Some(local), Resource::ClientServer { server: ep, .. }) = (tunnel, &mut target) {
+        ep.host = Some(pv_transport::resource::Host::Ipv4(
+            std::net::Ipv4Addr::LOCALHOST,
+        ));
+        ep.port = Some(local.port());
+    }
     let url = match direction {
         Direction::Forward => target.to_string(),
         Direction::Reverse => {
-            let ports: Vec<String> = listeners
-                .iter()
-                .filter_map(|l| l.local_addr().ok())
-                .map(|a| format!(":{}", a.port()))
-                .collect();
+            let ports: Vec<String> = listening.iter().map(|p| format!(":{p}")).collect();
             format!("{}://{}", target.scheme(), ports.join("//"))
         }
     };
@@ -300,24 +385,12 @@ pub async fn launch(plan: &Plan, events: &EventSender) -> Result<Session, Launch
                 .map(|h| h.to_lookup_string())
                 .unwrap_or_else(|| "localhost".into());
             let port = ep.port_or(pv_transport::resource::DEFAULT_SERVER_PORT);
-            let conn = manager
-                .connect_to_remote(
-                    &host,
-                    port,
-                    retry_policy(&expected.timeout),
-                    |n, e, left| {
-                        let _ = events.send(Event::Stderr {
-                            line: format!(
-                                "connect attempt {n} to {host}:{port} failed ({e}){}",
-                                left.map(|l| format!(
-                                    "; retrying for {:.0} s more",
-                                    l.as_secs_f64()
-                                ))
-                                .unwrap_or_else(|| "; retrying".into())
-                            ),
-                        });
-                    },
-                )
+            let policy = retry_policy(&expected.timeout);
+            // An ssh tunnel accepts at once, then closes when nothing listens at its far
+            // end yet: without a ready line saying the server listens, such a close is
+            // retried like a refused dial.
+            let retry_closed = tunnel.is_some() && ready.is_none();
+            let conn = dial_retrying_closed(&manager, &host, port, policy, retry_closed, events)
                 .await
                 .map_err(connect_error)?;
             vec![conn]
@@ -375,12 +448,87 @@ pub async fn launch(plan: &Plan, events: &EventSender) -> Result<Session, Launch
     })
 }
 
-/// Start the plan's process, if any; the handle (unless it detached) and its ready line.
+/// Dial with `policy`; with `retry_closed`, a peer that closes during the handshake
+/// (an ssh tunnel whose far end does not listen yet) counts as one more failed attempt
+/// within the same time budget.
+async fn dial_retrying_closed(
+    manager: &ConnectionManager,
+    host: &str,
+    port: u16,
+    policy: RetryPolicy,
+    retry_closed: bool,
+    events: &EventSender,
+) -> Result<Connection, ConnectError> {
+    let started = tokio::time::Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        // Each round gets what is left of the time budget.
+        let round = RetryPolicy {
+            timeout: match policy.timeout {
+                NetTimeout::Within(d) => NetTimeout::Within(d.saturating_sub(started.elapsed())),
+                other => other,
+            },
+            ..policy
+        };
+        let result = manager
+            .connect_to_remote(host, port, round, |n, e, left| {
+                let _ = events.send(Event::Stderr {
+                    line: format!(
+                        "connect attempt {} to {host}:{port} failed ({e}){}",
+                        attempt + n,
+                        left.map(|l| format!("; retrying for {:.0} s more", l.as_secs_f64()))
+                            .unwrap_or_else(|| "; retrying".into())
+                    ),
+                });
+            })
+            .await;
+        attempt += 1;
+        let closed = matches!(
+            &result,
+            Err(ConnectError::Establish { source, .. }) if closed_early(source)
+        );
+        let time_left = match policy.timeout {
+            NetTimeout::Once => false,
+            NetTimeout::Within(d) => started.elapsed() + policy.interval < d,
+            NetTimeout::Forever => true,
+        };
+        if !(retry_closed && closed && time_left) {
+            return result;
+        }
+        let _ = events.send(Event::Stderr {
+            line: format!(
+                "connect attempt {attempt} to {host}:{port}: the tunnel closed (the server does not listen yet); retrying"
+            ),
+        });
+        tokio::time::sleep(policy.interval).await;
+    }
+}
+
+/// Whether the peer went away before the handshake could start: what an ssh tunnel
+/// does while its far end refuses connections.
+fn closed_early(e: &pv_transport::EstablishError) -> bool {
+    use pv_transport::handshake::HandshakeError;
+    match e {
+        pv_transport::EstablishError::Handshake(HandshakeError::Closed(_)) => true,
+        pv_transport::EstablishError::Handshake(HandshakeError::Io(io)) => matches!(
+            io.kind(),
+            std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+        ),
+        _ => false,
+    }
+}
+
+/// Start the plan's process, if any: the supervised server (unless it detached) and its
+/// ready line. `listening`: the ports a reverse connection listens on here.
 async fn start(
     plan: &Plan,
     token: Option<&Token>,
     events: &EventSender,
-) -> Result<(Option<ServerHandle>, Option<ReadyLine>), LaunchError> {
+    options: &LaunchOptions,
+    listening: &[u16],
+) -> Result<(Option<Supervised>, Option<ReadyLine>), LaunchError> {
     let Launch::Process(process) = plan.launch() else {
         return Ok((None, None));
     };
@@ -388,13 +536,96 @@ async fn start(
         token: token.clone(),
         client_cert: None,
     });
+    if ssh::is_ssh_plan(plan) {
+        return start_ssh(plan, secrets.as_ref(), events, options, listening).await;
+    }
     let timeout = plan
         .timeouts()
         .process_start
         .unwrap_or(DEFAULT_READY_TIMEOUT)
         .max(Duration::from_secs(1));
     match start_local(process, secrets.as_ref(), timeout, events).await? {
-        Started::Running { handle, ready } => Ok((Some(handle), ready)),
+        Started::Running { handle, ready } => Ok((Some(Supervised::Local(handle)), ready)),
         Started::Detached => Ok((None, None)),
     }
+}
+
+/// The ssh part of [`start`]: authenticate (the master), run the remote command, open
+/// the tunnel, then follow the plan's delay when no ready line is awaited.
+async fn start_ssh(
+    plan: &Plan,
+    secrets: Option<&Secrets>,
+    events: &EventSender,
+    options: &LaunchOptions,
+    listening: &[u16],
+) -> Result<(Option<Supervised>, Option<ReadyLine>), LaunchError> {
+    let begun = std::time::Instant::now();
+    let (mut launch, command) = ssh::ssh_launch(plan, options.ssh.clone(), secrets.is_some())?;
+    // A reverse tunnel reaches the port the client really listens on.
+    if let (TunnelMode::Reverse { local_port, .. }, Some(port)) =
+        (&mut launch.tunnel, listening.first())
+    {
+        *local_port = *port;
+    }
+    stage(events, Stage::SshConnect, begun);
+    let master = Arc::new(Master::connect(&launch.target, &launch.master).await?);
+    stage(events, Stage::Start, begun);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel();
+    let forward = events.clone();
+    tokio::spawn(async move {
+        while let Some(line) = out_rx.recv().await {
+            let _ = forward.send(match line {
+                RemoteOutput::Stdout(line) => Event::Stdout { line },
+                RemoteOutput::Stderr(line) => Event::Stderr { line },
+            });
+        }
+    });
+    if secrets.is_some() {
+        stage(events, Stage::WaitReady, begun);
+    }
+    let mut session = launch
+        .start_on(master, move |_| command, secrets, Some(out_tx))
+        .await?;
+    let ready = session.ready().cloned();
+    if let Some(r) = &ready {
+        let _ = events.send(Event::Ready {
+            port: r.port,
+            elapsed: begun.elapsed(),
+        });
+        return Ok((Some(Supervised::Ssh(session)), ready));
+    }
+    let Launch::Process(process) = plan.launch() else {
+        unreachable!("an ssh plan starts a process");
+    };
+    match &process.delay {
+        Delay::None => {}
+        Delay::Wait(d) => {
+            stage(events, Stage::Delay, begun);
+            tokio::select! {
+                status = session.wait() => {
+                    let status = status?;
+                    if !status.success() {
+                        return Err(remote_exit_error(&mut session, status));
+                    }
+                }
+                _ = tokio::time::sleep(*d) => {}
+            }
+        }
+        Delay::UntilExit => {
+            stage(events, Stage::WaitExit, begun);
+            let status = session.wait().await?;
+            if !status.success() {
+                return Err(remote_exit_error(&mut session, status));
+            }
+        }
+    }
+    Ok((Some(Supervised::Ssh(session)), None))
+}
+
+fn remote_exit_error(session: &mut SshSession, status: std::process::ExitStatus) -> LaunchError {
+    LaunchError::Ssh(SshError::RemoteExited {
+        host: session.master().target().display_name(),
+        status: crate::ssh::describe_status(status),
+        stderr_tail: session.server().stderr_tail(),
+    })
 }

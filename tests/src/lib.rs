@@ -6,6 +6,7 @@
 //! which `ci/test` does first).
 #![forbid(unsafe_code)]
 
+pub mod prompts;
 pub mod sshd;
 
 use std::path::PathBuf;

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pv_e2e::prompts::Scripted;
 use pv_e2e::sshd::{
     KEY_PASSPHRASE, Sshd, TEST_PASSWORD, TEST_USER, group_members, wait_group_gone,
 };
@@ -30,48 +31,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Answers ssh's prompts from a script and records what it was asked.
-struct Scripted {
-    answers: Mutex<Vec<Result<String, PromptError>>>,
-    asked: Mutex<Vec<(String, String)>>,
-}
-
-impl Scripted {
-    fn new(answers: Vec<Result<&str, PromptError>>) -> Arc<Scripted> {
-        Arc::new(Scripted {
-            answers: Mutex::new(
-                answers
-                    .into_iter()
-                    .rev()
-                    .map(|a| a.map(str::to_string))
-                    .collect(),
-            ),
-            asked: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// (option name, label) of every question asked.
-    fn asked(&self) -> Vec<(String, String)> {
-        self.asked.lock().unwrap().clone()
-    }
-}
-
-impl Prompter for Scripted {
-    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
-        self.asked
-            .lock()
-            .unwrap()
-            .push((request.option.name.clone(), request.option.label.clone()));
-        self.answers
-            .lock()
-            .unwrap()
-            .pop()
-            .unwrap_or(Err(PromptError::NoAnswer(
-                "the script has no more answers".into(),
-            )))
-    }
-}
 
 fn target(sshd: &Sshd, known_hosts: &Path, methods: &str, key: Option<&Path>) -> SshTarget {
     let mut t = SshTarget::new("127.0.0.1")

@@ -6,12 +6,13 @@
 #![cfg(feature = "russh")]
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use pv_e2e::prompts::Scripted;
 use pv_e2e::sshd::{KEY_PASSPHRASE, Sshd, TEST_PASSWORD, TEST_USER, wait_group_gone};
 use pv_e2e::workspace_bin;
-use pv_launch::prompt::{PromptError, PromptRequest, Prompter};
+use pv_launch::prompt::PromptError;
 use pv_launch::ssh::russh_backend::{RusshConnection, RusshOptions};
 use pv_launch::ssh::{RemoteOutput, SshError, SshTarget, remote_command};
 use pv_transport::handshake::native::NativeHandshake;
@@ -24,47 +25,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Answers from a script, records (option name, label) of each question.
-struct Scripted {
-    answers: Mutex<Vec<Result<String, PromptError>>>,
-    asked: Mutex<Vec<(String, String)>>,
-}
-
-impl Scripted {
-    fn new(answers: Vec<Result<&str, PromptError>>) -> Arc<Scripted> {
-        Arc::new(Scripted {
-            answers: Mutex::new(
-                answers
-                    .into_iter()
-                    .rev()
-                    .map(|a| a.map(str::to_string))
-                    .collect(),
-            ),
-            asked: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn asked(&self) -> Vec<(String, String)> {
-        self.asked.lock().unwrap().clone()
-    }
-}
-
-impl Prompter for Scripted {
-    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
-        self.asked
-            .lock()
-            .unwrap()
-            .push((request.option.name.clone(), request.option.label.clone()));
-        self.answers
-            .lock()
-            .unwrap()
-            .pop()
-            .unwrap_or(Err(PromptError::NoAnswer(
-                "the script has no more answers".into(),
-            )))
-    }
-}
 
 fn target(sshd: &Sshd) -> SshTarget {
     SshTarget::new("127.0.0.1")

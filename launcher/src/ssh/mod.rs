@@ -40,8 +40,9 @@ mod session;
 mod target;
 
 pub use askpass_bridge::{AskpassBridge, prompt_option};
+pub(crate) use master::describe as describe_status;
 pub use master::{AskpassProgram, DEFAULT_SERVER_ALIVE, Master, MasterOptions, find_askpass};
-pub use plan_launch::{DEFAULT_READY_TIMEOUT, is_ssh_plan, launch_plan};
+pub use plan_launch::{DEFAULT_READY_TIMEOUT, is_ssh_plan, launch_plan, ssh_launch};
 pub use remote::{RemoteOutput, RemoteServer, STOP_GRACE, wrap_remote_command};
 pub use session::{SshLaunch, SshSession, TunnelMode};
 pub use target::SshTarget;

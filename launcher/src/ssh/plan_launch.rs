@@ -24,20 +24,35 @@ pub fn is_ssh_plan(plan: &Plan) -> bool {
 /// process start timeout). The session's [`SshSession::local_address`] (forward tunnel)
 /// is where the client dials; its reverse tunnel reaches the plan's local port.
 ///
-/// The plan's tunnels map as follows: `-L local:localhost:server` becomes a forward to
-/// `127.0.0.1:<server port from the ready line, else the plan's>` from
-/// `127.0.0.1:<local>`; `-R server:localhost:local` becomes
-/// `-R 127.0.0.1:<server>:127.0.0.1:<local>` (a plan bakes the server port into the
-/// remote command, so it must be fixed; embedders wanting the remote side to choose use
-/// [`SshLaunch::start`] with [`TunnelMode::Reverse`] and `remote_port: None`).
-/// The plan's `delay` does not apply: the start is over once the remote command runs (and,
-/// with secrets, once its ready line came).
+/// This is [`ssh_launch`] followed by [`SshLaunch::start`]; the launcher runs the two
+/// steps itself to report the authentication as its own stage.
 pub async fn launch_plan(
     plan: &Plan,
     master: MasterOptions,
     secrets: Option<&Secrets>,
     output: Option<mpsc::UnboundedSender<RemoteOutput>>,
 ) -> Result<SshSession, SshError> {
+    let (launch, command) = ssh_launch(plan, master, secrets.is_some())?;
+    launch.start(move |_| command, secrets, output).await
+}
+
+/// What [`SshLaunch`] runs `plan` (mechanism `ssh` or `ssh-script`), and the remote shell
+/// command. `with_ready_line`: the server gets secrets on its stdin and answers with a
+/// ready line, awaited up to the plan's process start timeout.
+///
+/// The plan's tunnels map as follows: `-L local:localhost:server` becomes a forward to
+/// `127.0.0.1:<server port from the ready line, else the plan's>` from
+/// `127.0.0.1:<local>` (local port 0: a free one); `-R server:localhost:local` becomes
+/// `-R 127.0.0.1:<server>:127.0.0.1:<local>` (a plan bakes the server port into the
+/// remote command, so it must be fixed; embedders wanting the remote side to choose use
+/// [`SshLaunch::start`] with [`TunnelMode::Reverse`] and `remote_port: None`).
+/// The plan's `delay` is not applied here: the start is over once the remote command runs
+/// (and, with a ready line, once it came); the launcher waits the delay afterwards.
+pub fn ssh_launch(
+    plan: &Plan,
+    master: MasterOptions,
+    with_ready_line: bool,
+) -> Result<(SshLaunch, String), SshError> {
     let Launch::Process(process) = plan.launch() else {
         return Err(SshError::Invalid(format!(
             "server {:?} starts nothing, there is nothing to run over ssh",
@@ -76,18 +91,19 @@ pub async fn launch_plan(
             }
         }
     };
-    let ready_timeout = secrets.map(|_| {
+    let ready_timeout = with_ready_line.then(|| {
         plan.timeouts()
             .process_start
             .unwrap_or(DEFAULT_READY_TIMEOUT)
             .max(Duration::from_secs(1))
     });
-    SshLaunch {
-        target,
-        master,
-        tunnel,
-        ready_timeout,
-    }
-    .start(move |_| command, secrets, output)
-    .await
+    Ok((
+        SshLaunch {
+            target,
+            master,
+            tunnel,
+            ready_timeout,
+        },
+        command,
+    ))
 }
