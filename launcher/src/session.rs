@@ -36,8 +36,10 @@ use pv_transport::{
 
 use crate::events::{Event, EventSender, Stage};
 use crate::plan::{ExpectedConnection, Launch, Plan, ResolvedHandshake};
-use crate::profile::{ConnectTimeout, Delay};
-use crate::ssh::{self, Master, MasterOptions, RemoteOutput, SshError, SshSession, TunnelMode};
+use crate::profile::{ConnectTimeout, Delay, SshBackend};
+use crate::ssh::{
+    self, Master, MasterOptions, RemoteOutput, SshError, SshSession, SshTarget, TunnelMode,
+};
 use crate::startup::{DEFAULT_READY_TIMEOUT, ServerHandle, StartError, Started, start_local};
 
 /// The resource the client uses: the plan's, with the port the server reported on the
@@ -96,6 +98,8 @@ pub struct LaunchOptions {
     /// For plans that start their server over ssh: how the control master is started —
     /// the askpass helper, the [`Prompter`](crate::prompt::Prompter) that answers ssh's
     /// prompts (`None`: pv-askpass asks with its own dialog or on the terminal), timeouts.
+    /// A plan with `backend = "russh"` uses the same prompter (else runs the askpass
+    /// helper itself, as ssh would), timeouts and keepalive.
     pub ssh: MasterOptions,
 }
 
@@ -117,6 +121,56 @@ enum Supervised {
     Local(ServerHandle),
     /// A process group on a remote host, reached through ssh.
     Ssh(SshSession),
+    /// A process group on a remote host, reached through the russh backend.
+    #[cfg(feature = "russh")]
+    Russh(ssh::RusshSession),
+}
+
+impl Supervised {
+    /// Where the client dials: the local end of a forward ssh tunnel.
+    fn tunnel_address(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Supervised::Local(_) => None,
+            Supervised::Ssh(s) => s.local_address(),
+            #[cfg(feature = "russh")]
+            Supervised::Russh(s) => s.local_address(),
+        }
+    }
+
+    /// The ready line a remote server printed.
+    fn remote_ready(&self) -> Option<&ReadyLine> {
+        match self {
+            Supervised::Local(_) => None,
+            Supervised::Ssh(s) => s.ready(),
+            #[cfg(feature = "russh")]
+            Supervised::Russh(s) => s.ready(),
+        }
+    }
+
+    /// Wait for the server's end (see [`Session::wait_server`]).
+    async fn wait(&mut self) -> Result<std::process::ExitStatus, LaunchError> {
+        match self {
+            Supervised::Local(h) => Ok(h.wait().await),
+            Supervised::Ssh(s) => Ok(s.wait().await?),
+            #[cfg(feature = "russh")]
+            Supervised::Russh(s) => Ok(s.wait().await?),
+        }
+    }
+
+    /// The error for a remote server that ended with `status` during the start.
+    fn remote_exit_error(&mut self, status: std::process::ExitStatus) -> LaunchError {
+        let (host, stderr_tail) = match self {
+            Supervised::Ssh(s) => (s.master().target().display_name(), s.server().stderr_tail()),
+            #[cfg(feature = "russh")]
+            Supervised::Russh(s) => (s.host().to_string(), s.stderr_tail()),
+            Supervised::Local(_) => unreachable!("only remote servers are started over ssh"),
+        };
+        LaunchError::Ssh(SshError::RemoteExited {
+            host,
+            status: crate::ssh::describe_status(status),
+            stderr_tail,
+        })
+    }
 }
 
 /// A launched server and the live, handshaken connection(s) to it.
@@ -159,10 +213,21 @@ impl Session {
     }
 
     /// The ssh session (master, tunnels, remote process group), when the server was
-    /// started over ssh.
+    /// started over ssh with the OpenSSH backend (`None` with `backend = "russh"`: see
+    /// `Session::russh`, cargo feature `russh`).
     pub fn ssh(&mut self) -> Option<&mut SshSession> {
         match self.server.as_mut() {
             Some(Supervised::Ssh(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The russh session (connection, tunnels, remote process group), when the server
+    /// was started over ssh with `backend = "russh"`.
+    #[cfg(feature = "russh")]
+    pub fn russh(&mut self) -> Option<&mut ssh::RusshSession> {
+        match self.server.as_mut() {
+            Some(Supervised::Russh(s)) => Some(s),
             _ => None,
         }
     }
@@ -172,8 +237,7 @@ impl Session {
     /// supervised (a manual start, a detached script, `builtin:`).
     pub async fn wait_server(&mut self) -> Result<std::process::ExitStatus, LaunchError> {
         match self.server.as_mut() {
-            Some(Supervised::Local(h)) => Ok(h.wait().await),
-            Some(Supervised::Ssh(s)) => Ok(s.wait().await?),
+            Some(s) => s.wait().await,
             None => std::future::pending().await,
         }
     }
@@ -191,6 +255,8 @@ impl Session {
         match self.server.take() {
             Some(Supervised::Local(mut h)) => h.cleanup().await,
             Some(Supervised::Ssh(s)) => s.close().await,
+            #[cfg(feature = "russh")]
+            Some(Supervised::Russh(s)) => s.close().await,
             None => {}
         }
     }
@@ -356,10 +422,7 @@ pub async fn launch_with(
 
     let mut target = connection_target(expected, ready.as_ref());
     // Through a forward ssh tunnel the client dials the tunnel's local end.
-    let tunnel = match &server {
-        Some(Supervised::Ssh(s)) => s.local_address(),
-        _ => None,
-    };
+    let tunnel = server.as_ref().and_then(Supervised::tunnel_address);
     if let (Some(local), Resource::ClientServer { server: ep, .. }) = (tunnel, &mut target) {
         ep.host = Some(pv_transport::resource::Host::Ipv4(
             std::net::Ipv4Addr::LOCALHOST,
@@ -550,8 +613,9 @@ async fn start(
     }
 }
 
-/// The ssh part of [`start`]: authenticate (the master), run the remote command, open
-/// the tunnel, then follow the plan's delay when no ready line is awaited.
+/// The ssh part of [`start`]: authenticate, run the remote command, open the tunnel
+/// (with the plan's ssh backend), then follow the plan's delay when no ready line is
+/// awaited.
 async fn start_ssh(
     plan: &Plan,
     secrets: Option<&Secrets>,
@@ -560,16 +624,59 @@ async fn start_ssh(
     listening: &[u16],
 ) -> Result<(Option<Supervised>, Option<ReadyLine>), LaunchError> {
     let begun = std::time::Instant::now();
-    let (mut launch, command) = ssh::ssh_launch(plan, options.ssh.clone(), secrets.is_some())?;
-    // A reverse tunnel reaches the port the client really listens on.
-    if let (TunnelMode::Reverse { local_port, .. }, Some(port)) =
-        (&mut launch.tunnel, listening.first())
-    {
-        *local_port = *port;
+    let Launch::Process(process) = plan.launch() else {
+        unreachable!("an ssh plan starts a process");
+    };
+    let backend = process
+        .remote
+        .as_ref()
+        .map_or(SshBackend::Openssh, |r| r.backend);
+    // Before anything starts: a build without the plan's backend refuses it.
+    SshTarget::require_backend(backend)?;
+    let mut server = match backend {
+        SshBackend::Openssh => {
+            start_openssh(plan, secrets, events, options, listening, begun).await?
+        }
+        #[cfg(feature = "russh")]
+        SshBackend::Russh => start_russh(plan, secrets, events, options, listening, begun).await?,
+        #[cfg(not(feature = "russh"))]
+        SshBackend::Russh => unreachable!("refused by require_backend"),
+    };
+    let ready = server.remote_ready().cloned();
+    if let Some(r) = &ready {
+        let _ = events.send(Event::Ready {
+            port: r.port,
+            elapsed: begun.elapsed(),
+        });
+        return Ok((Some(server), ready));
     }
-    stage(events, Stage::SshConnect, begun);
-    let master = Arc::new(Master::connect(&launch.target, &launch.master).await?);
-    stage(events, Stage::Start, begun);
+    match &process.delay {
+        Delay::None => {}
+        Delay::Wait(d) => {
+            stage(events, Stage::Delay, begun);
+            tokio::select! {
+                status = server.wait() => {
+                    let status = status?;
+                    if !status.success() {
+                        return Err(server.remote_exit_error(status));
+                    }
+                }
+                _ = tokio::time::sleep(*d) => {}
+            }
+        }
+        Delay::UntilExit => {
+            stage(events, Stage::WaitExit, begun);
+            let status = server.wait().await?;
+            if !status.success() {
+                return Err(server.remote_exit_error(status));
+            }
+        }
+    }
+    Ok((Some(server), None))
+}
+
+/// The remote command's output lines, as events.
+fn remote_output(events: &EventSender) -> tokio::sync::mpsc::UnboundedSender<RemoteOutput> {
     let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel();
     let forward = events.clone();
     tokio::spawn(async move {
@@ -580,52 +687,65 @@ async fn start_ssh(
             });
         }
     });
+    out_tx
+}
+
+/// [`start_ssh`] with the OpenSSH backend: the control master, then the remote command
+/// and the tunnel through it.
+async fn start_openssh(
+    plan: &Plan,
+    secrets: Option<&Secrets>,
+    events: &EventSender,
+    options: &LaunchOptions,
+    listening: &[u16],
+    begun: std::time::Instant,
+) -> Result<Supervised, LaunchError> {
+    let (mut launch, command) = ssh::ssh_launch(plan, options.ssh.clone(), secrets.is_some())?;
+    // A reverse tunnel reaches the port the client really listens on.
+    if let (TunnelMode::Reverse { local_port, .. }, Some(port)) =
+        (&mut launch.tunnel, listening.first())
+    {
+        *local_port = *port;
+    }
+    stage(events, Stage::SshConnect, begun);
+    let master = Arc::new(Master::connect(&launch.target, &launch.master).await?);
+    stage(events, Stage::Start, begun);
+    let out_tx = remote_output(events);
     if secrets.is_some() {
         stage(events, Stage::WaitReady, begun);
     }
-    let mut session = launch
+    let session = launch
         .start_on(master, move |_| command, secrets, Some(out_tx))
         .await?;
-    let ready = session.ready().cloned();
-    if let Some(r) = &ready {
-        let _ = events.send(Event::Ready {
-            port: r.port,
-            elapsed: begun.elapsed(),
-        });
-        return Ok((Some(Supervised::Ssh(session)), ready));
-    }
-    let Launch::Process(process) = plan.launch() else {
-        unreachable!("an ssh plan starts a process");
-    };
-    match &process.delay {
-        Delay::None => {}
-        Delay::Wait(d) => {
-            stage(events, Stage::Delay, begun);
-            tokio::select! {
-                status = session.wait() => {
-                    let status = status?;
-                    if !status.success() {
-                        return Err(remote_exit_error(&mut session, status));
-                    }
-                }
-                _ = tokio::time::sleep(*d) => {}
-            }
-        }
-        Delay::UntilExit => {
-            stage(events, Stage::WaitExit, begun);
-            let status = session.wait().await?;
-            if !status.success() {
-                return Err(remote_exit_error(&mut session, status));
-            }
-        }
-    }
-    Ok((Some(Supervised::Ssh(session)), None))
+    Ok(Supervised::Ssh(session))
 }
 
-fn remote_exit_error(session: &mut SshSession, status: std::process::ExitStatus) -> LaunchError {
-    LaunchError::Ssh(SshError::RemoteExited {
-        host: session.master().target().display_name(),
-        status: crate::ssh::describe_status(status),
-        stderr_tail: session.server().stderr_tail(),
-    })
+/// [`start_ssh`] with the russh backend: one in-process connection (prompts through
+/// `options.ssh.prompter`), then the same steps on it.
+#[cfg(feature = "russh")]
+async fn start_russh(
+    plan: &Plan,
+    secrets: Option<&Secrets>,
+    events: &EventSender,
+    options: &LaunchOptions,
+    listening: &[u16],
+    begun: std::time::Instant,
+) -> Result<Supervised, LaunchError> {
+    let (mut launch, command) = ssh::russh_launch(plan, &options.ssh, secrets.is_some())?;
+    if let (TunnelMode::Reverse { local_port, .. }, Some(port)) =
+        (&mut launch.tunnel, listening.first())
+    {
+        *local_port = *port;
+    }
+    stage(events, Stage::SshConnect, begun);
+    let conn = launch.connect().await?;
+    stage(events, Stage::Start, begun);
+    let out_tx = remote_output(events);
+    if secrets.is_some() {
+        stage(events, Stage::WaitReady, begun);
+    }
+    let session = launch
+        .start_on(conn, move |_| command, secrets, Some(out_tx))
+        .await?;
+    Ok(Supervised::Russh(session))
 }

@@ -4,6 +4,10 @@
 //! tunnels, without a tunnel, TLS through a tunnel, a password asked through the
 //! embedding application's prompter, a real pvserver started by a `.pvsc` file, a remote
 //! command failing before its ready line, and nothing left running on the remote side.
+//! The forward, reverse and password scenarios run once per ssh backend: the system's
+//! OpenSSH client and, with `backend = "russh"` in the profile, the in-process russh
+//! client (which also asks the askpass program when there is no prompter, and reports a
+//! lost connection from `wait_server`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -21,6 +25,12 @@ use pv_transport::{Listener, loopback};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// The `[server.startup.ssh]` line selecting the OpenSSH backend (the default).
+const OPENSSH: &str = "";
+/// The `[server.startup.ssh]` line selecting the russh backend.
+#[cfg(feature = "russh")]
+const RUSSH: &str = "backend = \"russh\"\n";
 
 fn demo() -> String {
     workspace_bin("pv-demo-server").display().to_string()
@@ -85,6 +95,13 @@ fn options(prompter: Arc<Scripted>) -> LaunchOptions {
 }
 
 async fn launch_plan(plan: &Plan, prompter: Arc<Scripted>) -> (Result<Session, LaunchError>, Seen) {
+    launch_plan_with(plan, &options(prompter)).await
+}
+
+async fn launch_plan_with(
+    plan: &Plan,
+    options: &LaunchOptions,
+) -> (Result<Session, LaunchError>, Seen) {
     let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let seen: Seen = Arc::default();
     let sink = Arc::clone(&seen);
@@ -93,21 +110,24 @@ async fn launch_plan(plan: &Plan, prompter: Arc<Scripted>) -> (Result<Session, L
             sink.lock().unwrap().push(e);
         }
     });
-    let result = tokio::time::timeout(WAIT * 2, launch_with(plan, &events, &options(prompter)))
+    let result = tokio::time::timeout(WAIT * 2, launch_with(plan, &events, options))
         .await
         .expect("the launch finishes within the deadline");
     (result, seen)
 }
 
-async fn launch_text(text: &str, prompter: Arc<Scripted>) -> (Result<Session, LaunchError>, Seen) {
+fn plan_of(text: &str) -> Plan {
     let profile = pv_launch::profile::toml_format::load_str(Path::new("ssh.toml"), text).unwrap();
-    let plan = Plan::resolve(
+    Plan::resolve(
         &profile.servers[0],
         &LaunchContext::from_host(),
         &NonInteractive,
     )
-    .unwrap();
-    launch_plan(&plan, prompter).await
+    .unwrap()
+}
+
+async fn launch_text(text: &str, prompter: Arc<Scripted>) -> (Result<Session, LaunchError>, Seen) {
+    launch_plan(&plan_of(text), prompter).await
 }
 
 async fn echo_through(session: &mut Session, msg: &[u8]) {
@@ -132,20 +152,59 @@ fn stages(seen: &Seen) -> Vec<Stage> {
         .collect()
 }
 
-/// Clean up and prove it: the remote process group and the ssh master are gone.
-async fn cleanup_and_check(mut session: Session) {
-    let ssh = session.ssh().expect("an ssh session");
-    let pgid = ssh.remote_pgid().expect("the remote group is known");
-    let master = ssh.master().pid().expect("the master runs");
-    assert!(running(master));
-    session.cleanup().await;
-    assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
-    assert!(wait_not_running(master), "the ssh master {master} is gone");
+/// The remote side of a session, whichever backend runs it: the remote process group,
+/// the reverse tunnel's remote port, and the OpenSSH master's pid (`None` with russh,
+/// which has no process of its own).
+fn remote_side(session: &mut Session) -> (u32, Option<u16>, Option<u32>) {
+    if let Some(ssh) = session.ssh() {
+        let pgid = ssh.remote_pgid().expect("the remote group is known");
+        let master = ssh.master().pid().expect("the master runs");
+        return (pgid, ssh.remote_port(), Some(master));
+    }
+    #[cfg(feature = "russh")]
+    if let Some(russh) = session.russh() {
+        let pgid = russh.remote_pgid().expect("the remote group is known");
+        return (pgid, russh.remote_port(), None);
+    }
+    panic!("the session runs no ssh backend")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_profile_starts_the_server_over_ssh_and_connects_through_a_forward_tunnel_plain_and_tls()
-{
+/// Check the session runs the backend the profile chose (`OPENSSH` or `RUSSH`).
+fn assert_backend(session: &mut Session, backend: &str) {
+    assert_eq!(
+        session.ssh().is_some(),
+        backend == OPENSSH,
+        "the session runs the wrong ssh backend"
+    );
+}
+
+/// Clean up and prove it: the remote process group and the ssh master (if any) are gone.
+async fn cleanup_and_check(mut session: Session) {
+    let (pgid, _, master) = remote_side(&mut session);
+    if let Some(master) = master {
+        assert!(running(master));
+    }
+    session.cleanup().await;
+    assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
+    if let Some(master) = master {
+        assert!(wait_not_running(master), "the ssh master {master} is gone");
+    }
+}
+
+fn ready_port(seen: &Seen) -> u16 {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .find_map(|e| match e {
+            Event::Ready { port, .. } => Some(*port),
+            _ => None,
+        })
+        .expect("a ready event")
+}
+
+/// A profile starts the demo server over ssh with `backend` and the client reaches it
+/// through a forward tunnel, plain and TLS, with the native handshake.
+async fn forward_through_a_tunnel_plain_and_tls(backend: &str) {
     let sshd = Sshd::start();
     for scheme in ["cs", "cs+tls"] {
         let tls = if scheme == "cs+tls" {
@@ -158,20 +217,17 @@ async fn a_profile_starts_the_server_over_ssh_and_connects_through_a_forward_tun
              [server.startup]\nmechanism = \"ssh\"\n\
              argv = [{:?}, \"--server-port\", \"${{PV_SERVER_PORT}}\"{tls}]\n{}",
             demo(),
-            ssh_table(&sshd, "publickey", "port_forwarding = true\n"),
+            ssh_table(
+                &sshd,
+                "publickey",
+                &format!("port_forwarding = true\n{backend}")
+            ),
         );
         let (result, seen) = launch_text(&text, Scripted::new(vec![])).await;
         let mut session = result.unwrap_or_else(|e| panic!("{scheme}: {e}"));
+        assert_backend(&mut session, backend);
         // The client dials the local end of the tunnel, not the server's own port.
-        let ready_port = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .find_map(|e| match e {
-                Event::Ready { port, .. } => Some(*port),
-                _ => None,
-            })
-            .expect("a ready event");
+        let ready_port = ready_port(&seen);
         let url = session.url().to_string();
         assert!(url.starts_with(&format!("{scheme}://127.0.0.1:")), "{url}");
         assert_ne!(url, format!("{scheme}://127.0.0.1:{ready_port}"));
@@ -187,7 +243,20 @@ async fn a_profile_starts_the_server_over_ssh_and_connects_through_a_forward_tun
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_script_over_ssh_makes_a_reverse_connection_through_the_tunnel() {
+async fn a_profile_starts_the_server_over_ssh_and_connects_through_a_forward_tunnel_plain_and_tls()
+{
+    forward_through_a_tunnel_plain_and_tls(OPENSSH).await;
+}
+
+#[cfg(feature = "russh")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn russh_a_profile_starts_the_server_and_connects_through_a_forward_tunnel_plain_and_tls() {
+    forward_through_a_tunnel_plain_and_tls(RUSSH).await;
+}
+
+/// A remote script started over ssh with `backend` dials back through a reverse tunnel
+/// whose remote port is the resource's and whose local end is `local_port`.
+async fn reverse_through_a_tunnel(backend: &str) {
     let sshd = Sshd::start();
     let script = sshd.dir().join("start-rc.sh");
     std::fs::write(
@@ -207,46 +276,159 @@ async fn a_script_over_ssh_makes_a_reverse_connection_through_the_tunnel() {
         ssh_table(
             &sshd,
             "publickey",
-            &format!("port_forwarding = {{ local_port = {local} }}\n")
+            &format!("port_forwarding = {{ local_port = {local} }}\n{backend}")
         ),
     );
     let (result, _) = launch_text(&text, Scripted::new(vec![])).await;
     let mut session = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_backend(&mut session, backend);
     assert_eq!(session.url(), format!("csrc://:{local}"));
-    assert_eq!(session.ssh().unwrap().remote_port(), Some(remote));
+    assert_eq!(remote_side(&mut session).1, Some(remote));
     echo_through(&mut session, b"reverse through ssh").await;
     cleanup_and_check(session).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_password_is_asked_through_the_prompter_and_no_tunnel_dials_the_server_directly() {
-    let sshd = Sshd::start();
-    let text = format!(
+async fn a_script_over_ssh_makes_a_reverse_connection_through_the_tunnel() {
+    reverse_through_a_tunnel(OPENSSH).await;
+}
+
+#[cfg(feature = "russh")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn russh_a_script_makes_a_reverse_connection_through_the_tunnel() {
+    reverse_through_a_tunnel(RUSSH).await;
+}
+
+/// The profile for [`password_then_a_direct_dial`]: password authentication only, no
+/// tunnel, with `backend`.
+fn password_profile(sshd: &Sshd, backend: &str) -> String {
+    format!(
         "[[server]]\nname = \"pw\"\nresource = \"cs://127.0.0.1:0\"\nconnect_timeout = 20\n\
          [server.startup]\nmechanism = \"ssh\"\n\
          argv = [{:?}, \"--server-port\", \"${{PV_SERVER_PORT}}\"]\n{}",
         demo(),
-        ssh_table(&sshd, "password", ""),
+        ssh_table(sshd, "password", backend),
+    )
+}
+
+/// A session whose ssh login took a password reaches the server without a tunnel: the
+/// URL is the server's own port from its ready line.
+async fn password_then_a_direct_dial(mut session: Session, seen: &Seen) {
+    assert_eq!(
+        session.url(),
+        format!("cs://127.0.0.1:{}", ready_port(seen))
     );
+    echo_through(&mut session, b"password").await;
+    cleanup_and_check(session).await;
+}
+
+async fn password_through_the_prompter(backend: &str) {
+    let sshd = Sshd::start();
     let prompter = Scripted::new(vec![Ok(TEST_PASSWORD)]);
-    let (result, seen) = launch_text(&text, prompter.clone()).await;
+    let (result, seen) = launch_text(&password_profile(&sshd, backend), prompter.clone()).await;
     let mut session = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_backend(&mut session, backend);
     let asked = prompter.asked();
     assert_eq!(asked.len(), 1, "{asked:?}");
     assert!(asked[0].1.to_lowercase().contains("password"), "{asked:?}");
-    // No tunnel: the URL is the server's own port from its ready line.
-    let ready_port = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .find_map(|e| match e {
-            Event::Ready { port, .. } => Some(*port),
-            _ => None,
-        })
-        .unwrap();
-    assert_eq!(session.url(), format!("cs://127.0.0.1:{ready_port}"));
-    echo_through(&mut session, b"password").await;
-    cleanup_and_check(session).await;
+    password_then_a_direct_dial(session, &seen).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_is_asked_through_the_prompter_and_no_tunnel_dials_the_server_directly() {
+    password_through_the_prompter(OPENSSH).await;
+}
+
+#[cfg(feature = "russh")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn russh_the_password_is_asked_through_the_prompter_and_no_tunnel_dials_directly() {
+    password_through_the_prompter(RUSSH).await;
+}
+
+/// Without a prompter, the russh backend asks like ssh would: the askpass program gets
+/// the prompt as its argument and answers on stdout.
+#[cfg(feature = "russh")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn russh_without_a_prompter_asks_the_askpass_program() {
+    let sshd = Sshd::start();
+    let asked = sshd.dir().join("asked");
+    let askpass = sshd.dir().join("askpass.sh");
+    std::fs::write(
+        &askpass,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$1\" >> {:?}\nprintf '%s\\n' {TEST_PASSWORD:?}\n",
+            asked.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &askpass,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let mut options = LaunchOptions::default();
+    options.ssh.askpass = AskpassProgram::Path(askpass);
+    options.ssh.auth_timeout = WAIT;
+    let (result, seen) =
+        launch_plan_with(&plan_of(&password_profile(&sshd, RUSSH)), &options).await;
+    let mut session = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_backend(&mut session, RUSSH);
+    let asked = std::fs::read_to_string(&asked).unwrap();
+    assert_eq!(asked.lines().count(), 1, "{asked}");
+    assert!(
+        asked.contains(&format!("{TEST_USER}@127.0.0.1's password:")),
+        "{asked}"
+    );
+    password_then_a_direct_dial(session, &seen).await;
+}
+
+/// The connection carrying a russh session dies (the sshd processes serving it are
+/// killed): `wait_server` says so, and the remote group goes with the channel.
+#[cfg(feature = "russh")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn russh_a_lost_connection_ends_wait_server_with_an_error() {
+    let sshd = Sshd::start();
+    let (result, _) = launch_text(
+        &password_profile(&sshd, RUSSH),
+        Scripted::new(vec![Ok(TEST_PASSWORD)]),
+    )
+    .await;
+    let mut session = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_backend(&mut session, RUSSH);
+    let (pgid, _, _) = remote_side(&mut session);
+    // The remote wrapper's parent is sshd's session process, whose parent is its
+    // privileged monitor: both serve only this connection.
+    let parent = |pid: u32| -> u32 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        stat.rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let session_sshd = parent(pgid);
+    let monitor = parent(session_sshd);
+    for pid in [session_sshd, monitor] {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert!(comm.starts_with("sshd"), "{pid} is {comm}");
+    }
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &session_sshd.to_string(), &monitor.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let e = tokio::time::timeout(WAIT, session.wait_server())
+        .await
+        .expect("wait_server notices within the deadline")
+        .expect_err("a lost connection is an error");
+    assert!(e.to_string().contains("connection ended"), "{e}");
+    assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
+    session.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

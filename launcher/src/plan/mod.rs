@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use pv_transport::Resource;
 use zeroize::Zeroizing;
 
-use crate::profile::{ConnectTimeout, Delay, Timeouts};
+use crate::profile::{ConnectTimeout, Delay, SshBackend, Timeouts};
 use crate::source::{SourcePos, Warning};
 pub use ssh::Tunnel;
 
@@ -171,6 +171,11 @@ pub struct RemotePlan {
     pub command: String,
     /// Tunnels through the ssh connection.
     pub tunnels: Vec<Tunnel>,
+    /// Which ssh implementation runs the connection. With
+    /// [`SshBackend::Russh`] the plan's ssh argv is not run: the in-process client
+    /// honours what it can of its options (checked when the plan is made, see
+    /// [`crate::ssh::russh_plan`]).
+    pub backend: SshBackend,
 }
 
 /// The connection expected once the server runs.

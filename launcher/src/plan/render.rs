@@ -8,6 +8,7 @@ use pv_transport::{Direction, Resource};
 use serde_json::{Value as Json, json};
 
 use super::*;
+use crate::profile::SshBackend;
 use crate::profile::options::format_double;
 
 /// Seconds as a user writes them: `5 s`, `0.5 s`.
@@ -119,6 +120,12 @@ impl Plan {
                         let _ = writeln!(w, "    [{i}] {a:?}");
                     }
                     let _ = writeln!(w, "  remote command (one ssh argument): {}", r.command);
+                    if r.backend == SshBackend::Russh {
+                        let _ = writeln!(
+                            w,
+                            "  ssh backend: russh (in process; the argv above is not run, its ssh options are read from it)"
+                        );
+                    }
                     for t in &r.tunnels {
                         let _ = match t {
                             Tunnel::Local {
@@ -178,7 +185,7 @@ impl Plan {
                 "delay": match &p.delay { Delay::None => json!(0), Delay::Wait(d) => json!(d.as_secs_f64()), Delay::UntilExit => json!(-1) },
                 "process_start_timeout": self.timeouts.process_start.map(|d| d.as_secs_f64()),
                 "remote": p.remote.as_ref().map(|r| json!({
-                    "host": r.host, "user": r.user, "argv": r.argv, "command": r.command, "tunnels": r.tunnels,
+                    "host": r.host, "user": r.user, "argv": r.argv, "command": r.command, "tunnels": r.tunnels, "backend": r.backend,
                 })),
             }),
         };

@@ -664,7 +664,7 @@ impl Resolver<'_> {
         resource: &Resource,
         pf_port: Option<u16>,
         delay: Delay,
-        _warnings: &mut Vec<Warning>,
+        warnings: &mut Vec<Warning>,
     ) -> Result<(ProcessPlan, Option<Resource>), PlanError> {
         let host = match &ssh.host {
             Some(h) => self.text(h)?,
@@ -788,8 +788,100 @@ impl Resolver<'_> {
                 argv: remote_argv,
                 command,
                 tunnels,
+                backend: ssh.backend,
             }),
         };
+        if ssh.backend == SshBackend::Russh {
+            russh_check(entry, ssh, &plan, warnings)?;
+        }
         Ok((plan, client_resource))
+    }
+}
+
+/// A `backend = "russh"` plan: refuse, at the entry, the ssh settings the in-process
+/// client cannot honour (a program, jump hosts, OpenSSH-only options), and warn about
+/// the ones it ignores. Whether this build has the backend is checked at launch.
+fn russh_check(
+    entry: &ServerEntry,
+    ssh: &SshSettings,
+    plan: &ProcessPlan,
+    warnings: &mut Vec<Warning>,
+) -> Result<(), PlanError> {
+    let refuse = |m: String| PlanError::at(&entry.at, format!("server {:?}: {m}", entry.name));
+    if ssh.program.is_some() {
+        return Err(refuse(
+            "ssh.program has no meaning with backend = \"russh\" (no ssh program runs)".into(),
+        ));
+    }
+    let (target, _) =
+        crate::ssh::SshTarget::from_process_plan(plan).map_err(|e| refuse(e.to_string()))?;
+    let settings = crate::ssh::RusshSettings::from_args(target.args()).map_err(refuse)?;
+    warnings.extend(
+        settings
+            .ignored
+            .into_iter()
+            .map(|w| Warning::at(&entry.at, w)),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::profile::toml_format::load_str;
+
+    fn resolve(ssh_extra: &str) -> Result<Plan, PlanError> {
+        let text = format!(
+            "[[server]]\nname = \"r\"\nresource = \"cs://127.0.0.1:0\"\n\
+             [server.startup]\nmechanism = \"ssh\"\nargv = [\"pvserver\"]\n\
+             [server.startup.ssh]\nhost = \"login1\"\nbackend = \"russh\"\n{ssh_extra}"
+        );
+        let profile = load_str(Path::new("p.toml"), &text).unwrap();
+        Plan::resolve(
+            &profile.servers[0],
+            &LaunchContext::fixed(),
+            &crate::prompt::NonInteractive,
+        )
+    }
+
+    #[test]
+    fn a_russh_plan_carries_its_backend_and_says_so() {
+        let plan = resolve("options = [\"-o\", \"UserKnownHostsFile=/k\"]\n").unwrap();
+        let Launch::Process(p) = plan.launch() else {
+            panic!("a process")
+        };
+        assert_eq!(p.remote.as_ref().unwrap().backend, SshBackend::Russh);
+        assert!(
+            plan.to_dry_run_text()
+                .contains("  ssh backend: russh (in process;"),
+            "{}",
+            plan.to_dry_run_text()
+        );
+        assert_eq!(plan.to_json()["launch"]["remote"]["backend"], "russh");
+    }
+
+    #[test]
+    fn what_russh_cannot_honour_is_refused_at_the_entry() {
+        for (extra, why) in [
+            ("jump_hosts = [\"gw\"]\n", "jump hosts"),
+            (
+                "options = [\"-o\", \"ProxyCommand=nc %h %p\"]\n",
+                "ProxyCommand",
+            ),
+            ("program = \"/opt/ssh\"\n", "ssh.program"),
+        ] {
+            let e = resolve(extra).unwrap_err().to_string();
+            assert!(e.starts_with("p.toml:1:1: server \"r\": "), "{e}");
+            assert!(e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn what_russh_ignores_is_a_warning() {
+        let plan = resolve("options = [\"-o\", \"GlobalKnownHostsFile=/etc/k\"]\n").unwrap();
+        assert_eq!(plan.warnings().len(), 1, "{:?}", plan.warnings());
+        assert!(plan.warnings()[0].message.contains("GlobalKnownHostsFile"));
     }
 }

@@ -22,10 +22,11 @@
 //! session (or [`SshSession::close`]) ends the remote process group, the forwards and the
 //! master. Authentication is never retried by pv-launch (2FA lockouts).
 //!
-//! The pure-Rust backend, [`russh_backend`] (cargo feature `russh`, off by default since
-//! russh 0.65 needs rustc 1.89), offers the same steps on one in-process connection.
-//! Without the feature a profile asking for it is refused with a clear error
-//! ([`SshTarget::require_backend`], [`SshError::BackendUnavailable`]).
+//! The pure-Rust backend, `russh_backend` (cargo feature `russh`, off by default since
+//! russh 0.65 needs rustc 1.89), offers the same steps on one in-process connection;
+//! [`russh_plan`] runs a plan with it (`backend = "russh"`) and says which ssh options it
+//! honours. Without the feature a profile asking for it is refused with a clear error
+//! before anything starts ([`SshTarget::require_backend`], [`SshError::BackendUnavailable`]).
 //!
 //! Known limit: a remote command containing a newline is passed inside single quotes,
 //! which POSIX shells accept but a tcsh login shell does not.
@@ -36,6 +37,7 @@ mod plan_launch;
 mod remote;
 #[cfg(feature = "russh")]
 pub mod russh_backend;
+pub mod russh_plan;
 mod session;
 mod target;
 
@@ -44,6 +46,9 @@ pub(crate) use master::describe as describe_status;
 pub use master::{AskpassProgram, DEFAULT_SERVER_ALIVE, Master, MasterOptions, find_askpass};
 pub use plan_launch::{DEFAULT_READY_TIMEOUT, is_ssh_plan, launch_plan, ssh_launch};
 pub use remote::{RemoteOutput, RemoteServer, STOP_GRACE, wrap_remote_command};
+pub use russh_plan::RusshSettings;
+#[cfg(feature = "russh")]
+pub use russh_plan::{RusshLaunch, RusshSession, russh_launch};
 pub use session::{SshLaunch, SshSession, TunnelMode};
 pub use target::SshTarget;
 

@@ -17,6 +17,9 @@
 //!
 //! Not supported here (use the OpenSSH backend): the user's `~/.ssh/config`, jump hosts,
 //! ssh-agent, RSA keys (the `rsa` crate is left out, RUSTSEC-2023-0071), certificates.
+//! A profile selects this backend with `backend = "russh"`; [`super::russh_plan`] maps
+//! the plan's ssh options onto [`RusshOptions`] and refuses the ones this backend cannot
+//! honour.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -57,6 +60,14 @@ pub struct RusshOptions {
     pub auth_timeout: Duration,
     /// Keepalive interval and how many unanswered keepalives end the connection.
     pub keepalive: (Duration, usize),
+    /// The authentication methods that may be tried (OpenSSH's names: `publickey`,
+    /// `keyboard-interactive`, `password`), like `PreferredAuthentications` but without
+    /// its ordering: the backend's order is always the one above. `None`: all three.
+    pub methods: Option<Vec<String>>,
+    /// Whether an unknown host's key is put to the prompter (`StrictHostKeyChecking=ask`,
+    /// the default) or refused without a question (`StrictHostKeyChecking=yes`). A changed
+    /// key is always refused.
+    pub ask_unknown_host: bool,
 }
 
 impl std::fmt::Debug for RusshOptions {
@@ -68,6 +79,8 @@ impl std::fmt::Debug for RusshOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("auth_timeout", &self.auth_timeout)
             .field("keepalive", &self.keepalive)
+            .field("methods", &self.methods)
+            .field("ask_unknown_host", &self.ask_unknown_host)
             .finish()
     }
 }
@@ -75,7 +88,7 @@ impl std::fmt::Debug for RusshOptions {
 impl RusshOptions {
     /// `~/.ssh/known_hosts`, no identity file, no prompter, 20 s to connect, 300 s to
     /// authenticate (prompts included), a keepalive every 15 s (3 missed end the
-    /// connection).
+    /// connection), every authentication method, unknown hosts asked about.
     pub fn new() -> RusshOptions {
         let home = std::env::var_os("HOME")
             .map(PathBuf::from)
@@ -87,6 +100,8 @@ impl RusshOptions {
             connect_timeout: Duration::from_secs(20),
             auth_timeout: Duration::from_secs(300),
             keepalive: (Duration::from_secs(15), 3),
+            methods: None,
+            ask_unknown_host: true,
         }
     }
 }
@@ -148,6 +163,7 @@ struct Client {
     port: u16,
     known_hosts: PathBuf,
     prompter: Option<Arc<dyn Prompter + Send + Sync>>,
+    ask_unknown_host: bool,
     refused: Arc<Mutex<Option<String>>>,
     reverse: Arc<Mutex<HashMap<u32, u16>>>,
 }
@@ -172,6 +188,11 @@ impl Client {
                 self.known_hosts.display()
             )),
             Err(e) => self.refuse(format!("cannot read {}: {e}", self.known_hosts.display())),
+            Ok(false) if !self.ask_unknown_host => self.refuse(format!(
+                "the host key of {} is not in {} and StrictHostKeyChecking=yes forbids asking",
+                self.host,
+                self.known_hosts.display()
+            )),
             Ok(false) => {
                 let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
                 let name = if self.port == 22 {
@@ -317,6 +338,7 @@ impl RusshConnection {
             port,
             known_hosts: options.known_hosts.clone(),
             prompter: options.prompter.clone(),
+            ask_unknown_host: options.ask_unknown_host,
             refused: Arc::clone(&refused),
             reverse: Arc::clone(&reverse),
         };
@@ -491,9 +513,22 @@ impl RusshConnection {
     /// `-L`: listen on a free port of 127.0.0.1 here; each connection becomes a
     /// `direct-tcpip` channel to `host:port` as seen from the ssh server. The local port.
     pub async fn forward_local_any(&mut self, host: &str, port: u16) -> Result<u16, SshError> {
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        self.forward_local(0, host, port).await
+    }
+
+    /// `-L` from a given port of 127.0.0.1 here (0: a free one) to `host:port` as seen
+    /// from the ssh server. The local port.
+    pub async fn forward_local(
+        &mut self,
+        local_port: u16,
+        host: &str,
+        port: u16,
+    ) -> Result<u16, SshError> {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, local_port))
             .await
-            .map_err(SshError::io("listen on a local port for the -L tunnel"))?;
+            .map_err(SshError::io(format!(
+                "listen on 127.0.0.1:{local_port} for the -L tunnel"
+            )))?;
         let local = listener
             .local_addr()
             .map_err(SshError::io("local port"))?
@@ -526,24 +561,46 @@ impl RusshConnection {
     /// `-R`: ask the server to listen on a port of its own choosing on its 127.0.0.1;
     /// each connection there is bridged to `127.0.0.1:<local_port>` here. The remote port.
     pub async fn forward_remote(&self, local_port: u16) -> Result<u16, SshError> {
-        let port = self
+        self.forward_remote_at(0, local_port).await
+    }
+
+    /// `-R` with a fixed remote port (0: the server chooses): the server listens on
+    /// `127.0.0.1:<remote_port>` on its host, each connection there is bridged to
+    /// `127.0.0.1:<local_port>` here. The remote port.
+    pub async fn forward_remote_at(
+        &self,
+        remote_port: u16,
+        local_port: u16,
+    ) -> Result<u16, SshError> {
+        let spec = format!("-R 127.0.0.1:{remote_port}:127.0.0.1:{local_port}");
+        let allocated = self
             .handle
-            .tcpip_forward("127.0.0.1", 0)
+            .tcpip_forward("127.0.0.1", u32::from(remote_port))
             .await
             .map_err(|e| SshError::Forward {
                 host: self.host.clone(),
-                spec: format!("-R 127.0.0.1:0:127.0.0.1:{local_port}"),
+                spec: spec.clone(),
                 message: e.to_string(),
+            })?;
+        // With a fixed port the server answers 0 (RFC 4254 7.1): the port is the one asked.
+        let port = if remote_port == 0 {
+            allocated
+        } else {
+            u32::from(remote_port)
+        };
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| SshError::Forward {
+                host: self.host.clone(),
+                spec,
+                message: format!("the server allocated port {port}"),
             })?;
         self.reverse
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(port, local_port);
-        u16::try_from(port).map_err(|_| SshError::Forward {
-            host: self.host.clone(),
-            spec: format!("-R 127.0.0.1:0:127.0.0.1:{local_port}"),
-            message: format!("the server allocated port {port}"),
-        })
+            .insert(u32::from(port), local_port);
+        Ok(port)
     }
 
     /// Close the connection (the remote commands' stdin ends with it) and the listeners.
@@ -584,6 +641,13 @@ async fn authenticate(
             remaining_methods, ..
         } => remaining_methods.iter().cloned().collect(),
     };
+    // `PreferredAuthentications`: only the methods the profile permits.
+    let permitted = |name: &str| {
+        options
+            .methods
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == name))
+    };
     let mut tried = Vec::new();
     let denied = |tried: &[&str]| SshError::Connect {
         host: shown.to_string(),
@@ -591,7 +655,7 @@ async fn authenticate(
         command: "(russh backend, in process)".to_string(),
         log_tail: Vec::new(),
     };
-    if allowed.contains(&MethodKind::PublicKey) {
+    if allowed.contains(&MethodKind::PublicKey) && permitted("publickey") {
         for path in &options.identity_files {
             let key = match load_secret_key(path, None) {
                 Ok(k) => k,
@@ -634,7 +698,7 @@ async fn authenticate(
             }
         }
     }
-    if allowed.contains(&MethodKind::KeyboardInteractive) {
+    if allowed.contains(&MethodKind::KeyboardInteractive) && permitted("keyboard-interactive") {
         tried.push("keyboard-interactive");
         let mut reply = handle
             .authenticate_keyboard_interactive_start(user, None)
@@ -678,7 +742,10 @@ async fn authenticate(
             }
         }
     }
-    if allowed.contains(&MethodKind::Password) && !tried.contains(&"keyboard-interactive") {
+    if allowed.contains(&MethodKind::Password)
+        && permitted("password")
+        && !tried.contains(&"keyboard-interactive")
+    {
         tried.push("password");
         let password = ask(
             &options.prompter,

@@ -271,6 +271,7 @@ mod tests {
                 argv: vec!["true".into()],
                 command: "exec /bin/sh -c true".into(),
                 tunnels: vec![],
+                backend: SshBackend::Openssh,
             }),
         };
         let (t, command) = SshTarget::from_process_plan(&plan).unwrap();
