@@ -124,12 +124,36 @@ enum Supervised {
     /// A process group on a remote host, reached through the russh backend.
     #[cfg(feature = "russh")]
     Russh(ssh::RusshSession),
+    /// A remote command that exited with status 0 after detaching its server (e.g. a
+    /// script that submitted a batch job): the ssh connection and its tunnels stay up for
+    /// the server, and only their loss ends the session.
+    Detached(Box<Supervised>),
 }
 
 impl Supervised {
+    /// What supervises the server, seen through [`Supervised::Detached`].
+    fn active(&mut self) -> &mut Supervised {
+        match self {
+            Supervised::Detached(inner) => inner.active(),
+            other => other,
+        }
+    }
+
+    /// Wait until the ssh connection carrying the tunnels is lost.
+    async fn connection_lost(&self) -> LaunchError {
+        match self {
+            Supervised::Ssh(s) => s.connection_lost().await.into(),
+            #[cfg(feature = "russh")]
+            Supervised::Russh(s) => s.connection_lost().await.into(),
+            Supervised::Detached(inner) => Box::pin(inner.connection_lost()).await,
+            Supervised::Local(_) => std::future::pending().await,
+        }
+    }
+
     /// Where the client dials: the local end of a forward ssh tunnel.
     fn tunnel_address(&self) -> Option<std::net::SocketAddr> {
         match self {
+            Supervised::Detached(inner) => inner.tunnel_address(),
             Supervised::Local(_) => None,
             Supervised::Ssh(s) => s.local_address(),
             #[cfg(feature = "russh")]
@@ -140,6 +164,7 @@ impl Supervised {
     /// The ready line a remote server printed.
     fn remote_ready(&self) -> Option<&ReadyLine> {
         match self {
+            Supervised::Detached(inner) => inner.remote_ready(),
             Supervised::Local(_) => None,
             Supervised::Ssh(s) => s.ready(),
             #[cfg(feature = "russh")]
@@ -150,6 +175,7 @@ impl Supervised {
     /// Wait for the server's end (see [`Session::wait_server`]).
     async fn wait(&mut self) -> Result<std::process::ExitStatus, LaunchError> {
         match self {
+            Supervised::Detached(inner) => Err(inner.connection_lost().await),
             Supervised::Local(h) => Ok(h.wait().await),
             Supervised::Ssh(s) => Ok(s.wait().await?),
             #[cfg(feature = "russh")]
@@ -159,11 +185,13 @@ impl Supervised {
 
     /// The error for a remote server that ended with `status` during the start.
     fn remote_exit_error(&mut self, status: std::process::ExitStatus) -> LaunchError {
-        let (host, stderr_tail) = match self {
+        let (host, stderr_tail) = match self.active() {
             Supervised::Ssh(s) => (s.master().target().display_name(), s.server().stderr_tail()),
             #[cfg(feature = "russh")]
             Supervised::Russh(s) => (s.host().to_string(), s.stderr_tail()),
-            Supervised::Local(_) => unreachable!("only remote servers are started over ssh"),
+            Supervised::Local(_) | Supervised::Detached(_) => {
+                unreachable!("only remote servers are started over ssh")
+            }
         };
         LaunchError::Ssh(SshError::RemoteExited {
             host,
@@ -206,7 +234,7 @@ impl Session {
     /// The started server process, when pv-launch started one on this host that is still
     /// attached.
     pub fn server(&mut self) -> Option<&mut ServerHandle> {
-        match self.server.as_mut() {
+        match self.server.as_mut().map(Supervised::active) {
             Some(Supervised::Local(h)) => Some(h),
             _ => None,
         }
@@ -216,7 +244,7 @@ impl Session {
     /// started over ssh with the OpenSSH backend (`None` with `backend = "russh"`: see
     /// `Session::russh`, cargo feature `russh`).
     pub fn ssh(&mut self) -> Option<&mut SshSession> {
-        match self.server.as_mut() {
+        match self.server.as_mut().map(Supervised::active) {
             Some(Supervised::Ssh(s)) => Some(s),
             _ => None,
         }
@@ -226,7 +254,7 @@ impl Session {
     /// was started over ssh with `backend = "russh"`.
     #[cfg(feature = "russh")]
     pub fn russh(&mut self) -> Option<&mut ssh::RusshSession> {
-        match self.server.as_mut() {
+        match self.server.as_mut().map(Supervised::active) {
             Some(Supervised::Russh(s)) => Some(s),
             _ => None,
         }
@@ -252,7 +280,12 @@ impl Session {
     pub async fn cleanup(mut self) {
         self.connections.clear();
         self.builtin_server = None;
-        match self.server.take() {
+        let mut server = self.server.take();
+        while let Some(Supervised::Detached(inner)) = server {
+            server = Some(*inner);
+        }
+        match server {
+            Some(Supervised::Detached(_)) => unreachable!("unwrapped above"),
             Some(Supervised::Local(mut h)) => h.cleanup().await,
             Some(Supervised::Ssh(s)) => s.close().await,
             #[cfg(feature = "russh")]
@@ -650,8 +683,12 @@ async fn start_ssh(
         });
         return Ok((Some(server), ready));
     }
-    match &process.delay {
-        Delay::None => {}
+    // The ready line was awaited and the command exited 0 without one: detached.
+    if secrets.is_some() {
+        return Ok((Some(Supervised::Detached(Box::new(server))), None));
+    }
+    let detached = match &process.delay {
+        Delay::None => false,
         Delay::Wait(d) => {
             stage(events, Stage::Delay, begun);
             tokio::select! {
@@ -660,8 +697,9 @@ async fn start_ssh(
                     if !status.success() {
                         return Err(server.remote_exit_error(status));
                     }
+                    true
                 }
-                _ = tokio::time::sleep(*d) => {}
+                _ = tokio::time::sleep(*d) => false,
             }
         }
         Delay::UntilExit => {
@@ -670,7 +708,11 @@ async fn start_ssh(
             if !status.success() {
                 return Err(server.remote_exit_error(status));
             }
+            true
         }
+    };
+    if detached {
+        server = Supervised::Detached(Box::new(server));
     }
     Ok((Some(server), None))
 }

@@ -299,6 +299,80 @@ async fn russh_a_script_makes_a_reverse_connection_through_the_tunnel() {
     reverse_through_a_tunnel(RUSSH).await;
 }
 
+/// A script that detaches its server (as a batch submission does: the server leaves the
+/// script's process group) and exits 0 before any ready line: the session keeps the
+/// master and its reverse tunnel for the server, which dials back through it with the
+/// token it was handed; `wait_server` then waits for the ssh connection only, and ends
+/// with an error when it is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_that_detaches_its_server_keeps_the_tunnel_until_the_connection_is_lost() {
+    let sshd = Sshd::start();
+    let out = sshd.dir().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let pidfile = out.join("detached.pid");
+    let script = sshd.dir().join("submit.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# the server reads the secrets line on its stdin, like a job handed the token\n\
+             # (an asynchronous command's stdin is /dev/null unless given through another fd)\n\
+             exec 4<&0\n\
+             setsid {:?} --reverse-connection --client-host 127.0.0.1 --server-port \"$PV_SERVER_PORT\" <&4 >/dev/null 2>&1 &\n\
+             echo $! > {:?}\nexit 0\n",
+            demo(),
+            pidfile.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (remote, local) = (free_port().await, free_port().await);
+    let text = format!(
+        "[[server]]\nname = \"job\"\nresource = \"csrc://127.0.0.1:{remote}\"\nconnect_timeout = 20\n\
+         [server.startup]\nmechanism = \"ssh-script\"\nscript = {:?}\ndelay = -1\n{}",
+        script.display().to_string(),
+        ssh_table(
+            &sshd,
+            "publickey",
+            &format!("port_forwarding = {{ local_port = {local} }}\n")
+        ),
+    );
+    let (result, _) = launch_text(&text, Scripted::new(vec![])).await;
+    let mut session = result.unwrap_or_else(|e| panic!("{e}"));
+    echo_through(&mut session, b"detached job").await;
+    let server: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The script is gone, the session is not: nothing ends it while ssh is up.
+    let (_, _, master) = remote_side(&mut session);
+    let master = master.expect("an OpenSSH master");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), session.wait_server())
+            .await
+            .is_err(),
+        "the session ended with the script"
+    );
+    // Losing the ssh connection ends it, with an error that says so.
+    std::process::Command::new("kill")
+        .arg(master.to_string())
+        .status()
+        .unwrap();
+    let e = tokio::time::timeout(WAIT, session.wait_server())
+        .await
+        .expect("the loss is noticed")
+        .expect_err("a lost connection is an error")
+        .to_string();
+    assert!(e.contains("connection ended"), "{e}");
+    session.cleanup().await;
+    // Like a batch job, the detached server is not pv-launch's to stop.
+    std::process::Command::new("kill")
+        .arg(server.to_string())
+        .status()
+        .unwrap();
+}
+
 /// The profile for [`password_then_a_direct_dial`]: password authentication only, no
 /// tunnel, with `backend`.
 fn password_profile(sshd: &Sshd, backend: &str) -> String {

@@ -142,7 +142,8 @@ impl RemoteServer {
     /// Run `command` (a POSIX sh command line) on the master's host, wrapped for cleanup.
     /// The secrets line (or an empty line) goes in on the channel's stdin, which then
     /// stays open for the server's lifetime. With `ready_timeout`, wait that long for the
-    /// launch channel's ready line. Every other output line goes to `output`.
+    /// launch channel's ready line; a command that exits with status 0 before it has
+    /// detached its server and gives `None`. Every other output line goes to `output`.
     pub async fn start(
         master: &Master,
         command: &str,
@@ -229,7 +230,12 @@ impl RemoteServer {
             ready = ready_rx => match ready {
                 Ok(Ok(ready)) => Ok((server, Some(ready))),
                 Ok(Err(message)) => Err(SshError::BadReadyLine { host, message }),
-                Err(_) => Err(server.ended_early(master).await),
+                // Exit 0 before a ready line: the command detached its server (e.g. a
+                // script that submitted a batch job), as with local starts.
+                Err(_) => match tokio::time::timeout(STOP_GRACE, server.wait()).await {
+                    Ok(s) if s.success() => Ok((server, None)),
+                    _ => Err(server.ended_early(master).await),
+                },
             },
             _ = tokio::time::sleep(wait) => {
                 let log_tail = server.stderr_tail();

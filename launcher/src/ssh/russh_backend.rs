@@ -393,7 +393,8 @@ impl RusshConnection {
 
     /// Run `command` (a POSIX sh command line), wrapped for cleanup like the OpenSSH
     /// backend's ([`wrap_remote_command`]); the secrets line (or an empty line) goes in on
-    /// the channel's stdin. With `ready_timeout`, wait for the ready line.
+    /// the channel's stdin. With `ready_timeout`, wait for the ready line (a command that
+    /// exits with status 0 before it has detached its server: `None`).
     pub async fn start_server(
         &self,
         command: &str,
@@ -488,7 +489,11 @@ impl RusshConnection {
             ready = ready_rx => match ready {
                 Ok(Ok(ready)) => Ok((remote, Some(ready))),
                 Ok(Err(message)) => Err(SshError::BadReadyLine { host, message }),
-                Err(_) => Err(remote.ended_early(self).await),
+                // Exit 0 before a ready line: the command detached its server.
+                Err(_) => match tokio::time::timeout(STOP_GRACE, remote.wait()).await {
+                    Ok(Some(0)) => Ok((remote, None)),
+                    _ => Err(remote.ended_early(self).await),
+                },
             },
             _ = tokio::time::sleep(wait) => {
                 let log_tail = remote.stderr_tail();

@@ -397,6 +397,19 @@ mod launch {
             Ok(ExitStatus::from_raw((code as i32) << 8))
         }
 
+        /// Wait until the connection (and with it the tunnels) is lost, whatever the
+        /// remote command does: for a server that detached from its command and still
+        /// uses the tunnels. Checks twice a second.
+        pub async fn connection_lost(&self) -> SshError {
+            while !self.conn.is_closed() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            SshError::ConnectionLost {
+                host: self.host.clone(),
+                log_tail: self.remote.stderr_tail(),
+            }
+        }
+
         /// End everything: the remote process group (end-of-file on its stdin, SIGKILL
         /// to the group if it lingers), the tunnels and the connection.
         pub async fn close(self) {

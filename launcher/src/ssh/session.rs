@@ -214,6 +214,29 @@ impl SshSession {
         Ok(status)
     }
 
+    /// Wait until the ssh connection (and with it the forwards) is lost, whatever the
+    /// remote command does: for a server that detached from its command and still uses
+    /// the tunnels. Checks the master process twice a second (it exits when ssh's
+    /// `ServerAlive` checks fail) and its control socket every 10 s.
+    pub async fn connection_lost(&self) -> SshError {
+        let mut checks = 0u32;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            checks += 1;
+            let gone = if checks % 20 == 0 {
+                self.master.is_gone().await
+            } else {
+                !self.master.is_alive()
+            };
+            if gone {
+                return SshError::ConnectionLost {
+                    host: self.master.target().display_name(),
+                    log_tail: self.master.log_tail(),
+                };
+            }
+        }
+    }
+
     /// End everything: the remote process group, the forwards and, when no other session
     /// shares it, the master (`-O exit`).
     pub async fn close(self) {
