@@ -23,7 +23,12 @@ pub fn run(plan: Plan, args: &LaunchArgs) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    runtime.block_on(run_async(plan, args))
+    let code = runtime.block_on(run_async(plan, args));
+    drop(runtime);
+    // A launch dropped by Ctrl-C or SIGTERM stops its process groups in the background:
+    // let a server that ignores SIGTERM get its SIGKILL before we exit.
+    crate::startup::wait_for_group_stops();
+    code
 }
 
 fn show(event: &Event, json: bool, fancy: bool) {

@@ -1,14 +1,17 @@
 //! Every connection type end to end through the launcher's API and CLI, against the real
 //! demo server: builtin; forward and reverse, each without and with startup; the data
 //! server + render server pair; TLS forward and reverse; a user script; and nothing left
-//! running afterwards.
+//! running afterwards; and a launch stopped during the start (dropped, or the CLI
+//! interrupted) leaving nothing behind.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pv_e2e::sshd::{group_members, wait_group_gone};
 use pv_e2e::{DemoServer, workspace_bin};
 use pv_launch::plan::Plan;
 use pv_launch::session::{LaunchError, Session, launch};
+use pv_launch::startup::TERMINATE_GRACE;
 use pv_launch::{LaunchContext, NonInteractive, Profile};
 use pv_transport::{Listener, Token, loopback};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -80,39 +83,9 @@ async fn launch_echo_cleanup(profile: &str, connections: usize) {
     if let Some(pid) = pid {
         assert!(!alive(pid), "server {pid} still running after cleanup");
         // Members of the group were killed too; give the kernel a moment to finish them.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = live_group_members(pid);
-            if left.is_empty() {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still running in group {pid}: {left:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let left = wait_group_gone(pid, Duration::from_secs(5));
+        assert!(left.is_empty(), "still running in group {pid}: {left:?}");
     }
-}
-
-/// Processes (not zombies) whose process group is `pgid`, from /proc.
-fn live_group_members(pgid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the command name: state, ppid, pgrp, ...
-        let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 #[tokio::test]
@@ -299,4 +272,117 @@ async fn the_cli_connects_runs_exec_with_the_url_and_relay_and_cleans_up() {
         !Path::new(sock).exists(),
         "relay socket removed after the session"
     );
+}
+
+/// A start script that never prints a ready line: it records its pid (the group id), traps
+/// SIGTERM (writing `terms`, to show that SIGTERM came first), and starts two children in
+/// its group, one of which ignores SIGTERM and needs the SIGKILL after the grace.
+fn stuck_start_profile(dir: &Path) -> PathBuf {
+    let script = dir.join("stuck.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             echo $$ > '{d}/leader'\n\
+             trap 'echo term >> \"{d}/terms\"; exit 0' TERM\n\
+             sh -c \"trap '' TERM; exec sleep 300\" &\n\
+             sleep 300 &\n\
+             echo 'starting, never ready' >&2\n\
+             wait\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_profile(
+        dir,
+        &format!(
+            "[[server]]\nname = \"stuck\"\nresource = \"cs://127.0.0.1:0\"\nconnect_timeout = 10\n\
+             [server.startup]\nmechanism = \"local-script\"\nscript = \"{}\"\nprocess_start_timeout = 120\n",
+            script.display()
+        ),
+    )
+}
+
+/// Wait until the stuck script's group has all three members; the group id.
+async fn stuck_group(dir: &Path) -> u32 {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(pgid) = std::fs::read_to_string(dir.join("leader"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        {
+            if group_members(pgid).len() >= 3 {
+                return pgid;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stuck script's group did not appear"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_launch_during_the_start_stops_the_whole_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = stuck_start_profile(dir.path());
+    let profile = Profile::load(&path).unwrap();
+    let plan = Plan::resolve(
+        profile.select(None).unwrap(),
+        &LaunchContext::from_host(),
+        &NonInteractive,
+    )
+    .unwrap();
+    let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut launching = Box::pin(launch(&plan, &events));
+    // Run the launch until the group is there; it is then waiting for the ready line.
+    let pgid = tokio::select! {
+        r = &mut launching => panic!("the launch ended: {r:?}"),
+        pgid = stuck_group(dir.path()) => pgid,
+    };
+    drop(launching);
+    let left = tokio::task::spawn_blocking(move || {
+        wait_group_gone(pgid, TERMINATE_GRACE + Duration::from_secs(5))
+    })
+    .await
+    .unwrap();
+    assert!(left.is_empty(), "still running in group {pgid}: {left:?}");
+    let terms = std::fs::read_to_string(dir.path().join("terms")).unwrap_or_default();
+    assert_eq!(terms, "term\n", "the leader got SIGTERM before any SIGKILL");
+}
+
+#[tokio::test]
+async fn sigint_to_the_cli_during_the_start_stops_the_whole_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = stuck_start_profile(dir.path());
+    let mut cli = tokio::process::Command::new(workspace_bin("pv-launch"))
+        .arg("--profile")
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pgid = stuck_group(dir.path()).await;
+    let pid = cli.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::time::timeout(WAIT, cli.wait())
+        .await
+        .expect("pv-launch exits after SIGINT")
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    // pv-launch waited for the group to stop before exiting: the member that ignores
+    // SIGTERM got its SIGKILL already (allow the kernel a moment to finish it).
+    let left = wait_group_gone(pgid, Duration::from_millis(500));
+    assert!(left.is_empty(), "still running in group {pgid}: {left:?}");
+    let terms = std::fs::read_to_string(dir.path().join("terms")).unwrap_or_default();
+    assert_eq!(terms, "term\n", "the leader got SIGTERM before any SIGKILL");
 }
