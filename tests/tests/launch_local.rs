@@ -1,8 +1,8 @@
 //! Every connection type end to end through the launcher's API and CLI, against the real
 //! demo server: builtin; forward and reverse, each without and with startup; the data
 //! server + render server pair; TLS forward and reverse; a user script; and nothing left
-//! running afterwards; and a launch stopped during the start (dropped, or the CLI
-//! interrupted) leaving nothing behind.
+//! running afterwards; a second client in multiple- and single-connection modes; and a
+//! launch stopped during the start (dropped, or the CLI interrupted) leaving nothing behind.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +13,11 @@ use pv_launch::plan::Plan;
 use pv_launch::session::{LaunchError, Session, launch};
 use pv_launch::startup::TERMINATE_GRACE;
 use pv_launch::{LaunchContext, NonInteractive, Profile};
-use pv_transport::{Listener, Token, loopback};
+use pv_transport::handshake::native::NativeHandshake;
+use pv_transport::{
+    ConnectError, ConnectTimeout, Connection, ConnectionConfig, ConnectionManager, ConnectionMode,
+    Listener, RetryPolicy, Token, loopback,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -385,4 +389,107 @@ async fn sigint_to_the_cli_during_the_start_stops_the_whole_group() {
     assert!(left.is_empty(), "still running in group {pgid}: {left:?}");
     let terms = std::fs::read_to_string(dir.path().join("terms")).unwrap_or_default();
     assert_eq!(terms, "term\n", "the leader got SIGTERM before any SIGKILL");
+}
+
+/// A profile whose start script hands the launch token to a 0600 file (as a script that
+/// starts several servers may), so a second client of the test can authenticate, then
+/// starts the demo server with `extra` arguments.
+fn token_sharing_profile(dir: &Path, extra: &str) -> PathBuf {
+    let script = dir.join("start.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\numask 077\nprintf '%s' \"$PV_LAUNCH_TOKEN\" > '{}/token'\n\
+             exec '{}' --server-port \"$1\" {extra}\n",
+            dir.display(),
+            demo()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_profile(
+        dir,
+        &format!(
+            "[[server]]\nname = \"m\"\nresource = \"cs://127.0.0.1:0\"\nconnect_timeout = 10\n\
+             [server.startup]\nmechanism = \"local-script\"\nscript = \"{}\"\nargs = [\"${{PV_SERVER_PORT}}\"]\n",
+            script.display()
+        ),
+    )
+}
+
+/// One more client: one attempt, the native handshake with `token`.
+async fn another_client(token: &Token, port: u16) -> Result<Connection, ConnectError> {
+    ConnectionManager::new(
+        ConnectionMode::Multiple,
+        ConnectionConfig::new(NativeHandshake::new(token.clone()))
+            .with_deadline(Duration::from_secs(5)),
+    )
+    .connect_to_remote(
+        "127.0.0.1",
+        port,
+        RetryPolicy::new(ConnectTimeout::Once),
+        |_, _, _| {},
+    )
+    .await
+}
+
+async fn echo_on(conn: &mut Connection, msg: &[u8]) {
+    conn.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(WAIT, conn.read_exact(&mut back))
+        .await
+        .expect("echo within the deadline")
+        .unwrap();
+    assert_eq!(back, msg);
+}
+
+fn url_port(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn multiple_connections_mode_through_a_profile_serves_further_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = token_sharing_profile(dir.path(), "--multi-clients");
+    let mut session = launch_profile(&path).await.unwrap();
+    let port = url_port(session.url());
+    let token =
+        Token::from_hex(&std::fs::read_to_string(dir.path().join("token")).unwrap()).unwrap();
+    echo_through(&mut session, b"first client").await;
+
+    // A second and a third client connect while the launcher's stays connected.
+    let mut second = another_client(&token, port).await.unwrap();
+    let mut third = another_client(&token, port).await.unwrap();
+    echo_on(&mut second, b"second client").await;
+    echo_on(&mut third, b"third client").await;
+    // A client leaving closes only its own connection.
+    drop(second);
+    echo_on(&mut third, b"third, after the second left").await;
+    echo_through(&mut session, b"first, after the second left").await;
+    // Still authenticated: a client without the token is refused, the server keeps going.
+    let e = another_client(&Token::generate(), port).await.unwrap_err();
+    assert!(e.to_string().contains("authentication failed"), "{e}");
+    let server = session.server().expect("the server is supervised");
+    assert!(server.poll().is_none(), "the server is still running");
+    let pgid = server.pid();
+    drop(third);
+    session.cleanup().await;
+    let left = wait_group_gone(pgid, Duration::from_secs(5));
+    assert!(left.is_empty(), "still running in group {pgid}: {left:?}");
+}
+
+#[tokio::test]
+async fn single_connection_mode_through_a_profile_serves_no_second_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = token_sharing_profile(dir.path(), "");
+    let mut session = launch_profile(&path).await.unwrap();
+    let port = url_port(session.url());
+    let token =
+        Token::from_hex(&std::fs::read_to_string(dir.path().join("token")).unwrap()).unwrap();
+    // Even with the right token: after its first client the server closed its listener.
+    let e = another_client(&token, port).await.unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("refused"), "{e}");
+    echo_through(&mut session, b"the one client").await;
+    session.cleanup().await;
 }
