@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use pv_e2e::sshd::{group_members, wait_group_gone};
 use pv_e2e::{DemoServer, workspace_bin};
+use pv_launch::events::Event;
 use pv_launch::plan::Plan;
 use pv_launch::session::{LaunchError, Session, launch};
 use pv_launch::startup::TERMINATE_GRACE;
@@ -19,6 +20,7 @@ use pv_transport::{
     Listener, RetryPolicy, Token, loopback,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -39,15 +41,25 @@ fn write_profile(dir: &Path, text: &str) -> PathBuf {
 }
 
 async fn launch_profile(path: &Path) -> Result<Session, LaunchError> {
+    let (session, mut rx) = launch_profile_with_events(path).await?;
+    // Drain progress events so the channel never grows without bound.
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    Ok(session)
+}
+
+/// Launch the profile's only server; the session and the progress events (still coming:
+/// the server's output keeps arriving).
+async fn launch_profile_with_events(
+    path: &Path,
+) -> Result<(Session, UnboundedReceiver<Event>), LaunchError> {
     let profile = Profile::load(path).unwrap();
     let entry = profile.select(None).unwrap();
     let plan = Plan::resolve(entry, &LaunchContext::from_host(), &NonInteractive).unwrap();
-    let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    // Drain progress events so the channel never grows without bound.
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    tokio::time::timeout(WAIT, launch(&plan, &events))
+    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+    let session = tokio::time::timeout(WAIT, launch(&plan, &events))
         .await
-        .expect("the launch finishes within the deadline")
+        .expect("the launch finishes within the deadline")?;
+    Ok((session, rx))
 }
 
 async fn echo_through(session: &mut Session, msg: &[u8]) {
@@ -483,13 +495,71 @@ async fn multiple_connections_mode_through_a_profile_serves_further_clients() {
 async fn single_connection_mode_through_a_profile_serves_no_second_client() {
     let dir = tempfile::tempdir().unwrap();
     let path = token_sharing_profile(dir.path(), "");
+    let (mut session, mut events) = launch_profile_with_events(&path).await.unwrap();
+    let port = url_port(session.url());
+    let token =
+        Token::from_hex(&std::fs::read_to_string(dir.path().join("token")).unwrap()).unwrap();
+    // Once the server has its client (it says so on stderr), it has closed its listener:
+    // a second client is refused, even with the right token.
+    tokio::time::timeout(WAIT, async {
+        while let Some(e) = events.recv().await {
+            if e == (Event::Stderr {
+                line: "Client connected.".into(),
+            }) {
+                return;
+            }
+        }
+        panic!("the events ended before the server reported its client");
+    })
+    .await
+    .expect("the server reports its client within the deadline");
+    let e = another_client(&token, port).await.unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("refused"), "{e}");
+    echo_through(&mut session, b"the one client").await;
+    session.cleanup().await;
+}
+
+/// A race in single mode, found while writing the test above (which therefore waits for
+/// the server to report its client): a second client that dials right after `launch`
+/// returned is, in about one run in six on a 2-core machine, the one the server serves,
+/// and the launcher's own connection is closed instead. Reproduce with
+/// `for i in $(seq 25); do cargo test -p pv-e2e --test launch_local racing -- --ignored; done`.
+#[tokio::test]
+#[ignore = "reproduces a single-mode accept race in pv-transport / the demo server; not fixed yet"]
+async fn single_connection_mode_a_second_client_racing_the_first_is_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = token_sharing_profile(dir.path(), "");
     let mut session = launch_profile(&path).await.unwrap();
     let port = url_port(session.url());
     let token =
         Token::from_hex(&std::fs::read_to_string(dir.path().join("token")).unwrap()).unwrap();
-    // Even with the right token: after its first client the server closed its listener.
-    let e = another_client(&token, port).await.unwrap_err();
-    assert!(e.to_string().to_lowercase().contains("refused"), "{e}");
-    echo_through(&mut session, b"the one client").await;
+    // Dial at once and again until refused: reset, or handshaken and closed, are fine on
+    // the way; served is not.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        match another_client(&token, port).await {
+            Err(e) if e.to_string().to_lowercase().contains("refused") => break,
+            Err(e) => seen.push(e.to_string()),
+            Ok(mut late) => {
+                let _ = late.write_all(b"x").await;
+                let mut byte = [0u8; 1];
+                let read = tokio::time::timeout(WAIT, late.read(&mut byte))
+                    .await
+                    .expect("a second client is closed, not left hanging");
+                assert!(
+                    matches!(read, Ok(0) | Err(_)),
+                    "a second client was served in single mode, after: {seen:?}"
+                );
+                seen.push("handshaken, then closed".into());
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never refused: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    echo_through(&mut session, b"the launcher's client is the one served").await;
     session.cleanup().await;
 }
