@@ -48,6 +48,15 @@ pub enum Event {
         /// The socket's path (`PV_LAUNCH_SOCKET` for `--exec`).
         socket: String,
     },
+    /// Every process the launch started is stopped (the end of [`Stage::Cleanup`]).
+    CleanedUp {
+        /// How long stopping took.
+        #[serde(serialize_with = "seconds")]
+        took: Duration,
+        /// Time since the launch began.
+        #[serde(serialize_with = "seconds")]
+        elapsed: Duration,
+    },
     /// Something failed.
     Failed {
         /// What, in one line.

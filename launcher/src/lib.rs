@@ -17,6 +17,7 @@ pub mod cli;
 pub mod events;
 pub mod plan;
 pub mod profile;
+pub mod progress;
 pub mod prompt;
 pub mod pvsc;
 pub mod run;

@@ -1,14 +1,14 @@
 //! Running a plan from the command line: start, supervise, report progress, wait for
 //! Ctrl-C, SIGTERM, the server's exit or `--exec`'s command, then clean up.
 
-use std::io::IsTerminal;
-use std::time::Duration;
+use std::time::Instant;
 
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, LaunchArgs};
 use crate::events::{Event, Stage};
 use crate::plan::Plan;
+use crate::progress::Renderer;
 use crate::session::launch;
 
 /// Run `plan` as the CLI does and return the exit status.
@@ -23,61 +23,23 @@ pub fn run(plan: Plan, args: &LaunchArgs) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    runtime.block_on(run_async(plan, args))
-}
-
-fn show(event: &Event, json: bool, fancy: bool) {
-    if json {
-        if let Ok(line) = serde_json::to_string(event) {
-            println!("{line}");
-        }
-        return;
-    }
-    let text = match event {
-        Event::Stage { stage, elapsed } => format!(
-            "[{:>6.2}s] {}",
-            elapsed.as_secs_f64(),
-            match stage {
-                Stage::SshConnect => "connecting over ssh (authenticating)",
-                Stage::Start => "starting the server",
-                Stage::WaitReady => "waiting for the server's ready line",
-                Stage::Delay => "waiting the configured delay",
-                Stage::WaitExit => "waiting for the command to exit",
-                Stage::Connect => "connecting",
-                Stage::Cleanup => "stopping processes",
-            }
-        ),
-        Event::Ready { port, elapsed } => format!(
-            "[{:>6.2}s] server ready on port {port}",
-            elapsed.as_secs_f64()
-        ),
-        Event::Stdout { line } => format!("server: {line}"),
-        Event::Stderr { line } => format!("server stderr: {line}"),
-        Event::Exited { code } => format!(
-            "server exited ({})",
-            code.map_or("signal".to_string(), |c| format!("code {c}"))
-        ),
-        Event::Connected { url } => format!("connected: {url}"),
-        Event::Relay { socket } => {
-            format!("local programs reach the connection at unix:{socket} (PV_LAUNCH_SOCKET)")
-        }
-        Event::Failed { message } => format!("failed: {message}"),
-    };
-    if fancy {
-        eprintln!("\u{1b}[2m{text}\u{1b}[0m");
-    } else {
-        eprintln!("{text}");
-    }
+    let code = runtime.block_on(run_async(plan, args));
+    drop(runtime);
+    // A launch dropped by Ctrl-C or SIGTERM stops its process groups in the background:
+    // let a server that ignores SIGTERM get its SIGKILL before we exit.
+    crate::startup::wait_for_group_stops();
+    code
 }
 
 async fn run_async(plan: Plan, args: &LaunchArgs) -> i32 {
+    let begun = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
-    let json = args.json;
-    let fancy = std::io::stderr().is_terminal();
+    let mut display = Renderer::for_cli(args.json);
     let printer = tokio::spawn(async move {
         while let Some(e) = rx.recv().await {
-            show(&e, json, fancy);
+            display.show(&e);
         }
+        display.finish();
     });
     let (Ok(mut sigint), Ok(mut sigterm)) = (
         signal(SignalKind::interrupt()),
@@ -156,9 +118,10 @@ async fn run_async(plan: Plan, args: &LaunchArgs) -> i32 {
             }
         }
     };
+    let cleanup_began = Instant::now();
     let _ = tx.send(Event::Stage {
         stage: Stage::Cleanup,
-        elapsed: Duration::ZERO,
+        elapsed: begun.elapsed(),
     });
     session.cleanup().await;
     // The relay task owns the socket's directory: stop it and wait, so the directory is gone.
@@ -166,6 +129,10 @@ async fn run_async(plan: Plan, args: &LaunchArgs) -> i32 {
         relaying.abort();
         let _ = relaying.await;
     }
+    let _ = tx.send(Event::CleanedUp {
+        took: cleanup_began.elapsed(),
+        elapsed: begun.elapsed(),
+    });
     finish(printer, tx, code).await
 }
 

@@ -1,17 +1,26 @@
 //! Every connection type end to end through the launcher's API and CLI, against the real
 //! demo server: builtin; forward and reverse, each without and with startup; the data
 //! server + render server pair; TLS forward and reverse; a user script; and nothing left
-//! running afterwards.
+//! running afterwards; a second client in multiple- and single-connection modes; and a
+//! launch stopped during the start (dropped, or the CLI interrupted) leaving nothing behind.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pv_e2e::sshd::{group_members, wait_group_gone};
 use pv_e2e::{DemoServer, workspace_bin};
+use pv_launch::events::Event;
 use pv_launch::plan::Plan;
 use pv_launch::session::{LaunchError, Session, launch};
+use pv_launch::startup::TERMINATE_GRACE;
 use pv_launch::{LaunchContext, NonInteractive, Profile};
-use pv_transport::{Listener, Token, loopback};
+use pv_transport::handshake::native::NativeHandshake;
+use pv_transport::{
+    ConnectError, ConnectTimeout, Connection, ConnectionConfig, ConnectionManager, ConnectionMode,
+    Listener, RetryPolicy, Token, loopback,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -32,15 +41,25 @@ fn write_profile(dir: &Path, text: &str) -> PathBuf {
 }
 
 async fn launch_profile(path: &Path) -> Result<Session, LaunchError> {
+    let (session, mut rx) = launch_profile_with_events(path).await?;
+    // Drain progress events so the channel never grows without bound.
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    Ok(session)
+}
+
+/// Launch the profile's only server; the session and the progress events (still coming:
+/// the server's output keeps arriving).
+async fn launch_profile_with_events(
+    path: &Path,
+) -> Result<(Session, UnboundedReceiver<Event>), LaunchError> {
     let profile = Profile::load(path).unwrap();
     let entry = profile.select(None).unwrap();
     let plan = Plan::resolve(entry, &LaunchContext::from_host(), &NonInteractive).unwrap();
-    let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    // Drain progress events so the channel never grows without bound.
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    tokio::time::timeout(WAIT, launch(&plan, &events))
+    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+    let session = tokio::time::timeout(WAIT, launch(&plan, &events))
         .await
-        .expect("the launch finishes within the deadline")
+        .expect("the launch finishes within the deadline")?;
+    Ok((session, rx))
 }
 
 async fn echo_through(session: &mut Session, msg: &[u8]) {
@@ -80,39 +99,9 @@ async fn launch_echo_cleanup(profile: &str, connections: usize) {
     if let Some(pid) = pid {
         assert!(!alive(pid), "server {pid} still running after cleanup");
         // Members of the group were killed too; give the kernel a moment to finish them.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = live_group_members(pid);
-            if left.is_empty() {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still running in group {pid}: {left:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let left = wait_group_gone(pid, Duration::from_secs(5));
+        assert!(left.is_empty(), "still running in group {pid}: {left:?}");
     }
-}
-
-/// Processes (not zombies) whose process group is `pgid`, from /proc.
-fn live_group_members(pgid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the command name: state, ppid, pgrp, ...
-        let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 #[tokio::test]
@@ -299,4 +288,278 @@ async fn the_cli_connects_runs_exec_with_the_url_and_relay_and_cleans_up() {
         !Path::new(sock).exists(),
         "relay socket removed after the session"
     );
+}
+
+/// A start script that never prints a ready line: it records its pid (the group id), traps
+/// SIGTERM (writing `terms`, to show that SIGTERM came first), and starts two children in
+/// its group, one of which ignores SIGTERM and needs the SIGKILL after the grace.
+fn stuck_start_profile(dir: &Path) -> PathBuf {
+    let script = dir.join("stuck.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             echo $$ > '{d}/leader'\n\
+             trap 'echo term >> \"{d}/terms\"; exit 0' TERM\n\
+             sh -c \"trap '' TERM; exec sleep 300\" &\n\
+             sleep 300 &\n\
+             echo 'starting, never ready' >&2\n\
+             wait\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_profile(
+        dir,
+        &format!(
+            "[[server]]\nname = \"stuck\"\nresource = \"cs://127.0.0.1:0\"\nconnect_timeout = 10\n\
+             [server.startup]\nmechanism = \"local-script\"\nscript = \"{}\"\nprocess_start_timeout = 120\n",
+            script.display()
+        ),
+    )
+}
+
+/// Wait until the stuck script's group has all three members; the group id.
+async fn stuck_group(dir: &Path) -> u32 {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(pgid) = std::fs::read_to_string(dir.join("leader"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        {
+            if group_members(pgid).len() >= 3 {
+                return pgid;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stuck script's group did not appear"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_launch_during_the_start_stops_the_whole_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = stuck_start_profile(dir.path());
+    let profile = Profile::load(&path).unwrap();
+    let plan = Plan::resolve(
+        profile.select(None).unwrap(),
+        &LaunchContext::from_host(),
+        &NonInteractive,
+    )
+    .unwrap();
+    let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut launching = Box::pin(launch(&plan, &events));
+    // Run the launch until the group is there; it is then waiting for the ready line.
+    let pgid = tokio::select! {
+        r = &mut launching => panic!("the launch ended: {r:?}"),
+        pgid = stuck_group(dir.path()) => pgid,
+    };
+    drop(launching);
+    let left = tokio::task::spawn_blocking(move || {
+        wait_group_gone(pgid, TERMINATE_GRACE + Duration::from_secs(5))
+    })
+    .await
+    .unwrap();
+    assert!(left.is_empty(), "still running in group {pgid}: {left:?}");
+    let terms = std::fs::read_to_string(dir.path().join("terms")).unwrap_or_default();
+    assert_eq!(terms, "term\n", "the leader got SIGTERM before any SIGKILL");
+}
+
+#[tokio::test]
+async fn sigint_to_the_cli_during_the_start_stops_the_whole_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = stuck_start_profile(dir.path());
+    let mut cli = tokio::process::Command::new(workspace_bin("pv-launch"))
+        .arg("--profile")
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pgid = stuck_group(dir.path()).await;
+    let pid = cli.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::time::timeout(WAIT, cli.wait())
+        .await
+        .expect("pv-launch exits after SIGINT")
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    // pv-launch waited for the group to stop before exiting: the member that ignores
+    // SIGTERM got its SIGKILL already (allow the kernel a moment to finish it).
+    let left = wait_group_gone(pgid, Duration::from_millis(500));
+    assert!(left.is_empty(), "still running in group {pgid}: {left:?}");
+    let terms = std::fs::read_to_string(dir.path().join("terms")).unwrap_or_default();
+    assert_eq!(terms, "term\n", "the leader got SIGTERM before any SIGKILL");
+}
+
+/// A profile whose start script hands the launch token to a 0600 file (as a script that
+/// starts several servers may), so a second client of the test can authenticate, then
+/// starts the demo server with `extra` arguments.
+fn token_sharing_profile(dir: &Path, extra: &str) -> PathBuf {
+    let script = dir.join("start.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\numask 077\nprintf '%s' \"$PV_LAUNCH_TOKEN\" > '{}/token'\n\
+             exec '{}' --server-port \"$1\" {extra}\n",
+            dir.display(),
+            demo()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_profile(
+        dir,
+        &format!(
+            "[[server]]\nname = \"m\"\nresource = \"cs://127.0.0.1:0\"\nconnect_timeout = 10\n\
+             [server.startup]\nmechanism = \"local-script\"\nscript = \"{}\"\nargs = [\"${{PV_SERVER_PORT}}\"]\n",
+            script.display()
+        ),
+    )
+}
+
+/// One more client: one attempt, the native handshake with `token`.
+async fn another_client(token: &Token, port: u16) -> Result<Connection, ConnectError> {
+    ConnectionManager::new(
+        ConnectionMode::Multiple,
+        ConnectionConfig::new(NativeHandshake::new(token.clone()))
+            .with_deadline(Duration::from_secs(5)),
+    )
+    .connect_to_remote(
+        "127.0.0.1",
+        port,
+        RetryPolicy::new(ConnectTimeout::Once),
+        |_, _, _| {},
+    )
+    .await
+}
+
+async fn echo_on(conn: &mut Connection, msg: &[u8]) {
+    conn.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(WAIT, conn.read_exact(&mut back))
+        .await
+        .expect("echo within the deadline")
+        .unwrap();
+    assert_eq!(back, msg);
+}
+
+fn url_port(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn multiple_connections_mode_through_a_profile_serves_further_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = token_sharing_profile(dir.path(), "--multi-clients");
+    let mut session = launch_profile(&path).await.unwrap();
+    let port = url_port(session.url());
+    let token =
+        Token::from_hex(&std::fs::read_to_string(dir.path().join("token")).unwrap()).unwrap();
+    echo_through(&mut session, b"first client").await;
+
+    // A second and a third client connect while the launcher's stays connected.
+    let mut second = another_client(&token, port).await.unwrap();
+    let mut third = another_client(&token, port).await.unwrap();
+    echo_on(&mut second, b"second client").await;
+    echo_on(&mut third, b"third client").await;
+    // A client leaving closes only its own connection.
+    drop(second);
+    echo_on(&mut third, b"third, after the second left").await;
+    echo_through(&mut session, b"first, after the second left").await;
+    // Still authenticated: a client without the token is refused, the server keeps going.
+    let e = another_client(&Token::generate(), port).await.unwrap_err();
+    assert!(e.to_string().contains("authentication failed"), "{e}");
+    let server = session.server().expect("the server is supervised");
+    assert!(server.poll().is_none(), "the server is still running");
+    let pgid = server.pid();
+    drop(third);
+    session.cleanup().await;
+    let left = wait_group_gone(pgid, Duration::from_secs(5));
+    assert!(left.is_empty(), "still running in group {pgid}: {left:?}");
+}
+
+#[tokio::test]
+async fn single_connection_mode_through_a_profile_serves_no_second_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = token_sharing_profile(dir.path(), "");
+    let (mut session, mut events) = launch_profile_with_events(&path).await.unwrap();
+    let port = url_port(session.url());
+    let token =
+        Token::from_hex(&std::fs::read_to_string(dir.path().join("token")).unwrap()).unwrap();
+    // Once the server has its client (it says so on stderr), it has closed its listener:
+    // a second client is refused, even with the right token.
+    tokio::time::timeout(WAIT, async {
+        while let Some(e) = events.recv().await {
+            if e == (Event::Stderr {
+                line: "Client connected.".into(),
+            }) {
+                return;
+            }
+        }
+        panic!("the events ended before the server reported its client");
+    })
+    .await
+    .expect("the server reports its client within the deadline");
+    let e = another_client(&token, port).await.unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("refused"), "{e}");
+    echo_through(&mut session, b"the one client").await;
+    session.cleanup().await;
+}
+
+/// A race in single mode, found while writing the test above (which therefore waits for
+/// the server to report its client): a second client that dials right after `launch`
+/// returned is, in about one run in six on a 2-core machine, the one the server serves,
+/// and the launcher's own connection is closed instead. Reproduce with
+/// `for i in $(seq 25); do cargo test -p pv-e2e --test launch_local racing -- --ignored; done`.
+#[tokio::test]
+#[ignore = "reproduces a single-mode accept race in pv-transport / the demo server; not fixed yet"]
+async fn single_connection_mode_a_second_client_racing_the_first_is_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = token_sharing_profile(dir.path(), "");
+    let mut session = launch_profile(&path).await.unwrap();
+    let port = url_port(session.url());
+    let token =
+        Token::from_hex(&std::fs::read_to_string(dir.path().join("token")).unwrap()).unwrap();
+    // Dial at once and again until refused: reset, or handshaken and closed, are fine on
+    // the way; served is not.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        match another_client(&token, port).await {
+            Err(e) if e.to_string().to_lowercase().contains("refused") => break,
+            Err(e) => seen.push(e.to_string()),
+            Ok(mut late) => {
+                let _ = late.write_all(b"x").await;
+                let mut byte = [0u8; 1];
+                let read = tokio::time::timeout(WAIT, late.read(&mut byte))
+                    .await
+                    .expect("a second client is closed, not left hanging");
+                assert!(
+                    matches!(read, Ok(0) | Err(_)),
+                    "a second client was served in single mode, after: {seen:?}"
+                );
+                seen.push("handshaken, then closed".into());
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never refused: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    echo_through(&mut session, b"the launcher's client is the one served").await;
+    session.cleanup().await;
 }

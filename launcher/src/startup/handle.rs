@@ -6,20 +6,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use tokio::process::{Child, ChildStdin};
 
 use super::StartError;
+use super::group::GroupStop;
 
 /// How long [`ServerHandle::cleanup`] waits after SIGTERM before SIGKILL.
 pub const TERMINATE_GRACE: Duration = Duration::from_secs(2);
 
 /// A running process started by pv-launch, leader of its own process group. Dropping the
-/// handle kills the whole group.
+/// handle without [`cleanup`](Self::cleanup) stops the whole group all the same (SIGTERM,
+/// then SIGKILL after `TERMINATE_GRACE`, watched by a background thread: see
+/// [`wait_for_group_stops`](super::wait_for_group_stops)).
 #[derive(Debug)]
 pub struct ServerHandle {
     child: Child,
-    pgid: Pid,
+    pid: u32,
+    /// Stops the group if the handle is dropped before `cleanup` did.
+    group: GroupStop,
     stdin: Option<ChildStdin>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     program: String,
@@ -30,15 +34,16 @@ pub struct ServerHandle {
 impl ServerHandle {
     pub(super) fn new(
         child: Child,
+        group: GroupStop,
         stdin: Option<ChildStdin>,
         stderr_tail: Arc<Mutex<VecDeque<String>>>,
         stderr_reader: Option<tokio::task::JoinHandle<()>>,
         program: String,
     ) -> Self {
-        let pid = child.id().map_or(0, |p| p as i32);
         ServerHandle {
+            pid: child.id().unwrap_or(0),
             child,
-            pgid: Pid::from_raw(pid),
+            group,
             stdin,
             stderr_tail,
             program,
@@ -49,7 +54,7 @@ impl ServerHandle {
 
     /// The process id (also its process group id).
     pub fn pid(&self) -> u32 {
-        self.pgid.as_raw() as u32
+        self.pid
     }
 
     /// The exit status if the process has ended, without waiting.
@@ -75,7 +80,11 @@ impl ServerHandle {
 
     /// Send `signal` to the whole process group.
     pub fn signal(&self, signal: Signal) -> nix::Result<()> {
-        killpg(self.pgid, signal)
+        // Once the group is stopped (or was never valid) its id is not ours to signal.
+        match self.group.pgid() {
+            Some(pgid) => killpg(pgid, signal),
+            None => Err(nix::errno::Errno::ESRCH),
+        }
     }
 
     /// Ask the group to stop (SIGTERM).
@@ -97,6 +106,9 @@ impl ServerHandle {
         }
         // Members that outlived the leader (or ignored SIGTERM) go too.
         let _ = self.signal(Signal::SIGKILL);
+        // Stopped: dropping the handle later must not signal the group id again (it may
+        // belong to someone else by then).
+        self.group.disarm();
     }
 
     /// The last lines of the process's stderr.
@@ -113,6 +125,7 @@ impl ServerHandle {
         // Stop what is left of the group, then let the stderr reader reach end of file so
         // the tail holds everything the process wrote.
         let _ = self.signal(Signal::SIGKILL);
+        self.group.disarm();
         if let Some(reader) = self.stderr_reader.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
         }
@@ -131,11 +144,5 @@ pub fn describe(status: ExitStatus) -> String {
         (Some(c), _) => format!("exit code {c}"),
         (None, Some(s)) => format!("signal {s}"),
         _ => "an unknown status".to_string(),
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        let _ = self.signal(Signal::SIGKILL);
     }
 }

@@ -8,9 +8,11 @@
 //! `-1` wait for the command to exit, exit 0 meaning the server detached and anything else
 //! a failure whose error carries the last lines of stderr.
 
+mod group;
 mod handle;
 
-pub use handle::ServerHandle;
+pub use group::wait_for_group_stops;
+pub use handle::{ServerHandle, TERMINATE_GRACE};
 
 use std::collections::VecDeque;
 use std::process::Stdio;
@@ -122,7 +124,9 @@ pub async fn start_local(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        // Not tokio's kill_on_drop: it would SIGKILL the leader alone, at once. The
+        // GroupStop below stops the whole group, with SIGTERM's grace for the leader too.
+        .kill_on_drop(false);
     if let Some(dir) = &plan.workdir {
         command.current_dir(dir);
     }
@@ -136,6 +140,10 @@ pub async fn start_local(
         program: program.clone(),
         source,
     })?;
+    // Armed before the first await: if this future is dropped from here on (Ctrl-C during
+    // the start), the whole group is stopped, not only the leader. `id()` is `Some` until
+    // the child has been waited for, which nothing has done yet.
+    let group = group::GroupStop::new(child.id().unwrap_or(0));
     let mut stdin = child.stdin.take();
     if let (Some(secrets), Some(pipe)) = (secrets, stdin.as_mut()) {
         let line = zeroize::Zeroizing::new(secrets.to_line());
@@ -180,6 +188,7 @@ pub async fn start_local(
     }
     let mut handle = ServerHandle::new(
         child,
+        group,
         stdin,
         Arc::clone(&tail),
         stderr_reader,

@@ -1,0 +1,370 @@
+//! The progress display: how the CLI shows a launch's [`Event`]s.
+//!
+//! Three forms, chosen once per run:
+//!
+//! - [`Renderer::json`] (`--json`): one JSON object per event on stdout, for GUIs and
+//!   scripts;
+//! - [`Renderer::plain`] (stderr is not a terminal: logs, pipes, tests): one timed line per
+//!   event, `[  0.12s] connecting`. Scripts and users' logs parse these lines, so their
+//!   format does not change;
+//! - [`Renderer::terminal`] (stderr is a terminal): a spinner for the running stage with its
+//!   name and live elapsed time; a finished stage becomes a `✓` line with its duration, a
+//!   failure a `✗` line with the message, and the server's output prints above the spinner.
+//!
+//! The renderer only draws: it is fed events, in order, by whoever receives them.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+
+use crate::events::{Event, Stage};
+
+/// What a stage is called on the screen and in the plain lines.
+pub fn stage_text(stage: Stage) -> &'static str {
+    match stage {
+        Stage::SshConnect => "connecting over ssh (authenticating)",
+        Stage::Start => "starting the server",
+        Stage::WaitReady => "waiting for the server's ready line",
+        Stage::Delay => "waiting the configured delay",
+        Stage::WaitExit => "waiting for the command to exit",
+        Stage::Connect => "connecting",
+        Stage::Cleanup => "stopping processes",
+    }
+}
+
+/// The one line of text an event shows as, without its time stamp. Stage events show as
+/// their stage's name.
+pub fn event_text(event: &Event) -> String {
+    match event {
+        Event::Stage { stage, .. } => stage_text(*stage).to_string(),
+        Event::Ready { port, .. } => format!("server ready on port {port}"),
+        Event::Stdout { line } => format!("server: {line}"),
+        Event::Stderr { line } => format!("server stderr: {line}"),
+        Event::Exited { code } => format!(
+            "server exited ({})",
+            code.map_or("signal".to_string(), |c| format!("code {c}"))
+        ),
+        Event::Connected { url } => format!("connected: {url}"),
+        Event::Relay { socket } => {
+            format!("local programs reach the connection at unix:{socket} (PV_LAUNCH_SOCKET)")
+        }
+        Event::CleanedUp { took, .. } => {
+            format!("processes stopped in {:.2}s", took.as_secs_f64())
+        }
+        Event::Failed { message } => format!("failed: {message}"),
+    }
+}
+
+/// Shows a launch's events as JSON lines, plain timed lines or a live terminal display.
+pub struct Renderer {
+    form: Form,
+}
+
+enum Form {
+    Json,
+    Plain(Box<dyn Write + Send>),
+    Terminal(Spinner),
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let form = match self.form {
+            Form::Json => "json",
+            Form::Plain(_) => "plain",
+            Form::Terminal(_) => "terminal",
+        };
+        f.debug_struct("Renderer").field("form", &form).finish()
+    }
+}
+
+impl Renderer {
+    /// The CLI's choice: JSON with `--json`, else the terminal display when stderr is a
+    /// terminal, else plain lines on stderr.
+    pub fn for_cli(json: bool) -> Renderer {
+        if json {
+            Renderer::json()
+        } else if std::io::stderr().is_terminal() {
+            Renderer::terminal()
+        } else {
+            Renderer::plain(Box::new(std::io::stderr()))
+        }
+    }
+
+    /// One JSON object per event, one per line, on stdout.
+    pub fn json() -> Renderer {
+        Renderer { form: Form::Json }
+    }
+
+    /// Timed lines (`[  0.12s] connecting`) written to `out`.
+    pub fn plain(out: Box<dyn Write + Send>) -> Renderer {
+        Renderer {
+            form: Form::Plain(out),
+        }
+    }
+
+    /// The live display on stderr: spinners, `✓` and `✗` lines. Colour unless `NO_COLOR`
+    /// is set.
+    pub fn terminal() -> Renderer {
+        Renderer {
+            form: Form::Terminal(Spinner {
+                current: None,
+                colour: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            }),
+        }
+    }
+
+    /// Show one event.
+    pub fn show(&mut self, event: &Event) {
+        match &mut self.form {
+            Form::Json => {
+                if let Ok(line) = serde_json::to_string(event) {
+                    println!("{line}");
+                }
+            }
+            Form::Plain(out) => {
+                let line = match event {
+                    Event::Stage { elapsed, .. }
+                    | Event::Ready { elapsed, .. }
+                    | Event::CleanedUp { elapsed, .. } => {
+                        format!("[{:>6.2}s] {}", elapsed.as_secs_f64(), event_text(event))
+                    }
+                    _ => event_text(event),
+                };
+                // A closed stderr is no reason to stop the launch.
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+            Form::Terminal(spinner) => spinner.show(event),
+        }
+    }
+
+    /// End the display: a stage still spinning is cleared (its outcome is unknown).
+    pub fn finish(&mut self) {
+        if let Form::Terminal(spinner) = &mut self.form {
+            spinner.clear();
+        }
+    }
+}
+
+impl Drop for Renderer {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The terminal display: at most one running stage, drawn by indicatif on stderr.
+struct Spinner {
+    current: Option<Running>,
+    colour: bool,
+}
+
+struct Running {
+    stage: Stage,
+    bar: ProgressBar,
+    started: Instant,
+}
+
+impl Spinner {
+    fn show(&mut self, event: &Event) {
+        match event {
+            Event::Stage { stage, .. } => {
+                self.done(None);
+                self.begin(*stage);
+            }
+            Event::Ready { .. } => match &self.current {
+                // The ready line ends the wait for it: say what came.
+                Some(r) if r.stage == Stage::WaitReady => self.done(Some(&event_text(event))),
+                _ => self.print(&event_text(event)),
+            },
+            Event::Connected { .. } => {
+                self.done(None);
+                let text = event_text(event);
+                self.print(&self.paint("1", &text));
+            }
+            Event::CleanedUp { took, .. } => match &self.current {
+                Some(r) if r.stage == Stage::Cleanup => self.done(None),
+                _ => {
+                    let line = format!(
+                        "{} {}  {}",
+                        self.paint("32", "✓"),
+                        stage_text(Stage::Cleanup),
+                        seconds(*took)
+                    );
+                    self.print(&line);
+                }
+            },
+            Event::Failed { message } => self.fail(message),
+            Event::Stdout { .. } | Event::Stderr { .. } => {
+                let text = event_text(event);
+                self.print(&self.paint("2", &text));
+            }
+            Event::Exited { .. } | Event::Relay { .. } => self.print(&event_text(event)),
+        }
+    }
+
+    /// Start a spinner for `stage`, with its name and the time it has been running.
+    fn begin(&mut self, stage: Stage) {
+        let style = ProgressStyle::with_template("{spinner:.cyan} {msg}  {secs}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner())
+            .with_key(
+                "secs",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}", seconds(state.elapsed()));
+                },
+            );
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(style);
+        bar.set_message(stage_text(stage));
+        bar.enable_steady_tick(Duration::from_millis(100));
+        self.current = Some(Running {
+            stage,
+            bar,
+            started: Instant::now(),
+        });
+    }
+
+    /// The running stage succeeded: replace its spinner with a `✓` line and its duration
+    /// (`what` instead of the stage's name when given).
+    fn done(&mut self, what: Option<&str>) {
+        if let Some(r) = self.current.take() {
+            r.bar.finish_and_clear();
+            let line = format!(
+                "{} {}  {}",
+                self.paint("32", "✓"),
+                what.unwrap_or(stage_text(r.stage)),
+                seconds(r.started.elapsed())
+            );
+            eprintln!("{line}");
+        }
+    }
+
+    /// The launch failed: a `✗` line naming the running stage (if any), then the message,
+    /// which may span lines (the server's last stderr lines).
+    fn fail(&mut self, message: &str) {
+        let line = match self.current.take() {
+            Some(r) => {
+                r.bar.finish_and_clear();
+                format!(
+                    "{} {} (after {}): {message}",
+                    self.paint("31", "✗"),
+                    stage_text(r.stage),
+                    seconds(r.started.elapsed())
+                )
+            }
+            None => format!("{} {message}", self.paint("31", "✗")),
+        };
+        eprintln!("{line}");
+    }
+
+    /// A line above the spinner (or a plain line when none runs).
+    fn print(&self, line: &str) {
+        match &self.current {
+            Some(r) => r.bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(r) = self.current.take() {
+            r.bar.finish_and_clear();
+        }
+    }
+
+    /// `text` in the SGR style `sgr` (ANSI), unless colour is off.
+    fn paint(&self, sgr: &str, text: &str) -> String {
+        if self.colour {
+            format!("\u{1b}[{sgr}m{text}\u{1b}[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A `Write` whose bytes the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn plain_lines_keep_their_format() {
+        let out = Shared::default();
+        let mut r = Renderer::plain(Box::new(out.clone()));
+        let ms = Duration::from_millis;
+        for e in [
+            Event::Stage {
+                stage: Stage::Start,
+                elapsed: ms(0),
+            },
+            Event::Stdout {
+                line: "hello".into(),
+            },
+            Event::Ready {
+                port: 4242,
+                elapsed: ms(120),
+            },
+            Event::Stage {
+                stage: Stage::Connect,
+                elapsed: ms(1234),
+            },
+            Event::Connected {
+                url: "cs://127.0.0.1:4242".into(),
+            },
+            Event::Stage {
+                stage: Stage::Cleanup,
+                elapsed: Duration::from_secs(75),
+            },
+            Event::CleanedUp {
+                took: ms(30),
+                elapsed: ms(75_030),
+            },
+            Event::Failed {
+                message: "boom".into(),
+            },
+        ] {
+            r.show(&e);
+        }
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "[  0.00s] starting the server\n\
+             server: hello\n\
+             [  0.12s] server ready on port 4242\n\
+             [  1.23s] connecting\n\
+             connected: cs://127.0.0.1:4242\n\
+             [ 75.00s] stopping processes\n\
+             [ 75.03s] processes stopped in 0.03s\n\
+             failed: boom\n"
+        );
+    }
+
+    #[test]
+    fn cleaned_up_serialises_with_both_durations() {
+        let e = Event::CleanedUp {
+            took: Duration::from_millis(1500),
+            elapsed: Duration::from_millis(4250),
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"event":"cleaned-up","took":1.5,"elapsed":4.25}"#
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! The CLI's progress display, with the real `pv-launch` and demo server: plain timed lines
+//! when stderr is not a terminal, JSON events with `--json`, and the live display (spinner,
+//! `✓` and `✗` lines) on a real terminal (tmux on a private socket).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pv_e2e::workspace_bin;
+
+/// How long any single wait may take.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn demo() -> String {
+    workspace_bin("pv-demo-server").display().to_string()
+}
+
+/// A forward profile whose server starts after `pause` seconds (a script: `sleep`, then
+/// exec the demo server), so a stage lasts long enough to be seen.
+fn profile(dir: &Path, pause: &str) -> PathBuf {
+    let script = dir.join("start.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nsleep {pause}\nexec '{}' --server-port \"$1\"\n",
+            demo()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.join("profile.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[server]]\nname = \"f\"\nresource = \"cs://127.0.0.1:0\"\nconnect_timeout = 10\n\
+             [server.startup]\nmechanism = \"local-script\"\nscript = \"{}\"\nargs = [\"${{PV_SERVER_PORT}}\"]\n\
+             process_start_timeout = 20\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Polls `cond` every 20 ms until it returns `Some`, or panics after `deadline`.
+fn wait_for<T>(what: &str, deadline: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Run `pv-launch ARGS` with stdout and stderr piped (not terminals); status, stdout, stderr.
+fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut child = Command::new(workspace_bin("pv-launch"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The output is small; read it on threads so the deadline below stays in charge.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut out, &mut s).unwrap();
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut err, &mut s).unwrap();
+        s
+    });
+    let status = wait_for("pv-launch to exit", DEADLINE, || child.try_wait().unwrap());
+    (status.code(), out.join().unwrap(), err.join().unwrap())
+}
+
+/// `[  1.23s] text` -> (1.23, "text").
+fn timed(line: &str) -> Option<(f64, &str)> {
+    let rest = line.strip_prefix('[')?;
+    let (secs, text) = rest.split_once("s] ")?;
+    // The seconds are right-aligned in six columns with two decimals.
+    if secs.len() < 6 || !secs.trim_start().contains('.') {
+        return None;
+    }
+    Some((secs.trim_start().parse().ok()?, text))
+}
+
+#[test]
+fn plain_timed_lines_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = profile(dir.path(), "0");
+    let (code, _, err) = run_cli(&["--profile", path.to_str().unwrap(), "--exec", "sleep 0.3"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains('\u{1b}') && !err.contains('✓'), "{err}");
+    let stamped: Vec<(f64, &str)> = err.lines().filter_map(timed).collect();
+    let texts: Vec<&str> = stamped
+        .iter()
+        .map(|(_, t)| *t)
+        .filter(|t| !t.starts_with("server ready on port "))
+        .collect();
+    assert_eq!(
+        texts[..texts.len().min(4)],
+        [
+            "starting the server",
+            "waiting for the server's ready line",
+            "connecting",
+            "stopping processes",
+        ],
+        "{err}"
+    );
+    assert_eq!(texts.len(), 5, "{err}");
+    assert!(
+        stamped
+            .iter()
+            .any(|(_, t)| t.starts_with("server ready on port ")),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("connected: cs://127.0.0.1:")),
+        "{err}"
+    );
+    // The cleanup stage is stamped with the real time since the launch began (the
+    // `--exec` command alone took 0.3 s), and its end says how long stopping took.
+    let cleanup = stamped
+        .iter()
+        .find(|(_, t)| *t == "stopping processes")
+        .unwrap();
+    assert!(cleanup.0 >= 0.3, "{err}");
+    let (end, text) = stamped.last().unwrap();
+    let took: f64 = text
+        .strip_prefix("processes stopped in ")
+        .and_then(|t| t.strip_suffix('s'))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no cleanup line: {err}"));
+    assert!(
+        *end >= cleanup.0 && took <= *end - cleanup.0 + 0.011,
+        "{err}"
+    );
+}
+
+#[test]
+fn json_events_on_stdout_with_the_cleanup_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = profile(dir.path(), "0");
+    let (code, out, err) = run_cli(&[
+        "--profile",
+        path.to_str().unwrap(),
+        "--json",
+        "--exec",
+        "sleep 0.3",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.is_empty(),
+        "nothing but JSON on stdout, nothing on stderr: {err}"
+    );
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let of = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == kind || e["stage"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {out}"))
+    };
+    assert!(
+        of("connected")["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("cs://")
+    );
+    let cleanup = of("cleanup")["elapsed"].as_f64().unwrap();
+    assert!(cleanup >= 0.3, "{out}");
+    let done = of("cleaned-up");
+    assert!(done["elapsed"].as_f64().unwrap() >= cleanup, "{out}");
+    assert!(done["took"].as_f64().unwrap() >= 0.0, "{out}");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "cleaned-up", "the last event: {out}");
+}
+
+/// A tmux server on a private socket running `pv-launch` in one 120x30 pane; the shell
+/// around it records the exit status in `rc`. Killed on drop.
+struct Tmux {
+    socket: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Tmux {
+    fn run(pv_launch_args: &str) -> Tmux {
+        let dir = tempfile::Builder::new()
+            .prefix("pvlt")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let script = dir.path().join("run.sh");
+        std::fs::write(
+            &script,
+            format!(
+                // Ctrl-C is for pv-launch: the shell only waits for it (a trapped signal
+                // is reset to the default in the child).
+                "trap 'true' INT\n\
+                 '{bin}' {pv_launch_args}\n\
+                 echo $? > '{d}/rc.tmp' && mv '{d}/rc.tmp' '{d}/rc'\n\
+                 sleep 60\n",
+                bin = workspace_bin("pv-launch").display(),
+                d = dir.path().display()
+            ),
+        )
+        .unwrap();
+        let socket = dir.path().join("tmux.sock");
+        let status = Command::new("tmux")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("TERM", "xterm")
+            .arg("-S")
+            .arg(&socket)
+            .args(["new-session", "-d", "-x", "120", "-y", "30", "-s", "t"])
+            .arg(format!("sh '{}'", script.display()))
+            .stdin(Stdio::null())
+            .status()
+            .expect("tmux (apt-get install tmux)");
+        assert!(status.success());
+        Tmux { socket, dir }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    /// Wait until some line of the screen satisfies `cond`; that line.
+    fn wait_for_line(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for(what, DEADLINE, || {
+                last = self.screen();
+                last.lines().find(|l| cond(l)).map(str::to_owned)
+            })
+        }));
+        found.unwrap_or_else(|_| panic!("no {what} on the screen:\n{last}"))
+    }
+
+    /// pv-launch's exit status, once the shell recorded it.
+    fn rc(&self) -> i32 {
+        let rc = self.dir.path().join("rc");
+        wait_for("pv-launch to exit", DEADLINE, || {
+            std::fs::read_to_string(&rc).ok()
+        })
+        .trim()
+        .parse()
+        .unwrap()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The seconds at the end of a display line (`… 1.23s`).
+fn trailing_seconds(line: &str) -> Option<f64> {
+    line.trim_end()
+        .rsplit(' ')
+        .next()?
+        .strip_suffix('s')?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn the_terminal_display_spins_then_ticks_each_stage_and_shows_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    // The server starts after 1.5 s: the ready-line wait spins that long.
+    let path = profile(dir.path(), "1.5");
+    let t = Tmux::run(&format!("--profile '{}'", path.display()));
+    // A live spinner (not a ✓ line) for the running stage, its elapsed time counting.
+    let spinning = t.wait_for_line("a spinner with a live elapsed time", |l| {
+        l.contains("waiting for the server's ready line")
+            && !l.starts_with('✓')
+            && trailing_seconds(l).is_some_and(|s| s >= 0.3)
+    });
+    assert!(!spinning.starts_with('['), "not a plain line: {spinning}");
+    let url = t.wait_for_line("the connection URL", |l| l.starts_with("connected: cs://"));
+    let screen = t.screen();
+    for done in [
+        "✓ starting the server",
+        "✓ server ready on port ",
+        "✓ connecting",
+    ] {
+        let line = screen
+            .lines()
+            .find(|l| l.starts_with(done))
+            .unwrap_or_else(|| panic!("no {done:?} line:\n{screen}"));
+        assert!(trailing_seconds(line).is_some(), "{line}");
+    }
+    // The ready-line wait took the script's 1.5 s, and the ✓ line says so.
+    let ready = screen
+        .lines()
+        .find(|l| l.starts_with("✓ server ready on port "))
+        .unwrap();
+    assert!(trailing_seconds(ready).unwrap() >= 1.4, "{screen}");
+    // Server output prints above the display, and no plain timed line is drawn.
+    assert!(
+        screen.contains("server: pv-launch-ready v1 port="),
+        "{screen}"
+    );
+    assert!(!screen.lines().any(|l| timed(l).is_some()), "{screen}");
+    assert!(url.contains("127.0.0.1:"), "{url}");
+
+    // Ctrl-C: the cleanup stage ends as a ✓ line, and pv-launch exits 130.
+    t.tmux(&["send-keys", "-t", "t", "C-c"]);
+    t.wait_for_line("the cleanup ✓ line", |l| {
+        l.starts_with("✓ stopping processes")
+    });
+    assert_eq!(t.rc(), 130, "{}", t.screen());
+}
+
+#[test]
+fn the_terminal_display_shows_a_failure_with_a_cross_and_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fail.sh");
+    std::fs::write(&script, "#!/bin/sh\necho 'no licence left' >&2\nexit 3\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("profile.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[server]]\nname = \"f\"\nresource = \"cs://127.0.0.1:0\"\n\
+             [server.startup]\nmechanism = \"local-script\"\nscript = \"{}\"\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let t = Tmux::run(&format!("--profile '{}'", path.display()));
+    let cross = t.wait_for_line("a ✗ line", |l| l.starts_with("✗ "));
+    assert!(
+        cross.contains("waiting for the server's ready line") && cross.contains("exit code 3"),
+        "{cross}"
+    );
+    assert!(t.screen().contains("no licence left"), "{}", t.screen());
+    assert_eq!(t.rc(), 1, "{}", t.screen());
+}
