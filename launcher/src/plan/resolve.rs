@@ -694,6 +694,23 @@ impl Resolver<'_> {
         }
         let mut tunnels = vec![];
         let mut client_resource = None;
+        let loopback_host = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if ssh.port_forwarding.is_none()
+            && resource.direction() == Some(Direction::Reverse)
+            && !loopback_host
+        {
+            warnings.push(Warning::at(
+                &entry.resource.at,
+                format!(
+                    "a reverse connection over ssh without port_forwarding: pv-launch listens on \
+                     127.0.0.1 only, which a server on {host} cannot reach unless it runs on this \
+                     machine; set port_forwarding = true (or <PortForwarding/> in a .pvsc file)"
+                ),
+            ));
+        }
         if ssh.port_forwarding.is_some() {
             let Resource::ClientServer {
                 direction,
@@ -883,5 +900,37 @@ mod tests {
         let plan = resolve("options = [\"-o\", \"GlobalKnownHostsFile=/etc/k\"]\n").unwrap();
         assert_eq!(plan.warnings().len(), 1, "{:?}", plan.warnings());
         assert!(plan.warnings()[0].message.contains("GlobalKnownHostsFile"));
+    }
+
+    fn reverse_over_ssh(host: &str, ssh_extra: &str) -> Plan {
+        let text = format!(
+            "[[server]]\nname = \"r\"\nresource = \"csrc://{host}:11111\"\n\
+             [server.startup]\nmechanism = \"ssh\"\nargv = [\"pvserver\"]\n\
+             [server.startup.ssh]\n{ssh_extra}"
+        );
+        let profile = load_str(Path::new("p.toml"), &text).unwrap();
+        Plan::resolve(
+            &profile.servers[0],
+            &LaunchContext::fixed(),
+            &crate::prompt::NonInteractive,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_reverse_connection_over_ssh_without_a_tunnel_is_warned_about_unless_local() {
+        let plan = reverse_over_ssh("login1.example.org", "");
+        assert_eq!(plan.warnings().len(), 1, "{:?}", plan.warnings());
+        let w = plan.warnings()[0].to_string();
+        assert!(
+            w.contains("p.toml:3:12") && w.contains("port_forwarding"),
+            "{w}"
+        );
+        assert!(
+            reverse_over_ssh("login1.example.org", "port_forwarding = true\n")
+                .warnings()
+                .is_empty()
+        );
+        assert!(reverse_over_ssh("127.0.0.1", "").warnings().is_empty());
     }
 }
