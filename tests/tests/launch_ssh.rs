@@ -311,6 +311,7 @@ async fn a_script_that_detaches_its_server_keeps_the_tunnel_until_the_connection
     std::fs::create_dir(&out).unwrap();
     std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let pidfile = out.join("detached.pid");
+    let started = out.join("detached.out");
     let script = sshd.dir().join("submit.sh");
     std::fs::write(
         &script,
@@ -318,10 +319,16 @@ async fn a_script_that_detaches_its_server_keeps_the_tunnel_until_the_connection
             "#!/bin/sh\n# the server reads the secrets line on its stdin, like a job handed the token\n\
              # (an asynchronous command's stdin is /dev/null unless given through another fd)\n\
              exec 4<&0\n\
-             setsid {:?} --reverse-connection --client-host 127.0.0.1 --server-port \"$PV_SERVER_PORT\" <&4 >/dev/null 2>&1 &\n\
-             echo $! > {:?}\nexit 0\n",
+             setsid {:?} --reverse-connection --client-host 127.0.0.1 --server-port \"$PV_SERVER_PORT\" <&4 >{:?} 2>&1 &\n\
+             echo $! > {:?}\n\
+             # like a submission that waits for the job to be queued: until the server runs\n\
+             # (left this group), at most 10 s; what stays in the group ends with the script\n\
+             n=0; while [ ! -s {:?} ] && [ $n -lt 200 ]; do sleep 0.05; n=$((n+1)); done\n\
+             exit 0\n",
             demo(),
-            pidfile.display().to_string()
+            started.display().to_string(),
+            pidfile.display().to_string(),
+            started.display().to_string(),
         ),
     )
     .unwrap();
