@@ -717,8 +717,24 @@ async fn start_ssh(
     Ok((Some(server), None))
 }
 
-/// The remote command's output lines, as events.
-fn remote_output(events: &EventSender) -> tokio::sync::mpsc::UnboundedSender<RemoteOutput> {
+/// Point a reverse tunnel at the port the client really listens on.
+fn reverse_to_listener(tunnel: &mut TunnelMode, listening: &[u16]) {
+    if let (TunnelMode::Reverse { local_port, .. }, Some(port)) = (tunnel, listening.first()) {
+        *local_port = *port;
+    }
+}
+
+/// Once authenticated: report the start (and the ready-line wait, when there is one), and
+/// turn the remote command's output lines into events.
+fn remote_start(
+    events: &EventSender,
+    with_ready_line: bool,
+    begun: std::time::Instant,
+) -> tokio::sync::mpsc::UnboundedSender<RemoteOutput> {
+    stage(events, Stage::Start, begun);
+    if with_ready_line {
+        stage(events, Stage::WaitReady, begun);
+    }
     let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel();
     let forward = events.clone();
     tokio::spawn(async move {
@@ -743,19 +759,10 @@ async fn start_openssh(
     begun: std::time::Instant,
 ) -> Result<Supervised, LaunchError> {
     let (mut launch, command) = ssh::ssh_launch(plan, options.ssh.clone(), secrets.is_some())?;
-    // A reverse tunnel reaches the port the client really listens on.
-    if let (TunnelMode::Reverse { local_port, .. }, Some(port)) =
-        (&mut launch.tunnel, listening.first())
-    {
-        *local_port = *port;
-    }
+    reverse_to_listener(&mut launch.tunnel, listening);
     stage(events, Stage::SshConnect, begun);
     let master = Arc::new(Master::connect(&launch.target, &launch.master).await?);
-    stage(events, Stage::Start, begun);
-    let out_tx = remote_output(events);
-    if secrets.is_some() {
-        stage(events, Stage::WaitReady, begun);
-    }
+    let out_tx = remote_start(events, secrets.is_some(), begun);
     let session = launch
         .start_on(master, move |_| command, secrets, Some(out_tx))
         .await?;
@@ -774,18 +781,10 @@ async fn start_russh(
     begun: std::time::Instant,
 ) -> Result<Supervised, LaunchError> {
     let (mut launch, command) = ssh::russh_launch(plan, &options.ssh, secrets.is_some())?;
-    if let (TunnelMode::Reverse { local_port, .. }, Some(port)) =
-        (&mut launch.tunnel, listening.first())
-    {
-        *local_port = *port;
-    }
+    reverse_to_listener(&mut launch.tunnel, listening);
     stage(events, Stage::SshConnect, begun);
     let conn = launch.connect().await?;
-    stage(events, Stage::Start, begun);
-    let out_tx = remote_output(events);
-    if secrets.is_some() {
-        stage(events, Stage::WaitReady, begun);
-    }
+    let out_tx = remote_start(events, secrets.is_some(), begun);
     let session = launch
         .start_on(conn, move |_| command, secrets, Some(out_tx))
         .await?;

@@ -13,9 +13,15 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use pv_transport::Token;
+use pv_transport::handshake::native::NativeHandshake;
 use pv_transport::launch::{ReadyLine, Secrets};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use pv_transport::{
+    ConnectError, ConnectTimeout, Connection, ConnectionConfig, ConnectionManager, ConnectionMode,
+    RetryPolicy, Token,
+};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, Lines,
+};
 use tokio::process::{Child, ChildStdout, Command};
 
 /// How long any fixture waits for a process to become ready.
@@ -108,4 +114,64 @@ impl DemoServer {
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+}
+
+/// Write `msg` on `conn` and check that the same bytes come back within `deadline` (the
+/// demo server echoes what it reads).
+pub async fn echo(
+    conn: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    msg: &[u8],
+    deadline: Duration,
+) {
+    conn.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(deadline, conn.read_exact(&mut back))
+        .await
+        .expect("the echo within the deadline")
+        .unwrap();
+    assert_eq!(back, msg);
+}
+
+/// One more client of a server on 127.0.0.1:`port`: one dial, the native handshake with
+/// `token` within `handshake_deadline`.
+pub async fn native_client(
+    token: &Token,
+    port: u16,
+    handshake_deadline: Duration,
+) -> Result<Connection, ConnectError> {
+    ConnectionManager::new(
+        ConnectionMode::Multiple,
+        ConnectionConfig::new(NativeHandshake::new(token.clone()))
+            .with_deadline(handshake_deadline),
+    )
+    .connect_to_remote(
+        "127.0.0.1",
+        port,
+        RetryPolicy::new(ConnectTimeout::Once),
+        |_, _, _| {},
+    )
+    .await
+}
+
+/// Whether process `pid` runs (a zombie waiting to be reaped does not count).
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.split_whitespace().next() != Some("Z"))
+        })
+        .unwrap_or(false)
+}
+
+/// Wait up to `deadline` for process `pid` to be gone; whether it went.
+pub fn wait_not_running(pid: u32, deadline: Duration) -> bool {
+    let end = std::time::Instant::now() + deadline;
+    while running(pid) {
+        if std::time::Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
 }

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use pv_e2e::{DemoServer, workspace_bin};
+use pv_e2e::{DemoServer, echo, native_client, workspace_bin};
 use pv_transport::handshake::native::NativeHandshake;
 use pv_transport::{
     ConnectTimeout, Connection, ConnectionConfig, ConnectionManager, ConnectionMode, Listener,
     RetryPolicy, TlsConfig, Token, loopback,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -32,32 +31,6 @@ async fn connect(m: &ConnectionManager, port: u16) -> Connection {
     .unwrap()
 }
 
-/// A second client with the right token, one attempt.
-async fn m2_connect(token: &Token, port: u16) -> Result<Connection, pv_transport::ConnectError> {
-    ConnectionManager::new(
-        ConnectionMode::Multiple,
-        ConnectionConfig::new(NativeHandshake::new(token.clone()))
-            .with_deadline(Duration::from_secs(2)),
-    )
-    .connect_to_remote(
-        "127.0.0.1",
-        port,
-        RetryPolicy::new(ConnectTimeout::Once),
-        |_, _, _| {},
-    )
-    .await
-}
-
-async fn echo(conn: &mut Connection, msg: &[u8]) {
-    conn.write_all(msg).await.unwrap();
-    let mut back = vec![0u8; msg.len()];
-    tokio::time::timeout(WAIT, conn.read_exact(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(back, msg);
-}
-
 #[tokio::test]
 async fn forward_single_serves_one_client_closes_its_port_and_exits_when_it_leaves() {
     for tls in [false, true] {
@@ -73,11 +46,11 @@ async fn forward_single_serves_one_client_closes_its_port_and_exits_when_it_leav
         let m = client(&token, &server, ConnectionMode::Single);
         let mut conn = connect(&m, port).await;
         assert_eq!(conn.tls().is_some(), tls);
-        echo(&mut conn, b"bytes flow").await;
+        echo(&mut conn, b"bytes flow", WAIT).await;
         // The listening socket is gone once the first client is in. (Tests run in
         // parallel, so another test may have bound the freed port: then that listener must
         // at least not be our server, which would accept our token.)
-        let second = m2_connect(&token, port).await;
+        let second = native_client(&token, port, Duration::from_secs(2)).await;
         assert!(second.is_err(), "a second client got in");
         drop(conn);
         assert_eq!(server.exit_within(WAIT).await, Some(0));
@@ -105,7 +78,7 @@ async fn reverse_single_dials_the_waiting_client_and_exits_when_it_leaves() {
         let m = client(&token, &server, ConnectionMode::Single);
         let mut conn = m.wait_for_server(listener, Some(WAIT)).await.unwrap();
         assert_eq!(conn.tls().is_some(), tls);
-        echo(&mut conn, b"reverse").await;
+        echo(&mut conn, b"reverse", WAIT).await;
         drop(conn);
         assert_eq!(server.exit_within(WAIT).await, Some(0));
     }
@@ -122,10 +95,10 @@ async fn multi_clients_keeps_accepting_and_a_leaving_client_closes_only_its_own(
     }
     drop(conns.remove(0));
     for c in &mut conns {
-        echo(c, b"still served").await;
+        echo(c, b"still served", WAIT).await;
     }
     let mut late = connect(&m, server.ready.port).await;
-    echo(&mut late, b"late").await;
+    echo(&mut late, b"late", WAIT).await;
     assert!(
         server.is_running(),
         "clients leaving does not end a multi-client server"
@@ -158,7 +131,7 @@ async fn a_client_with_the_wrong_token_is_refused_and_the_server_keeps_waiting()
     assert!(server.is_running());
     let m = client(&token, &server, ConnectionMode::Single);
     let mut conn = connect(&m, server.ready.port).await;
-    echo(&mut conn, b"right token").await;
+    echo(&mut conn, b"right token", WAIT).await;
 }
 
 #[tokio::test]

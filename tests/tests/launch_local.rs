@@ -8,17 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pv_e2e::sshd::{group_members, wait_group_gone};
-use pv_e2e::{DemoServer, workspace_bin};
+use pv_e2e::{DemoServer, echo, native_client, running, workspace_bin};
 use pv_launch::events::Event;
 use pv_launch::plan::Plan;
 use pv_launch::session::{LaunchError, Session, launch};
 use pv_launch::startup::TERMINATE_GRACE;
 use pv_launch::{LaunchContext, NonInteractive, Profile};
-use pv_transport::handshake::native::NativeHandshake;
-use pv_transport::{
-    ConnectError, ConnectTimeout, Connection, ConnectionConfig, ConnectionManager, ConnectionMode,
-    Listener, RetryPolicy, Token, loopback,
-};
+use pv_transport::{Listener, Token, loopback};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -64,21 +60,8 @@ async fn launch_profile_with_events(
 
 async fn echo_through(session: &mut Session, msg: &[u8]) {
     for conn in session.connections() {
-        conn.write_all(msg).await.unwrap();
-        let mut back = vec![0u8; msg.len()];
-        tokio::time::timeout(WAIT, conn.read_exact(&mut back))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(back, msg);
+        echo(conn, msg, WAIT).await;
     }
-}
-
-/// Whether a process with this pid still exists (and is not a zombie).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z "))
-        .unwrap_or(false)
 }
 
 /// Launch, echo through every connection, check the server process, clean up, and check
@@ -97,7 +80,7 @@ async fn launch_echo_cleanup(profile: &str, connections: usize) {
     let pid = session.server().map(|h| h.pid());
     session.cleanup().await;
     if let Some(pid) = pid {
-        assert!(!alive(pid), "server {pid} still running after cleanup");
+        assert!(!running(pid), "server {pid} still running after cleanup");
         // Members of the group were killed too; give the kernel a moment to finish them.
         let left = wait_group_gone(pid, Duration::from_secs(5));
         assert!(left.is_empty(), "still running in group {pid}: {left:?}");
@@ -430,32 +413,6 @@ fn token_sharing_profile(dir: &Path, extra: &str) -> PathBuf {
     )
 }
 
-/// One more client: one attempt, the native handshake with `token`.
-async fn another_client(token: &Token, port: u16) -> Result<Connection, ConnectError> {
-    ConnectionManager::new(
-        ConnectionMode::Multiple,
-        ConnectionConfig::new(NativeHandshake::new(token.clone()))
-            .with_deadline(Duration::from_secs(5)),
-    )
-    .connect_to_remote(
-        "127.0.0.1",
-        port,
-        RetryPolicy::new(ConnectTimeout::Once),
-        |_, _, _| {},
-    )
-    .await
-}
-
-async fn echo_on(conn: &mut Connection, msg: &[u8]) {
-    conn.write_all(msg).await.unwrap();
-    let mut back = vec![0u8; msg.len()];
-    tokio::time::timeout(WAIT, conn.read_exact(&mut back))
-        .await
-        .expect("echo within the deadline")
-        .unwrap();
-    assert_eq!(back, msg);
-}
-
 fn url_port(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()
 }
@@ -471,16 +428,22 @@ async fn multiple_connections_mode_through_a_profile_serves_further_clients() {
     echo_through(&mut session, b"first client").await;
 
     // A second and a third client connect while the launcher's stays connected.
-    let mut second = another_client(&token, port).await.unwrap();
-    let mut third = another_client(&token, port).await.unwrap();
-    echo_on(&mut second, b"second client").await;
-    echo_on(&mut third, b"third client").await;
+    let mut second = native_client(&token, port, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut third = native_client(&token, port, Duration::from_secs(5))
+        .await
+        .unwrap();
+    echo(&mut second, b"second client", WAIT).await;
+    echo(&mut third, b"third client", WAIT).await;
     // A client leaving closes only its own connection.
     drop(second);
-    echo_on(&mut third, b"third, after the second left").await;
+    echo(&mut third, b"third, after the second left", WAIT).await;
     echo_through(&mut session, b"first, after the second left").await;
     // Still authenticated: a client without the token is refused, the server keeps going.
-    let e = another_client(&Token::generate(), port).await.unwrap_err();
+    let e = native_client(&Token::generate(), port, Duration::from_secs(5))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("authentication failed"), "{e}");
     let server = session.server().expect("the server is supervised");
     assert!(server.poll().is_none(), "the server is still running");
@@ -513,7 +476,9 @@ async fn single_connection_mode_through_a_profile_serves_no_second_client() {
     })
     .await
     .expect("the server reports its client within the deadline");
-    let e = another_client(&token, port).await.unwrap_err();
+    let e = native_client(&token, port, Duration::from_secs(5))
+        .await
+        .unwrap_err();
     assert!(e.to_string().to_lowercase().contains("refused"), "{e}");
     echo_through(&mut session, b"the one client").await;
     session.cleanup().await;
@@ -538,7 +503,7 @@ async fn single_connection_mode_a_second_client_racing_the_first_is_not_served()
     let deadline = std::time::Instant::now() + WAIT;
     let mut seen = Vec::new();
     loop {
-        match another_client(&token, port).await {
+        match native_client(&token, port, Duration::from_secs(5)).await {
             Err(e) if e.to_string().to_lowercase().contains("refused") => break,
             Err(e) => seen.push(e.to_string()),
             Ok(mut late) => {

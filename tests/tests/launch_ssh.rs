@@ -11,18 +11,17 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pv_e2e::prompts::Scripted;
 use pv_e2e::sshd::{Sshd, TEST_PASSWORD, TEST_USER, wait_group_gone};
-use pv_e2e::workspace_bin;
+use pv_e2e::{echo, running, wait_not_running, workspace_bin};
 use pv_launch::events::{Event, Stage};
 use pv_launch::plan::Plan;
 use pv_launch::session::{LaunchError, LaunchOptions, Session, launch_with};
 use pv_launch::ssh::AskpassProgram;
 use pv_launch::{LaunchContext, NonInteractive, Profile};
 use pv_transport::{Listener, loopback};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -39,28 +38,6 @@ fn demo() -> String {
 async fn free_port() -> u16 {
     let l = Listener::bind(loopback(0), None).await.unwrap();
     l.local_addr().unwrap().port()
-}
-
-/// Whether `pid` runs (a zombie does not count).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| r.split_whitespace().next() != Some("Z"))
-        })
-        .unwrap_or(false)
-}
-
-fn wait_not_running(pid: u32) -> bool {
-    let deadline = Instant::now() + WAIT;
-    while running(pid) {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
 }
 
 /// The `[server.startup.ssh]` table reaching `sshd` as the test user, with `methods`
@@ -131,14 +108,7 @@ async fn launch_text(text: &str, prompter: Arc<Scripted>) -> (Result<Session, La
 }
 
 async fn echo_through(session: &mut Session, msg: &[u8]) {
-    let conn = session.connection().expect("a connection");
-    conn.write_all(msg).await.unwrap();
-    let mut back = vec![0u8; msg.len()];
-    tokio::time::timeout(WAIT, conn.read_exact(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(back, msg);
+    echo(session.connection().expect("a connection"), msg, WAIT).await;
 }
 
 fn stages(seen: &Seen) -> Vec<Stage> {
@@ -187,7 +157,10 @@ async fn cleanup_and_check(mut session: Session) {
     session.cleanup().await;
     assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
     if let Some(master) = master {
-        assert!(wait_not_running(master), "the ssh master {master} is gone");
+        assert!(
+            wait_not_running(master, WAIT),
+            "the ssh master {master} is gone"
+        );
     }
 }
 
@@ -582,7 +555,10 @@ async fn the_cli_runs_an_ssh_profile_with_exec_and_leaves_nothing_on_the_remote_
         .trim()
         .parse()
         .unwrap();
-    assert!(wait_not_running(pid), "the remote server {pid} is gone");
+    assert!(
+        wait_not_running(pid, WAIT),
+        "the remote server {pid} is gone"
+    );
 }
 
 /// A ParaView server file as an HPC centre writes it: `SSHCommand` with `PortForwarding`,

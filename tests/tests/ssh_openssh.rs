@@ -15,7 +15,7 @@ use pv_e2e::prompts::Scripted;
 use pv_e2e::sshd::{
     KEY_PASSPHRASE, Sshd, TEST_PASSWORD, TEST_USER, group_members, wait_group_gone,
 };
-use pv_e2e::workspace_bin;
+use pv_e2e::{echo, running, workspace_bin};
 use pv_launch::prompt::{PromptError, PromptRequest, Prompter};
 use pv_launch::ssh::{
     AskpassProgram, Master, MasterOptions, RemoteOutput, RemoteServer, SshError, SshLaunch,
@@ -24,10 +24,9 @@ use pv_launch::ssh::{
 use pv_transport::handshake::native::NativeHandshake;
 use pv_transport::launch::Secrets;
 use pv_transport::{
-    ConnectTimeout, Connection, ConnectionConfig, ConnectionManager, ConnectionMode, Listener,
-    RetryPolicy, Token, loopback,
+    ConnectTimeout, ConnectionConfig, ConnectionManager, ConnectionMode, Listener, RetryPolicy,
+    Token, loopback,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -58,27 +57,6 @@ fn options(prompter: &Arc<Scripted>) -> MasterOptions {
 
 fn demo_server() -> String {
     workspace_bin("pv-demo-server").display().to_string()
-}
-
-/// Whether `pid` runs (a zombie waiting to be reaped does not count).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| r.split_whitespace().next() != Some("Z"))
-        })
-        .unwrap_or(false)
-}
-
-async fn echo(conn: &mut Connection, msg: &[u8]) {
-    conn.write_all(msg).await.unwrap();
-    let mut back = vec![0u8; msg.len()];
-    tokio::time::timeout(WAIT, conn.read_exact(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(back, msg);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +109,7 @@ async fn forward_tunnel_with_key_auth_carries_the_native_handshake_and_cleans_up
         )
         .await
         .unwrap();
-    echo(&mut conn, b"through the -L tunnel").await;
+    echo(&mut conn, b"through the -L tunnel", WAIT).await;
 
     let pgid = session.remote_pgid().unwrap();
     let master_pid = session.master().pid().unwrap();
@@ -207,7 +185,7 @@ async fn reverse_tunnel_hands_the_remote_port_to_the_server() {
         .await
         .unwrap()
         .unwrap();
-    echo(&mut conn, b"through the -R tunnel").await;
+    echo(&mut conn, b"through the -R tunnel", WAIT).await;
     let pgid = session.remote_pgid().unwrap();
     session.close().await;
     assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
@@ -559,7 +537,7 @@ async fn profiles_start_servers_over_ssh_directly_and_through_a_script() {
             )
             .await
             .unwrap();
-        echo(&mut conn, startup.as_bytes()).await;
+        echo(&mut conn, startup.as_bytes(), WAIT).await;
         let pgid = session.remote_pgid().unwrap();
         session.close().await;
         assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
@@ -651,7 +629,7 @@ async fn launch_plan_runs_profiles_with_port_forwarding_both_ways() {
                 .unwrap()
             }
         };
-        echo(&mut conn, b"planned tunnel").await;
+        echo(&mut conn, b"planned tunnel", WAIT).await;
         let pgid = session.remote_pgid().unwrap();
         session.close().await;
         assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());

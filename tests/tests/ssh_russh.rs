@@ -11,17 +11,16 @@ use std::time::Duration;
 
 use pv_e2e::prompts::Scripted;
 use pv_e2e::sshd::{KEY_PASSPHRASE, Sshd, TEST_PASSWORD, TEST_USER, wait_group_gone};
-use pv_e2e::workspace_bin;
+use pv_e2e::{echo, workspace_bin};
 use pv_launch::prompt::PromptError;
 use pv_launch::ssh::russh_backend::{RusshConnection, RusshOptions};
 use pv_launch::ssh::{RemoteOutput, SshError, SshTarget, remote_command};
 use pv_transport::handshake::native::NativeHandshake;
 use pv_transport::launch::Secrets;
 use pv_transport::{
-    ConnectTimeout, Connection, ConnectionConfig, ConnectionManager, ConnectionMode, Listener,
-    RetryPolicy, Token, loopback,
+    ConnectTimeout, ConnectionConfig, ConnectionManager, ConnectionMode, Listener, RetryPolicy,
+    Token, loopback,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -45,16 +44,6 @@ fn options(known_hosts: &Path, keys: &[PathBuf], prompter: &Arc<Scripted>) -> Ru
 
 fn demo_server() -> String {
     workspace_bin("pv-demo-server").display().to_string()
-}
-
-async fn echo(conn: &mut Connection, msg: &[u8]) {
-    conn.write_all(msg).await.unwrap();
-    let mut back = vec![0u8; msg.len()];
-    tokio::time::timeout(WAIT, conn.read_exact(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(back, msg);
 }
 
 /// Run `command` remotely and collect its stdout lines.
@@ -135,7 +124,7 @@ async fn unknown_host_yes_then_key_auth_forward_tunnel_and_no_orphans() {
         )
         .await
         .unwrap();
-    echo(&mut c, b"through the russh -L tunnel").await;
+    echo(&mut c, b"through the russh -L tunnel", WAIT).await;
     let pgid = remote.remote_pgid().unwrap();
     remote.stop(Some(&conn)).await;
     assert_eq!(wait_group_gone(pgid, WAIT), Vec::<u32>::new());
@@ -198,7 +187,7 @@ async fn password_then_reverse_tunnel_and_the_group_goes_with_the_connection() {
         ConnectionConfig::new(NativeHandshake::new(token)),
     );
     let mut c = m.wait_for_server(listener, Some(WAIT)).await.unwrap();
-    echo(&mut c, b"through the russh -R tunnel").await;
+    echo(&mut c, b"through the russh -R tunnel", WAIT).await;
     let pgid = remote.remote_pgid().unwrap();
     // Closing the connection alone ends the remote group (its stdin ends).
     conn.close().await;

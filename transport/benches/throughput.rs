@@ -13,17 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pv_transport::handshake::native::NativeHandshake;
-use pv_transport::handshake::{Role, Side, Stream};
-use pv_transport::{
-    Connection, ConnectionConfig, Listener, ServerIdentity, TlsConfig, Token, loopback,
-};
+use pv_transport::{Listener, loopback};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
-const CHUNK: usize = 64 * 1024;
-const PER_ITER: usize = 16 * 1024 * 1024;
+mod common;
+use common::{CHUNK, Kind, PER_ITER, ack_receiver, configs, connect_pair};
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -31,59 +26,6 @@ fn runtime() -> Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// The three kinds of connection compared.
-#[derive(Clone, Copy)]
-enum Kind {
-    Raw,
-    Native,
-    Tls,
-}
-
-struct Configs {
-    server: ConnectionConfig,
-    client: ConnectionConfig,
-}
-
-fn configs(kind: Kind) -> Option<Configs> {
-    let token = Token::generate();
-    let base = || ConnectionConfig::new(NativeHandshake::new(token.clone()));
-    match kind {
-        Kind::Raw => None,
-        Kind::Native => Some(Configs {
-            server: base(),
-            client: base(),
-        }),
-        Kind::Tls => {
-            let id = ServerIdentity::generate().unwrap();
-            Some(Configs {
-                server: base().with_tls(TlsConfig::server(&id, None).unwrap()),
-                client: base().with_tls(TlsConfig::client_pinned(id.fingerprint(), None).unwrap()),
-            })
-        }
-    }
-}
-
-/// One connected pair: (client end, server end).
-async fn connect_pair(
-    listener: &Listener,
-    cfg: &Option<Configs>,
-) -> (Box<dyn Stream>, Box<dyn Stream>) {
-    let port = listener.local_addr().unwrap().port();
-    let (c, s) = tokio::join!(TcpStream::connect(loopback(port)), listener.accept());
-    let (c, (s, addr)) = (c.unwrap(), s.unwrap());
-    c.set_nodelay(true).unwrap();
-    match cfg {
-        None => (Box::new(c), Box::new(s)),
-        Some(cfg) => {
-            let (c, s) = tokio::join!(
-                Connection::establish(c, Side::Dialler, Role::Client, &cfg.client, None),
-                Connection::establish(s, Side::Acceptor, Role::Server, &cfg.server, Some(addr))
-            );
-            (Box::new(c.unwrap()), Box::new(s.unwrap()))
-        }
-    }
 }
 
 fn bench_throughput(c: &mut Criterion) {
@@ -98,26 +40,12 @@ fn bench_throughput(c: &mut Criterion) {
         ("tls", Kind::Tls),
     ] {
         let cfg = configs(kind);
-        let (mut tx, mut rx) = rt.block_on(async {
+        let (mut tx, rx) = rt.block_on(async {
             let l = Listener::bind(loopback(0), None).await.unwrap();
             connect_pair(&l, &cfg).await
         });
         // The receiver reads PER_ITER bytes per request and acknowledges with one byte.
-        let receiver = rt.spawn(async move {
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let mut left = PER_ITER;
-                while left > 0 {
-                    match rx.read(&mut buf[..left.min(CHUNK)]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => left -= n,
-                    }
-                }
-                if rx.write_all(&[1]).await.is_err() || rx.flush().await.is_err() {
-                    return;
-                }
-            }
-        });
+        let receiver = rt.spawn(ack_receiver(rx));
         let data = Arc::new(vec![0x5au8; CHUNK]);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {

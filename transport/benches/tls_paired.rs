@@ -14,16 +14,13 @@
 use std::path::Path;
 use std::time::Instant;
 
-use pv_transport::handshake::native::NativeHandshake;
-use pv_transport::handshake::{Role, Side, Stream};
-use pv_transport::{
-    Connection, ConnectionConfig, Listener, ServerIdentity, TlsConfig, Token, loopback,
-};
+use pv_transport::handshake::Stream;
+use pv_transport::{Listener, loopback};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-const CHUNK: usize = 64 * 1024;
-const PER_ITER: usize = 16 * 1024 * 1024;
+mod common;
+use common::{CHUNK, PER_ITER, ack_receiver, configs, connect_pair};
+
 const ITERS_PER_ROUND: usize = 4;
 
 /// CPU time (s) of one thread, from its `schedstat`.
@@ -54,30 +51,6 @@ fn loadavg() -> String {
         .join(" ")
 }
 
-async fn connect_pair(tls: Option<bool>) -> (Box<dyn Stream>, Box<dyn Stream>) {
-    let listener = Listener::bind(loopback(0), None).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (c, s) = tokio::join!(TcpStream::connect(loopback(port)), listener.accept());
-    let (c, (s, addr)) = (c.unwrap(), s.unwrap());
-    c.set_nodelay(true).unwrap();
-    let Some(tls) = tls else {
-        return (Box::new(c), Box::new(s));
-    };
-    let token = Token::generate();
-    let mut server = ConnectionConfig::new(NativeHandshake::new(token.clone()));
-    let mut client = ConnectionConfig::new(NativeHandshake::new(token));
-    if tls {
-        let id = ServerIdentity::generate().unwrap();
-        server = server.with_tls(TlsConfig::server(&id, None).unwrap());
-        client = client.with_tls(TlsConfig::client_pinned(id.fingerprint(), None).unwrap());
-    }
-    let (c, s) = tokio::join!(
-        Connection::establish(c, Side::Dialler, Role::Client, &client, None),
-        Connection::establish(s, Side::Acceptor, Role::Server, &server, Some(addr))
-    );
-    (Box::new(c.unwrap()), Box::new(s.unwrap()))
-}
-
 struct Kind {
     name: &'static str,
     tx: Box<dyn Stream>,
@@ -106,28 +79,17 @@ fn main() {
         .build()
         .unwrap();
     let mut kinds = Vec::new();
-    for (name, tls) in [
-        ("raw_tcp", None),
-        ("native", Some(false)),
-        ("tls", Some(true)),
+    for (name, kind) in [
+        ("raw_tcp", common::Kind::Raw),
+        ("native", common::Kind::Native),
+        ("tls", common::Kind::Tls),
     ] {
-        let (tx, mut rx) = rt.block_on(connect_pair(tls));
-        // The receiver reads PER_ITER bytes per request and acknowledges with one byte.
-        rt.spawn(async move {
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let mut left = PER_ITER;
-                while left > 0 {
-                    match rx.read(&mut buf[..left.min(CHUNK)]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => left -= n,
-                    }
-                }
-                if rx.write_all(&[1]).await.is_err() || rx.flush().await.is_err() {
-                    return;
-                }
-            }
+        let (tx, rx) = rt.block_on(async {
+            let l = Listener::bind(loopback(0), None).await.unwrap();
+            connect_pair(&l, &configs(kind)).await
         });
+        // The receiver reads PER_ITER bytes per request and acknowledges with one byte.
+        rt.spawn(ack_receiver(rx));
         kinds.push(Kind {
             name,
             tx,
