@@ -357,15 +357,27 @@ async fn openssl_s_client_talks_to_our_tls_listener() {
             .spawn()
             .expect("openssl is installed (ci/install-deps)"),
     );
+    // About 300 KB each way: many records, in writes and reads of every size.
+    let sent: Vec<String> = (0..300)
+        .map(|i| format!("{i:04} {}", "openssl".repeat(1 + i % 200)))
+        .collect();
     let mut stdin = child.0.stdin.take().unwrap();
-    stdin.write_all(b"hello openssl\n").await.unwrap();
+    let writer = tokio::spawn({
+        let text = sent.join("\n") + "\n";
+        async move {
+            stdin.write_all(text.as_bytes()).await.unwrap();
+            stdin
+        }
+    });
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(DEADLINE, lines.next_line())
-        .await
-        .expect("s_client echoes within the deadline")
-        .unwrap();
-    assert_eq!(line.as_deref(), Some("hello openssl"));
-    drop(stdin);
+    for want in &sent {
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .expect("s_client echoes within the deadline")
+            .unwrap();
+        assert_eq!(line.as_deref(), Some(want.as_str()));
+    }
+    drop(writer.await.unwrap());
     drop(child);
     server.abort();
 }
@@ -445,6 +457,196 @@ async fn our_pinned_client_talks_to_openssl_s_server() {
         .unwrap();
     assert_eq!(line.trim_end(), "hcnual-vp");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A self-signed certificate for `pv-launch-server` in a fresh directory: (dir, cert, key,
+/// fingerprint).
+fn openssl_identity() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Fingerprint,
+) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["pv-launch-server".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (dir, cert_path, key_path, Fingerprint::of_der(cert.der()))
+}
+
+/// Read `lines` until one satisfies `want`, within the deadline; everything read is returned.
+async fn wait_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    what: &str,
+    want: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let hit = want(&line);
+            seen.push(line);
+            if hit {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        matches!(found, Ok(true)),
+        "no line with {what}; saw {seen:?}"
+    );
+    seen
+}
+
+/// openssl's server asks for a key update (`K` on its stdin): our client switches its
+/// receiving key, answers with a key update of its own, and both directions go on.
+#[tokio::test]
+async fn a_key_update_from_openssl_s_server_is_followed_and_answered() {
+    let (_dir, cert_path, key_path, pin) = openssl_identity();
+    let port = {
+        let l = Listener::bind(loopback(0), None).await.unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut server = Reaped(
+        // stdbuf: line-buffered stdout, or the -msg trace waits in openssl's buffer.
+        tokio::process::Command::new("stdbuf")
+            .args(["-oL", "openssl"])
+            .args([
+                "s_server",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+                "-tls1_3",
+                // Trace each TLS message, so the test sees the KeyUpdates go and come.
+                "-msg",
+            ])
+            .arg("-cert")
+            .arg(&cert_path)
+            .arg("-key")
+            .arg(&key_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("openssl is installed"),
+    );
+    let mut commands = server.0.stdin.take().unwrap();
+    let mut out = BufReader::new(server.0.stdout.take().unwrap()).lines();
+    wait_line(&mut out, "ACCEPT", |l| l.contains("ACCEPT")).await;
+
+    let config =
+        ConnectionConfig::new(NoHandshake).with_tls(TlsConfig::client_pinned(pin, None).unwrap());
+    let stream = TcpStream::connect(loopback(port)).await.unwrap();
+    let conn = Connection::establish(stream, Side::Dialler, Role::Client, &config, None)
+        .await
+        .unwrap();
+    let (r, mut w) = tokio::io::split(conn);
+    let mut from_server = BufReader::new(r).lines();
+
+    w.write_all(b"before the update\n").await.unwrap();
+    w.flush().await.unwrap();
+    wait_line(&mut out, "our first line", |l| l == "before the update").await;
+
+    // s_server takes a command only when it arrives alone in one read.
+    commands.write_all(b"K\n").await.unwrap();
+    // openssl sends the KeyUpdate with its next write.
+    let trace = wait_line(&mut out, "the command taken", |l| {
+        l.starts_with("SSL_do_handshake")
+    })
+    .await;
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.starts_with(">>> TLS 1.3") && l.ends_with("KeyUpdate")),
+        "openssl sent a KeyUpdate: {trace:?}"
+    );
+    commands
+        .write_all(b"sent under the new key\n")
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match from_server.next_line().await.unwrap() {
+                Some(l) if l == "sent under the new key" => return,
+                Some(_) => {}
+                None => panic!("the connection ended"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        got.is_ok(),
+        "our client read the server's line after its key update"
+    );
+    // Ours goes out as soon as the client reads theirs, before any data of ours.
+    wait_line(&mut out, "our KeyUpdate arriving", |l| {
+        l.starts_with("<<< TLS 1.3") && l.ends_with("KeyUpdate")
+    })
+    .await;
+
+    w.write_all(b"answered under ours\n").await.unwrap();
+    w.flush().await.unwrap();
+    wait_line(&mut out, "our line after the update", |l| {
+        l == "answered under ours"
+    })
+    .await;
+}
+
+/// The exporter value our server binds the native handshake to is the one openssl computes
+/// for the same session (RFC 8446 §7.5).
+#[tokio::test]
+async fn our_exporter_matches_openssl_s_client() {
+    let id = ServerIdentity::generate().unwrap();
+    let tls = TlsConfig::server(&id, None).unwrap();
+    let l = Listener::bind(loopback(0), None).await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let label = std::str::from_utf8(pv_transport::tls::EXPORTER_LABEL).unwrap();
+    let mut child = Reaped(
+        tokio::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-tls1_3",
+            ])
+            .args(["-servername", "pv-launch-server"])
+            .args(["-keymatexport", label, "-keymatexportlen", "32"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("openssl is installed"),
+    );
+    let (s, _) = tokio::time::timeout(DEADLINE, l.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let secured = tokio::time::timeout(DEADLINE, tls.secure(s, Role::Server))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut out = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let seen = wait_line(&mut out, "Keying material", |l| {
+        l.trim_start().starts_with("Keying material:")
+    })
+    .await;
+    let theirs = seen
+        .last()
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_lowercase();
+    let ours: String = secured.binding.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(ours, theirs);
 }
 
 #[tokio::test]

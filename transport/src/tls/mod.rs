@@ -26,9 +26,7 @@
 //! TLS 1.3 only, with the `ring` provider (the one crypto backend of the workspace).
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -37,11 +35,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::fingerprint::Fingerprint;
 use crate::handshake::{Role, Stream};
+
+mod record;
 
 /// The TLS exporter label whose output binds the native handshake to the TLS session.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-pv-launch-native-handshake";
@@ -200,9 +198,10 @@ impl TlsConfig {
             None => builder.with_no_client_auth(),
             Some(pin) => builder.with_client_cert_verifier(Arc::new(PinnedClientVerifier { pin })),
         };
-        let config = builder
+        let mut config = builder
             .with_single_cert(identity.chain.clone(), identity.key.clone_key())
             .map_err(|e| config_error("the server certificate and key", e))?;
+        config.enable_secret_extraction = true;
         Ok(TlsConfig::Server {
             config: Arc::new(config),
             fingerprint: identity.fingerprint(),
@@ -241,12 +240,13 @@ impl TlsConfig {
             .map_err(|e| config_error("TLS versions", e))?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let config = match identity {
+        let mut config = match identity {
             None => builder.with_no_client_auth(),
             Some(id) => builder
                 .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
                 .map_err(|e| config_error("the client certificate and key", e))?,
         };
+        config.enable_secret_extraction = true;
         Ok(TlsConfig::Client {
             config: Arc::new(config),
             server_name: ServerName::try_from(PER_LAUNCH_NAME).expect("a valid DNS name"),
@@ -278,12 +278,13 @@ impl TlsConfig {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| config_error("TLS versions", e))?
             .with_root_certificates(roots);
-        let config = match identity {
+        let mut config = match identity {
             None => builder.with_no_client_auth(),
             Some(id) => builder
                 .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
                 .map_err(|e| config_error("the client certificate and key", e))?,
         };
+        config.enable_secret_extraction = true;
         Ok(TlsConfig::Client {
             config: Arc::new(config),
             server_name: name,
@@ -292,28 +293,20 @@ impl TlsConfig {
 
     /// Run the TLS handshake over `stream` for the application `role`, and export the
     /// channel binding. (Deadlines are applied by the caller.)
+    ///
+    /// rustls runs the handshake; application data then moves through this crate's record
+    /// layer (see the `record` module), which decrypts in place and copies once each way.
     pub async fn secure<S: Stream + 'static>(
         &self,
         stream: S,
         role: Role,
     ) -> Result<Secured, TlsError> {
-        let mut binding = [0u8; 32];
-        let stream = ReadAhead::new(stream);
-        match (self, role) {
+        let established = match (self, role) {
             (TlsConfig::Server { config, .. }, Role::Server) => {
-                let tls = TlsAcceptor::from(config.clone())
-                    .accept(stream)
-                    .await
-                    .map_err(map_io)?;
-                let (_, conn) = tls.get_ref();
-                conn.export_keying_material(&mut binding, EXPORTER_LABEL, None)
+                let (config, exporter) = record::with_capture(config, |c, log| c.key_log = log);
+                let conn = rustls::server::UnbufferedServerConnection::new(config)
                     .map_err(|e| TlsError::Handshake(e.to_string()))?;
-                let info = TlsInfo::of(conn);
-                Ok(Secured {
-                    stream: Box::new(tls),
-                    info,
-                    binding,
-                })
+                record::server(conn, stream, &exporter, EXPORTER_LABEL).await
             }
             (
                 TlsConfig::Client {
@@ -322,121 +315,25 @@ impl TlsConfig {
                 },
                 Role::Client,
             ) => {
-                let tls = TlsConnector::from(config.clone())
-                    .connect(server_name.clone(), stream)
-                    .await
-                    .map_err(map_io)?;
-                let (_, conn) = tls.get_ref();
-                conn.export_keying_material(&mut binding, EXPORTER_LABEL, None)
-                    .map_err(|e| TlsError::Handshake(e.to_string()))?;
-                let info = TlsInfo::of(conn);
-                Ok(Secured {
-                    stream: Box::new(tls),
-                    info,
-                    binding,
-                })
+                let (config, exporter) = record::with_capture(config, |c, log| c.key_log = log);
+                let conn =
+                    rustls::client::UnbufferedClientConnection::new(config, server_name.clone())
+                        .map_err(|e| TlsError::Handshake(e.to_string()))?;
+                record::client(conn, stream, &exporter, EXPORTER_LABEL).await
             }
             (TlsConfig::Server { .. }, used) | (TlsConfig::Client { .. }, used) => {
-                Err(TlsError::WrongRole {
+                return Err(TlsError::WrongRole {
                     configured: used.peer(),
                     used,
-                })
+                });
             }
         }
-    }
-}
-
-/// The socket beneath TLS, read in large pieces.
-///
-/// rustls reads from its transport into a buffer that grows 4 KiB at a time and holds at
-/// most one record (16 KiB) and a little more, and tokio-rustls reads only until one record
-/// is complete, so a bulk receiver makes at least one `recv` call, with its wake-up, per
-/// record. This reads up to [`READ_AHEAD_MAX`] at once and serves rustls from memory: one
-/// more copy, but far fewer system calls, and the median TLS/raw ratio of `cargo bench -p
-/// pv-transport --bench tls_paired` rose from 47–51 % to 54–62 % in A/B runs.
-///
-/// The buffer starts at [`READ_AHEAD_MIN`] and doubles only when a read fills it (more was
-/// waiting), so a connection that carries little data, such as an idle client, keeps a small
-/// one; one that has carried bulk data keeps up to [`READ_AHEAD_MAX`]. Writes pass through.
-struct ReadAhead<S> {
-    inner: S,
-    buf: Vec<u8>,
-    /// `buf[start..end]` is read but not yet handed on.
-    start: usize,
-    end: usize,
-}
-
-const READ_AHEAD_MIN: usize = 4 * 1024;
-const READ_AHEAD_MAX: usize = 256 * 1024;
-
-impl<S> ReadAhead<S> {
-    fn new(inner: S) -> ReadAhead<S> {
-        ReadAhead {
-            inner,
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.start == this.end {
-            if out.remaining() >= READ_AHEAD_MAX {
-                return Pin::new(&mut this.inner).poll_read(cx, out);
-            }
-            if this.buf.is_empty() {
-                this.buf = vec![0; READ_AHEAD_MIN];
-            }
-            let mut fill = ReadBuf::new(&mut this.buf);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut fill))?;
-            let n = fill.filled().len();
-            (this.start, this.end) = (0, n);
-            if n == this.buf.len() && n < READ_AHEAD_MAX {
-                // Full: more was waiting. Grow for the next read (the data stays in front).
-                this.buf.resize(2 * n, 0);
-            }
-        }
-        let n = out.remaining().min(this.end - this.start);
-        out.put_slice(&this.buf[this.start..this.start + n]);
-        this.start += n;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        .map_err(map_io)?;
+        Ok(Secured {
+            stream: Box::new(established.stream),
+            info: established.info,
+            binding: established.binding,
+        })
     }
 }
 
@@ -666,62 +563,5 @@ mod signature {
         provider()
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// Bytes come out in order and complete through small and large reads, the buffer grows
-    /// only while reads fill it and stops at the maximum, and end of stream is passed on.
-    #[tokio::test]
-    async fn read_ahead_keeps_the_byte_stream() {
-        let (mut tx, rx) = tokio::io::duplex(64 * 1024);
-        let data: Vec<u8> = (0..3 * READ_AHEAD_MAX + 123)
-            .map(|i| (i % 251) as u8)
-            .collect();
-        let sent = data.clone();
-        let writer = tokio::spawn(async move {
-            tx.write_all(&sent).await.unwrap();
-        });
-        let mut ra = ReadAhead::new(rx);
-        let mut got = Vec::new();
-        let mut piece = vec![0u8; 3000];
-        let mut big = vec![0u8; READ_AHEAD_MAX + 10];
-        for round in 0.. {
-            let buf = if round % 7 == 6 {
-                &mut big[..]
-            } else {
-                &mut piece[..]
-            };
-            let n = ra.read(buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-            assert!(ra.buf.len() <= READ_AHEAD_MAX);
-        }
-        writer.await.unwrap();
-        assert_eq!(got, data);
-        assert!(ra.buf.len() > READ_AHEAD_MIN, "grew under bulk data");
-    }
-
-    #[tokio::test]
-    async fn read_ahead_stays_small_for_small_messages() {
-        let (mut a, b) = tokio::io::duplex(1024);
-        let mut ra = ReadAhead::new(b);
-        for i in 0..50u8 {
-            a.write_all(&[i; 100]).await.unwrap();
-            let mut msg = [0u8; 100];
-            ra.read_exact(&mut msg).await.unwrap();
-            assert_eq!(msg, [i; 100]);
-            ra.write_all(&[i]).await.unwrap();
-            let mut echo = [0u8; 1];
-            a.read_exact(&mut echo).await.unwrap();
-            assert_eq!(echo, [i]);
-        }
-        assert_eq!(ra.buf.len(), READ_AHEAD_MIN);
     }
 }
