@@ -500,8 +500,8 @@ async fn handshake_one(
 }
 
 /// Accept sockets, handshake each in its own task, forward the results. With `max`, admit
-/// at most that many peers (see [`Admission`]), and stop (closing the listener) once they
-/// are delivered.
+/// at most that many peers (see [`Admission`]), and once they are all delivered stop,
+/// closing the listener before the last one is handed over.
 async fn accept_loop(
     listener: Listener,
     role: Role,
@@ -514,7 +514,7 @@ async fn accept_loop(
     let mut handshakes = tokio::task::JoinSet::new();
     let places = Places::new(max);
     let mut accepted = 0usize;
-    loop {
+    let last = loop {
         tokio::select! {
             socket = listener.accept() => {
                 let (stream, addr) = match socket {
@@ -536,24 +536,27 @@ async fn accept_loop(
                 });
             }
             Some(result) = done_rx.recv() => {
-                let good = result.is_ok();
                 let result = result.map(|c| c.with_slot(Slot::take(&live)));
-                if tx.send(result).await.is_err() {
-                    return; // nobody is listening for connections any more
-                }
-                if good {
+                if result.is_ok() {
                     accepted += 1;
                     if max.is_some_and(|m| accepted >= m) {
-                        // Single mode: every place is taken and its peer delivered. Close the
-                        // listening socket and drop handshakes still in flight (none of them
-                        // was or can be admitted), so no second peer can get in.
-                        return;
+                        break result;
                     }
+                }
+                if tx.send(result).await.is_err() {
+                    return; // nobody is listening for connections any more
                 }
             }
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
         }
-    }
+    };
+    // Single mode: every place is taken. Close the listening socket and drop the handshakes
+    // still in flight (none of them was or can be admitted) *before* handing the last
+    // connection over, so that once the application has it no further peer can even
+    // connect: it is refused by the kernel.
+    drop(listener);
+    drop(handshakes);
+    let _ = tx.send(last).await;
 }
 
 #[cfg(test)]
