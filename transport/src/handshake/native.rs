@@ -44,9 +44,10 @@
 //!   dropped (or worse, the one told first being dropped for a later one). Only a dialler
 //!   that proved it knows the token can take the place.
 //!
-//! Every message is `PVLN` (magic), a type byte, a big-endian u16 length and the payload; the
-//! payload is at most [`MAX_PAYLOAD`] bytes. Anything else is reported as garbage, with a guess
-//! at what the peer speaks instead (TLS, ParaView's handshake, HTTP, SSH).
+//! Every message is `PVLN` (magic), a type byte (1 HELLO, 2 PROOF, 3 REJECT), a big-endian
+//! u16 length and the payload; the payload is at most [`MAX_PAYLOAD`] bytes. Anything else
+//! is reported as garbage, with a guess at what the peer speaks instead (TLS, ParaView's
+//! handshake, HTTP, SSH).
 
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
