@@ -17,8 +17,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::handshake::{
-    DEFAULT_HANDSHAKE_DEADLINE, Handshake, HandshakeContext, HandshakeError, PeerInfo, Role, Side,
-    Stream, perform,
+    Admission, DEFAULT_HANDSHAKE_DEADLINE, Handshake, HandshakeContext, HandshakeError, PeerInfo,
+    Role, Side, Stream, perform,
 };
 use crate::net::Heartbeat;
 use crate::tls::{TlsConfig, TlsInfo};
@@ -110,13 +110,28 @@ pub enum EstablishError {
 
 impl Connection {
     /// Turn an open socket into a connection: TLS first when `config` has it, then the
-    /// handshake, all within `config.handshake_deadline`.
+    /// handshake, all within `config.handshake_deadline`. An acceptor made this way takes
+    /// every peer that passes the handshake (the connection manager commits through an
+    /// [`Admission`] instead).
     pub async fn establish<S: Stream + 'static>(
         stream: S,
         side: Side,
         role: Role,
         config: &ConnectionConfig,
         peer_addr: Option<SocketAddr>,
+    ) -> Result<Connection, EstablishError> {
+        Connection::establish_admitted(stream, side, role, config, peer_addr, None).await
+    }
+
+    /// [`establish`](Self::establish), with the handshake committing to the connection
+    /// through `admission` (see [`Admission`]).
+    pub(crate) async fn establish_admitted<S: Stream + 'static>(
+        stream: S,
+        side: Side,
+        role: Role,
+        config: &ConnectionConfig,
+        peer_addr: Option<SocketAddr>,
+        admission: Option<&dyn Admission>,
     ) -> Result<Connection, EstablishError> {
         let deadline = config.handshake_deadline;
         let started = tokio::time::Instant::now();
@@ -133,6 +148,7 @@ impl Connection {
             side,
             role,
             tls_binding: binding.as_ref().map(|b: &[u8; 32]| b.as_slice()),
+            admission,
         };
         let left = deadline.saturating_sub(started.elapsed());
         let peer = perform(config.handshake.as_ref(), &mut stream, ctx, left).await?;

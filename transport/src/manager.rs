@@ -2,9 +2,9 @@
 //! many connections a process keeps.
 //!
 //! **Single-connection mode** (the default):
-//! - forward: the server waits for a client; after the first client that completes the
-//!   handshake it closes its listening socket; when that client disconnects, the server's
-//!   serving loop ends (the demo server then exits).
+//! - forward: the server waits for a client; after the first client it admits it closes its
+//!   listening socket; when that client disconnects, the server's serving loop ends (the
+//!   demo server then exits).
 //! - reverse: the client listens before anything else; the server dials it; after the first
 //!   good server the client closes its listening socket; the server exits when the client
 //!   leaves.
@@ -23,12 +23,23 @@
 //! does. Every accepted socket is handshaken in its own task under the handshake deadline,
 //! so a silent or trickling peer cannot delay anyone else.
 //!
+//! **Which peer is "the first"** when several handshake at once: the first to be *admitted*.
+//! The acceptor commits to a connection inside the handshake, just before the message that
+//! tells the dialler it is accepted (the native acceptor's PROOF; see [`Admission`]), by
+//! taking one of the listener's places (single mode: one place). So the dialler that hears
+//! "accepted" is always the one served: the launcher's own client cannot be told it is in
+//! and then lose to a second client whose handshake happened to be reported first. A peer
+//! that reaches that point after the place is taken is turned away with
+//! [`HandshakeError::Busy`] (native: a REJECT with that reason); one still handshaking when
+//! the winner is delivered is closed with the listener, and later ones are refused by the
+//! kernel.
+//!
 //! One manager per process is the seed's rule: [`ConnectionManager::install_global`] makes
 //! the process-wide instance, and a second call is an error. Plain values from
 //! [`ConnectionManager::new`] serve tests and embedders that want several.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -36,7 +47,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::connection::{Connection, ConnectionConfig, EstablishError, Slot};
-use crate::handshake::{Role, Side};
+use crate::handshake::{Admission, HandshakeError, Role, Side};
 use crate::net::{DialError, Listener, RetryPolicy, dial};
 
 /// How many connections a manager keeps.
@@ -375,8 +386,122 @@ impl Incoming {
     }
 }
 
-/// Accept sockets, handshake each in its own task, forward the results. With `max`, stop
-/// (and close the listener) after that many good connections.
+/// The places one listener has for peers: `max` in all (single mode: one), or any number.
+#[derive(Debug)]
+struct Places {
+    max: Option<usize>,
+    taken: AtomicUsize,
+}
+
+impl Places {
+    fn new(max: Option<usize>) -> Arc<Places> {
+        Arc::new(Places {
+            max,
+            taken: AtomicUsize::new(0),
+        })
+    }
+
+    /// Take a place if one is free.
+    fn take(&self) -> bool {
+        match self.max {
+            None => true,
+            Some(max) => self
+                .taken
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                    (t < max).then_some(t + 1)
+                })
+                .is_ok(),
+        }
+    }
+
+    fn give_back(&self) {
+        if self.max.is_some() {
+            self.taken.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// One accepted socket's claim on a place, made by its handshake through [`Admission`]. A
+/// claim that is dropped without being [`kept`](Claim::keep) (the handshake failed or was
+/// cancelled after committing, e.g. its last write failed) gives its place back, so that
+/// place is not lost to a peer that never got the acceptor's answer.
+#[derive(Debug)]
+struct Claim {
+    places: Arc<Places>,
+    holds: AtomicBool,
+}
+
+impl Claim {
+    fn new(places: &Arc<Places>) -> Claim {
+        Claim {
+            places: places.clone(),
+            holds: AtomicBool::new(false),
+        }
+    }
+
+    /// The connection is delivered: its place stays taken for the listener's life.
+    fn keep(self) {
+        self.holds.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Admission for Claim {
+    fn admit(&self) -> bool {
+        if self.holds.load(Ordering::SeqCst) {
+            return true;
+        }
+        let taken = self.places.take();
+        if taken {
+            self.holds.store(true, Ordering::SeqCst);
+        }
+        taken
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.holds.load(Ordering::SeqCst) {
+            self.places.give_back();
+        }
+    }
+}
+
+/// Handshake one accepted socket, committing to it through a [`Claim`] on `places`.
+async fn handshake_one(
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    role: Role,
+    config: &ConnectionConfig,
+    places: &Arc<Places>,
+) -> Result<Connection, Rejected> {
+    let claim = Claim::new(places);
+    let established = Connection::establish_admitted(
+        stream,
+        Side::Acceptor,
+        role,
+        config,
+        Some(addr),
+        Some(&claim),
+    )
+    .await;
+    match established {
+        // A handshake that does not ask for admission itself (NoHandshake asks at once; a
+        // third-party one may not ask at all) is admitted now, or closed.
+        Ok(conn) if claim.admit() => {
+            claim.keep();
+            Ok(conn)
+        }
+        Ok(_) => Err(Rejected {
+            addr,
+            error: HandshakeError::Busy.into(),
+        }),
+        Err(error) => Err(Rejected { addr, error }),
+    }
+}
+
+/// Accept sockets, handshake each in its own task, forward the results. With `max`, admit
+/// at most that many peers (see [`Admission`]), and once they are all delivered stop,
+/// closing the listener before the last one is handed over.
 async fn accept_loop(
     listener: Listener,
     role: Role,
@@ -387,8 +512,9 @@ async fn accept_loop(
 ) {
     let (done_tx, mut done_rx) = mpsc::channel::<Result<Connection, Rejected>>(64);
     let mut handshakes = tokio::task::JoinSet::new();
+    let places = Places::new(max);
     let mut accepted = 0usize;
-    loop {
+    let last = loop {
         tokio::select! {
             socket = listener.accept() => {
                 let (stream, addr) = match socket {
@@ -403,29 +529,79 @@ async fn accept_loop(
                 };
                 let config = config.clone();
                 let done_tx = done_tx.clone();
+                let places = places.clone();
                 handshakes.spawn(async move {
-                    let result = Connection::establish(stream, Side::Acceptor, role, &config, Some(addr))
-                        .await
-                        .map_err(|error| Rejected { addr, error });
+                    let result = handshake_one(stream, addr, role, &config, &places).await;
                     let _ = done_tx.send(result).await;
                 });
             }
             Some(result) = done_rx.recv() => {
-                let good = result.is_ok();
                 let result = result.map(|c| c.with_slot(Slot::take(&live)));
-                if tx.send(result).await.is_err() {
-                    return; // nobody is listening for connections any more
-                }
-                if good {
+                if result.is_ok() {
                     accepted += 1;
                     if max.is_some_and(|m| accepted >= m) {
-                        // Single mode: close the listening socket and drop handshakes still
-                        // in flight, so no second peer can get in.
-                        return;
+                        break result;
                     }
+                }
+                if tx.send(result).await.is_err() {
+                    return; // nobody is listening for connections any more
                 }
             }
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
         }
+    };
+    // Single mode: every place is taken. Close the listening socket and drop the handshakes
+    // still in flight (none of them was or can be admitted) *before* handing the last
+    // connection over, so that once the application has it no further peer can even
+    // connect: it is refused by the kernel.
+    drop(listener);
+    drop(handshakes);
+    let _ = tx.send(last).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_mode_has_one_place_and_a_failed_handshake_gives_it_back() {
+        let places = Places::new(Some(1));
+        let (first, second) = (Claim::new(&places), Claim::new(&places));
+        assert!(first.admit());
+        assert!(first.admit(), "asking again keeps the place");
+        assert!(!second.admit(), "the one place is taken");
+        // The first handshake fails after committing (say its last write failed): nobody
+        // was told "accepted", so its place goes back.
+        drop(first);
+        assert!(second.admit());
+        second.keep();
+        assert!(
+            !Claim::new(&places).admit(),
+            "a delivered connection keeps its place"
+        );
+    }
+
+    #[test]
+    fn multiple_mode_has_room_for_everyone() {
+        let places = Places::new(None);
+        let claims: Vec<Claim> = (0..100).map(|_| Claim::new(&places)).collect();
+        assert!(claims.iter().all(|c| c.admit()));
+    }
+
+    #[tokio::test]
+    async fn no_handshake_commits_at_once_or_closes() {
+        use crate::handshake::{Handshake, HandshakeContext, NoHandshake};
+        let places = Places::new(Some(1));
+        let (first, second) = (Claim::new(&places), Claim::new(&places));
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let ctx = |claim| HandshakeContext {
+            side: Side::Acceptor,
+            role: Role::Server,
+            tls_binding: None,
+            admission: Some(claim),
+        };
+        NoHandshake.run(&mut a, ctx(&first)).await.unwrap();
+        let e = NoHandshake.run(&mut b, ctx(&second)).await.unwrap_err();
+        assert!(matches!(e, HandshakeError::Busy), "{e:?}");
     }
 }

@@ -1,12 +1,16 @@
 //! The connection manager's rules (DESIGN.md "The seeds' semantics"), one test per rule,
 //! over real loopback sockets.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pv_transport::handshake::native::NativeHandshake;
+use pv_transport::handshake::{BoxFuture, HandshakeContext, Stream};
 use pv_transport::{
     ConnectError, ConnectTimeout, Connection, ConnectionConfig, ConnectionManager, ConnectionMode,
-    Listener, RetryPolicy, Role, Token, loopback,
+    Direction, EstablishError, Handshake, HandshakeError, Listener, PeerInfo, RetryPolicy, Role,
+    Side, Token, loopback,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -501,4 +505,122 @@ async fn a_thousand_clients_on_one_multiple_connections_server() {
         let msg = (i as u32).to_be_bytes();
         assert_eq!(round_trip(c, &msg).await, msg);
     }
+}
+
+/// The native handshake, except that the first connection it accepts is held after its last
+/// handshake message went out and before it is reported to the manager, until `release`
+/// is notified: what a loaded machine does when it preempts the accepting process right
+/// after that write (the race found by the end-to-end test
+/// `single_connection_mode_a_second_client_racing_the_first_is_not_served`).
+#[derive(Debug)]
+struct HoldFirstAcceptor {
+    inner: NativeHandshake,
+    held: AtomicBool,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl HoldFirstAcceptor {
+    fn config(token: &Token, release: &Arc<tokio::sync::Notify>) -> ConnectionConfig {
+        let mut config = config(token);
+        config.handshake = Arc::new(HoldFirstAcceptor {
+            inner: NativeHandshake::new(token.clone()),
+            held: AtomicBool::new(false),
+            release: release.clone(),
+        });
+        config
+    }
+}
+
+impl Handshake for HoldFirstAcceptor {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn run<'a>(
+        &'a self,
+        stream: &'a mut dyn Stream,
+        ctx: HandshakeContext<'a>,
+    ) -> BoxFuture<'a, Result<PeerInfo, HandshakeError>> {
+        Box::pin(async move {
+            let peer = self.inner.run(stream, ctx).await?;
+            if ctx.side == Side::Acceptor && !self.held.swap(true, Ordering::SeqCst) {
+                self.release.notified().await;
+            }
+            Ok(peer)
+        })
+    }
+}
+
+/// Single mode, forward or reverse: two peers with the token dial one after the other, and
+/// the acceptor is slow to report the first. The first was told it is accepted, so it must
+/// be the one served; the second must be turned away and told why, not handshaken and
+/// then dropped.
+async fn the_peer_told_it_is_accepted_is_the_one_served(direction: Direction) {
+    let token = Token::generate();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let acceptor = ConnectionManager::new(
+        ConnectionMode::Single,
+        HoldFirstAcceptor::config(&token, &release),
+    );
+    let (l, port) = listener().await;
+    let accepting = tokio::spawn(async move {
+        match direction {
+            Direction::Forward => acceptor.accept_client(l, Some(WAIT)).await,
+            Direction::Reverse => acceptor.wait_for_server(l, Some(WAIT)).await,
+        }
+    });
+    let dial = || async {
+        let dialler = ConnectionManager::new(ConnectionMode::Single, config(&token));
+        let dialled = async {
+            match direction {
+                Direction::Forward => {
+                    dialler
+                        .connect_to_remote("127.0.0.1", port, once(), |_, _, _| {})
+                        .await
+                }
+                Direction::Reverse => {
+                    dialler
+                        .dial_client("127.0.0.1", port, once(), |_, _, _| {})
+                        .await
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, dialled)
+            .await
+            .expect("a dialler gets an answer, not silence")
+    };
+    let mut first = dial().await.expect("the first peer is accepted");
+    // The acceptor now holds the first connection, not reported yet, when the second dials.
+    let second = dial().await;
+    release.notify_one();
+    let mut served = tokio::time::timeout(WAIT, accepting)
+        .await
+        .expect("the acceptor reports its peer")
+        .unwrap()
+        .expect("the acceptor has its peer");
+    match second {
+        Err(ConnectError::Establish {
+            source: EstablishError::Handshake(HandshakeError::Busy),
+            ..
+        }) => {}
+        Err(e) => panic!("the second peer was turned away without the reason: {e}"),
+        Ok(_) => panic!("the second peer completed the handshake, but single mode serves one"),
+    }
+    served.write_all(b"served").await.unwrap();
+    let mut got = [0u8; 6];
+    tokio::time::timeout(WAIT, first.read_exact(&mut got))
+        .await
+        .expect("the first peer hears from the acceptor")
+        .expect("the first peer's connection is the one the acceptor serves");
+    assert_eq!(&got, b"served");
+}
+
+#[tokio::test]
+async fn single_forward_the_client_told_it_is_accepted_is_the_one_served() {
+    the_peer_told_it_is_accepted_is_the_one_served(Direction::Forward).await;
+}
+
+#[tokio::test]
+async fn single_reverse_the_server_told_it_is_accepted_is_the_one_served() {
+    the_peer_told_it_is_accepted_is_the_one_served(Direction::Reverse).await;
 }

@@ -1,10 +1,14 @@
-//! The native handshake over real loopback sockets: success, every distinct failure, and
-//! hostile peers (garbage, oversized messages, half-open, one byte a second, closing midway).
+//! The native handshake over real loopback sockets: success, every distinct failure (an
+//! acceptor with no room left among them), and hostile peers (garbage, oversized messages,
+//! half-open, one byte a second, closing midway).
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pv_transport::handshake::native::NativeHandshake;
-use pv_transport::handshake::{HandshakeContext, HandshakeError, PeerInfo, Role, Side, perform};
+use pv_transport::handshake::{
+    Admission, HandshakeContext, HandshakeError, PeerInfo, Role, Side, perform,
+};
 use pv_transport::{Listener, Token, loopback};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -33,11 +37,13 @@ async fn run(
         side: Side::Dialler,
         role: d_role,
         tls_binding: None,
+        admission: None,
     };
     let actx = HandshakeContext {
         side: Side::Acceptor,
         role: a_role,
         tls_binding: None,
+        admission: None,
     };
     tokio::join!(
         perform(&dialler, &mut d, dctx, DEADLINE),
@@ -58,6 +64,7 @@ where
         side: Side::Acceptor,
         role: Role::Server,
         tls_binding: None,
+        admission: None,
     };
     let result = perform(&hs, &mut a, ctx, deadline).await;
     peer_task.abort();
@@ -88,6 +95,87 @@ async fn forward_and_reverse_succeed_with_matching_token() {
     let (d, a) = (d.unwrap(), a.unwrap());
     assert_eq!((d.role, a.role), (Role::Client, Role::Server));
     assert_eq!((d.connect_id, a.connect_id, d.protocol), (42, 42, 1));
+}
+
+/// An acceptor's place for one connection, counting how often it was asked for.
+#[derive(Debug, Default)]
+struct OnePlace {
+    asked: AtomicUsize,
+    taken: AtomicBool,
+}
+
+impl Admission for OnePlace {
+    fn admit(&self) -> bool {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        !self.taken.swap(true, Ordering::SeqCst)
+    }
+}
+
+/// Run a dialler with `d_token` against an acceptor with `a_token` that commits through
+/// `place`.
+async fn run_admitting(
+    d_token: &Token,
+    a_token: &Token,
+    place: &OnePlace,
+) -> (
+    Result<PeerInfo, HandshakeError>,
+    Result<PeerInfo, HandshakeError>,
+) {
+    let (mut d, mut a) = socket_pair().await;
+    let dctx = HandshakeContext {
+        side: Side::Dialler,
+        role: Role::Client,
+        tls_binding: None,
+        admission: None,
+    };
+    let actx = HandshakeContext {
+        side: Side::Acceptor,
+        role: Role::Server,
+        tls_binding: None,
+        admission: Some(place),
+    };
+    let (dialler, acceptor) = (
+        NativeHandshake::new(d_token.clone()),
+        NativeHandshake::new(a_token.clone()),
+    );
+    tokio::join!(
+        perform(&dialler, &mut d, dctx, DEADLINE),
+        perform(&acceptor, &mut a, actx, DEADLINE)
+    )
+}
+
+#[tokio::test]
+async fn an_acceptor_with_no_room_left_turns_the_dialler_away_and_says_so() {
+    let token = Token::generate();
+    let place = OnePlace::default();
+    let (d, a) = run_admitting(&token, &token, &place).await;
+    d.unwrap();
+    a.unwrap();
+    // The one place is taken: the next dialler, token and all, hears why it is refused.
+    let (d, a) = run_admitting(&token, &token, &place).await;
+    assert!(matches!(a, Err(HandshakeError::Busy)), "{a:?}");
+    assert!(matches!(d, Err(HandshakeError::Busy)), "{d:?}");
+    assert!(
+        d.unwrap_err()
+            .to_string()
+            .contains("single-connection mode"),
+        "the dialler's error names the cause"
+    );
+    assert_eq!(place.asked.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_dialler_without_the_token_never_takes_the_place() {
+    let place = OnePlace::default();
+    let (d, a) = run_admitting(&Token::generate(), &Token::generate(), &place).await;
+    assert!(matches!(a, Err(HandshakeError::WrongToken(_))), "{a:?}");
+    assert!(matches!(d, Err(HandshakeError::WrongToken(_))), "{d:?}");
+    assert_eq!(
+        place.asked.load(Ordering::SeqCst),
+        0,
+        "admission was asked for"
+    );
+    assert!(!place.taken.load(Ordering::SeqCst));
 }
 
 #[tokio::test]
@@ -333,6 +421,7 @@ async fn the_token_never_crosses_the_wire() {
             side: Side::Acceptor,
             role: Role::Server,
             tls_binding: None,
+            admission: None,
         };
         let r = perform(&server_hs, &mut s, ctx, DEADLINE).await;
         drop(s);
@@ -344,6 +433,7 @@ async fn the_token_never_crosses_the_wire() {
             side: Side::Dialler,
             role: Role::Client,
             tls_binding: None,
+            admission: None,
         };
         let r = perform(&client_hs, &mut s, ctx, DEADLINE).await;
         drop(s);

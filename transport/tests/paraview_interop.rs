@@ -152,6 +152,7 @@ async fn dial(port: u16, hs: &ParaViewHandshake) -> Result<PeerInfo, HandshakeEr
         side: Side::Dialler,
         role: Role::Client,
         tls_binding: None,
+        admission: None,
     };
     perform(hs, &mut socket, ctx, HANDSHAKE_DEADLINE).await
 }
@@ -263,6 +264,7 @@ async fn paraview_accept_a_reverse_connecting_pvserver() {
         side: Side::Acceptor,
         role: Role::Client,
         tls_binding: None,
+        admission: None,
     };
     let reverse = |connect_id: i32| {
         vec![

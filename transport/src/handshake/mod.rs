@@ -11,6 +11,12 @@
 //!
 //! Every handshake runs under a deadline ([`perform`]), so a silent or trickling peer cannot
 //! hold a slot, and every failure is a distinct [`HandshakeError`].
+//!
+//! An acceptor that takes a limited number of connections (single-connection mode: one)
+//! commits to a connection *inside* the handshake, through [`HandshakeContext::admit`], just
+//! before the message that tells the dialler it is accepted. So a dialler is told "accepted"
+//! only by an acceptor that will serve it, whichever of several concurrent handshakes gets
+//! there first; the others are refused at that point ([`HandshakeError::Busy`]).
 
 pub mod native;
 pub mod paraview;
@@ -68,6 +74,19 @@ impl fmt::Display for Role {
     }
 }
 
+/// An acceptor's commitment to a connection: asked for by the handshake at the one moment
+/// that matters, just before it sends the message that tells the dialler it is accepted (the
+/// native acceptor's PROOF, the ParaView acceptor's verdict 0).
+///
+/// The connection manager gives each accepted socket one: in single-connection mode the
+/// first handshake to ask takes the listener's one place and every later one is refused.
+pub trait Admission: Send + Sync + fmt::Debug {
+    /// Commit to this connection: `true` if the acceptor takes it, `false` if it has no room
+    /// left, in which case the handshake must refuse the dialler instead of accepting it.
+    /// Asking again after `true` answers `true`.
+    fn admit(&self) -> bool;
+}
+
 /// What a handshake needs to know about this end of the connection.
 #[derive(Clone, Copy, Debug)]
 pub struct HandshakeContext<'a> {
@@ -79,6 +98,17 @@ pub struct HandshakeContext<'a> {
     /// Both ends derive it from the same session, so a relayed TLS session yields different
     /// values on the two ends and authentication fails.
     pub tls_binding: Option<&'a [u8]>,
+    /// Where an acceptor commits to the connection (see [`Admission`]); `None` takes every
+    /// peer (a dialler, or an acceptor outside a connection manager).
+    pub admission: Option<&'a dyn Admission>,
+}
+
+impl HandshakeContext<'_> {
+    /// Commit to this connection (see [`Admission`]): an acceptor calls this just before the
+    /// message that tells the dialler it is accepted, and refuses the dialler on `false`.
+    pub fn admit(&self) -> bool {
+        self.admission.is_none_or(|a| a.admit())
+    }
 }
 
 /// What a successful handshake learned about the peer.
@@ -99,6 +129,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One handshake protocol. Implementations read and write only what their protocol says and
 /// leave the stream positioned at the first application byte.
+///
+/// An acceptor calls [`HandshakeContext::admit`] just before the message that tells the
+/// dialler it is accepted, and refuses the dialler (with [`HandshakeError::Busy`]) when it
+/// answers `false`. One that does not is admitted by the connection manager only after it
+/// finishes, when its dialler may already believe it was accepted.
 pub trait Handshake: Send + Sync + fmt::Debug {
     /// A short name for logs and errors.
     fn name(&self) -> &'static str;
@@ -142,6 +177,11 @@ impl Handshake for NoHandshake {
         ctx: HandshakeContext<'a>,
     ) -> BoxFuture<'a, Result<PeerInfo, HandshakeError>> {
         Box::pin(async move {
+            // Nothing is said, so the dialler believes it is connected from the start: the
+            // acceptor can only commit, or close.
+            if !ctx.admit() {
+                return Err(HandshakeError::Busy);
+            }
             Ok(PeerInfo {
                 handshake: "none",
                 protocol: 0,
@@ -221,6 +261,12 @@ pub enum HandshakeError {
     /// The peer refused us and said why.
     #[error("the peer rejected the handshake: {0}")]
     Rejected(String),
+    /// The accepting end takes one connection (single-connection mode) and already has it,
+    /// so it turned this peer away at the end of the handshake. Seen on both ends.
+    #[error(
+        "the accepting end already has its one connection (single-connection mode) and turned this peer away"
+    )]
+    Busy,
     /// The ParaView-compatible handshake failed.
     #[error(transparent)]
     ParaView(#[from] paraview::ParaViewError),

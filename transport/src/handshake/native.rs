@@ -9,8 +9,21 @@
 //! D -> A  HELLO  versions min..max, role, connect id, nonce_D (32 random bytes)
 //! A -> D  HELLO  chosen version, role, connect id, nonce_A     (or REJECT with the reason)
 //! D -> A  PROOF  HMAC(token, "…dialler"  | SHA-256(both HELLOs) | TLS binding)
-//! A -> D  PROOF  HMAC(token, "…acceptor" | SHA-256(both HELLOs) | TLS binding)  (or REJECT)
+//!         A checks the proof (else REJECT token), then commits to the connection
+//!         (else REJECT busy: it takes one connection and already has it)
+//! A -> D  PROOF  HMAC(token, "…acceptor" | SHA-256(both HELLOs) | TLS binding)
 //! ```
+//!
+//! Either side may answer a message with REJECT instead, and then closes. Its payload is a
+//! reason byte and the reason's details:
+//!
+//! | reason | byte | details | sent by |
+//! | --- | --- | --- | --- |
+//! | version | 1 | the sender's min and max version, u16 each | A after D's HELLO, D after A's |
+//! | role | 2 | none | A after D's HELLO, D after A's |
+//! | connect id | 3 | the sender's connect id, u64 | A after D's HELLO, D after A's |
+//! | token | 4 | none | A after D's PROOF, D after A's |
+//! | busy | 5 | none | A after D's PROOF |
 //!
 //! Why this shape:
 //! - Each proof covers the *other* side's fresh nonce, so a recorded proof is useless later
@@ -23,10 +36,18 @@
 //!   so the proofs do not match and the relay is detected.
 //! - D proves first; A answers only after checking D's proof, so an unauthenticated dialler
 //!   learns nothing it could use offline about the token from A's answer.
+//! - A's PROOF is what tells D it is accepted, so A commits to the connection before sending
+//!   it ([`HandshakeContext::admit`]). An acceptor that takes one connection
+//!   (single-connection mode) thus never proves itself to a dialler it will not serve: of
+//!   several diallers that know the token and handshake at once, the first to get there is
+//!   served and the others hear REJECT busy, instead of being told they are in and then
+//!   dropped (or worse, the one told first being dropped for a later one). Only a dialler
+//!   that proved it knows the token can take the place.
 //!
-//! Every message is `PVLN` (magic), a type byte, a big-endian u16 length and the payload; the
-//! payload is at most [`MAX_PAYLOAD`] bytes. Anything else is reported as garbage, with a guess
-//! at what the peer speaks instead (TLS, ParaView's handshake, HTTP, SSH).
+//! Every message is `PVLN` (magic), a type byte (1 HELLO, 2 PROOF, 3 REJECT), a big-endian
+//! u16 length and the payload; the payload is at most [`MAX_PAYLOAD`] bytes. Anything else
+//! is reported as garbage, with a guess at what the peer speaks instead (TLS, ParaView's
+//! handshake, HTTP, SSH).
 
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -58,6 +79,7 @@ const REJECT_VERSION: u8 = 1;
 const REJECT_ROLE: u8 = 2;
 const REJECT_CONNECT_ID: u8 = 3;
 const REJECT_TOKEN: u8 = 4;
+const REJECT_BUSY: u8 = 5;
 
 /// pv-launch's own handshake; see the module documentation for the exchange.
 #[derive(Clone)]
@@ -250,6 +272,7 @@ fn decode_reject(p: &[u8], ours: &NativeHandshake, our_role: Role) -> HandshakeE
         (Some(REJECT_TOKEN), _) => {
             HandshakeError::WrongToken("the peer rejected our proof: the tokens differ")
         }
+        (Some(REJECT_BUSY), _) => HandshakeError::Busy,
         _ => HandshakeError::Rejected(format!("unrecognised reject message {p:02x?}")),
     }
 }
@@ -409,7 +432,14 @@ impl NativeHandshake {
             return Err(reject(stream, REJECT_TOKEN, &[], err).await);
         }
 
-        // 4. Our own proof.
+        // 4. Our proof tells the dialler it is in, so commit to this connection first: an
+        //    acceptor that takes one connection and already has it turns the dialler away
+        //    here rather than prove itself to a peer it will not serve.
+        if !ctx.admit() {
+            return Err(reject(stream, REJECT_BUSY, &[], HandshakeError::Busy).await);
+        }
+
+        // 5. Our own proof.
         let tag = self.proof(LABEL_ACCEPTOR, &transcript, ctx.tls_binding);
         send(stream, PROOF, tag.as_ref()).await?;
         Ok(PeerInfo {

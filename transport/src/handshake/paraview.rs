@@ -32,6 +32,12 @@
 //! `paraview-5.11.connect_id.4242.renderingbackend.opengl2`; the connect-id part is present
 //! only when the id is not 0.
 //!
+//! Verdict 0 is what tells the dialler it is accepted, so our acceptor commits to the
+//! connection just before sending it ([`HandshakeContext::admit`]). One that takes one
+//! connection and already has it (single-connection mode) sends no verdict and closes
+//! ([`HandshakeError::Busy`] on our side): ParaView has no code for "busy", and a close is
+//! what a pvserver's dialler would see from a pvserver that has its client.
+//!
 //! Which half runs is decided by the socket side alone ([`Side`]), not by the application
 //! role: in a reverse connection pvserver dials, so it runs the dialler half.
 //!
@@ -76,7 +82,12 @@
 //!     .vtk_hash(VtkHash::DEBIAN_12_PARAVIEW_5_11)
 //!     .build()?;
 //! let mut socket = tokio::net::TcpStream::connect("127.0.0.1:11111").await?;
-//! let ctx = HandshakeContext { side: Side::Dialler, role: Role::Client, tls_binding: None };
+//! let ctx = HandshakeContext {
+//!     side: Side::Dialler,
+//!     role: Role::Client,
+//!     tls_binding: None,
+//!     admission: None,
+//! };
 //! let peer = perform(&handshake, &mut socket, ctx, DEFAULT_HANDSHAKE_DEADLINE).await?;
 //! assert_eq!(peer.protocol, 511);
 //! # Ok(()) }
@@ -826,7 +837,7 @@ impl Handshake for ParaViewHandshake {
             };
             match ctx.side {
                 Side::Dialler => self.run_dialler(&mut wire).await?,
-                Side::Acceptor => self.run_acceptor(&mut wire).await?,
+                Side::Acceptor => self.run_acceptor(&mut wire, &ctx).await?,
             }
             Ok(PeerInfo {
                 handshake: NAME,
@@ -884,7 +895,11 @@ impl ParaViewHandshake {
     /// The side that accepted: VTK's "server" half. At every step we read the dialler's
     /// value, answer ours *before* judging, so the dialler learns the precise reason too,
     /// and then compare.
-    async fn run_acceptor(&self, wire: &mut Wire<'_>) -> Result<(), HandshakeError> {
+    async fn run_acceptor(
+        &self,
+        wire: &mut Wire<'_>,
+        ctx: &HandshakeContext<'_>,
+    ) -> Result<(), HandshakeError> {
         // Layer 1, step 1: byte order. The first bytes from the dialler: anything but the
         // endian frame is another protocol, named where we can.
         wire.receive_endian().await?;
@@ -931,6 +946,11 @@ impl ParaViewHandshake {
         } else {
             classify(self.string.as_bytes(), theirs)
         };
+        // Verdict 0 tells the dialler it is in: commit to this connection first, or close
+        // without a verdict if we have no room for it (ParaView has no "busy" code).
+        if code == ErrorCode::NoError && !ctx.admit() {
+            return Err(HandshakeError::Busy);
+        }
         wire.send_i32(VERDICT_TAG, code.as_i32()).await?;
         match code {
             ErrorCode::NoError => Ok(()),
@@ -1173,6 +1193,7 @@ mod tests {
             side,
             role,
             tls_binding: None,
+            admission: None,
         }
     }
 
@@ -1489,6 +1510,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_acceptor_with_no_room_left_sends_no_verdict_and_closes() {
+        #[derive(Debug)]
+        struct NoRoom;
+        impl crate::handshake::Admission for NoRoom {
+            fn admit(&self) -> bool {
+                false
+            }
+        }
+        let hs = &ParaViewHandshake::default();
+        let (mut d_end, mut a_end) = duplex_pair();
+        let actx = HandshakeContext {
+            admission: Some(&NoRoom),
+            ..ctx(Side::Acceptor)
+        };
+        let (d, a) = tokio::join!(
+            async move { perform(hs, &mut d_end, ctx(Side::Dialler), DEADLINE).await },
+            // The acceptor drops its end when it gives up, as a real caller does.
+            async move { perform(hs, &mut a_end, actx, DEADLINE).await },
+        );
+        assert!(matches!(a, Err(HandshakeError::Busy)), "{a:?}");
+        assert!(matches!(d, Err(HandshakeError::Closed(NAME))), "{d:?}");
+    }
+
+    #[tokio::test]
     async fn reverse_roles_come_from_the_context_not_the_socket_side() {
         // Reverse connection: the server dials, the client accepts.
         let hs = ParaViewHandshake::default();
@@ -1497,11 +1542,13 @@ mod tests {
             side: Side::Dialler,
             role: Role::Server,
             tls_binding: None,
+            admission: None,
         };
         let client = HandshakeContext {
             side: Side::Acceptor,
             role: Role::Client,
             tls_binding: None,
+            admission: None,
         };
         let (d, a) = tokio::join!(
             perform(&hs, &mut d_end, server, DEADLINE),
