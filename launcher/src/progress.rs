@@ -9,7 +9,8 @@
 //!   format does not change;
 //! - [`Renderer::terminal`] (stderr is a terminal): a spinner for the running stage with its
 //!   name and live elapsed time; a finished stage becomes a `✓` line with its duration, a
-//!   failure a `✗` line with the message, and the server's output prints above the spinner.
+//!   failure or an interrupt a `✗` line with the message, and the server's output prints
+//!   above the spinner.
 //!
 //! The renderer only draws: it is fed events, in order, by whoever receives them.
 
@@ -49,6 +50,7 @@ pub fn event_text(event: &Event) -> String {
         Event::Relay { socket } => {
             format!("local programs reach the connection at unix:{socket} (PV_LAUNCH_SOCKET)")
         }
+        Event::Interrupted { signal, .. } => format!("interrupted ({signal})"),
         Event::CleanedUp { took, .. } => {
             format!("processes stopped in {:.2}s", took.as_secs_f64())
         }
@@ -126,6 +128,7 @@ impl Renderer {
                 let line = match event {
                     Event::Stage { elapsed, .. }
                     | Event::Ready { elapsed, .. }
+                    | Event::Interrupted { elapsed, .. }
                     | Event::CleanedUp { elapsed, .. } => {
                         format!("[{:>6.2}s] {}", elapsed.as_secs_f64(), event_text(event))
                     }
@@ -195,6 +198,7 @@ impl Spinner {
                 }
             },
             Event::Failed { message } => self.fail(message),
+            Event::Interrupted { .. } => self.interrupted(&event_text(event)),
             Event::Stdout { .. } | Event::Stderr { .. } => {
                 let text = event_text(event);
                 self.print(&self.paint("2", &text));
@@ -255,6 +259,15 @@ impl Spinner {
             None => format!("{} {message}", self.paint("31", "✗")),
         };
         eprintln!("{line}");
+    }
+
+    /// Interrupted: the running stage, abandoned, becomes a `✗` line saying so; with none
+    /// running (after connecting, the usual way to end) a plain line.
+    fn interrupted(&mut self, text: &str) {
+        match self.current {
+            Some(_) => self.fail(text),
+            None => eprintln!("{text}"),
+        }
     }
 
     /// A line above the spinner (or a plain line when none runs).
@@ -353,6 +366,24 @@ mod tests {
              [ 75.00s] stopping processes\n\
              [ 75.03s] processes stopped in 0.03s\n\
              failed: boom\n"
+        );
+    }
+
+    #[test]
+    fn an_interrupt_is_a_timed_line_and_a_json_event() {
+        let e = Event::Interrupted {
+            signal: "SIGINT".into(),
+            elapsed: Duration::from_millis(1234),
+        };
+        let out = Shared::default();
+        Renderer::plain(Box::new(out.clone())).show(&e);
+        assert_eq!(
+            String::from_utf8(out.0.lock().unwrap().clone()).unwrap(),
+            "[  1.23s] interrupted (SIGINT)\n"
+        );
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"event":"interrupted","signal":"SIGINT","elapsed":1.234}"#
         );
     }
 
