@@ -10,7 +10,8 @@
 //! - [`Renderer::terminal`] (stderr is a terminal): a spinner for the running stage with its
 //!   name and live elapsed time; a finished stage becomes a `✓` line with its duration, a
 //!   failure or an interrupt a `✗` line with the message, and the server's output prints
-//!   above the spinner.
+//!   above the spinner. While it runs the terminal does not echo Ctrl-C as `^C` (see
+//!   [`Renderer::terminal`]).
 //!
 //! The renderer only draws: it is fed events, in order, by whoever receives them.
 
@@ -107,11 +108,18 @@ impl Renderer {
 
     /// The live display on stderr: spinners, `✓` and `✗` lines. Colour unless `NO_COLOR`
     /// is set.
+    ///
+    /// Until [`finish`](Self::finish) (or the drop) the terminal on stderr does not echo
+    /// control characters as `^C` (its `ECHOCTL` flag is cleared, then set again): the
+    /// spinner's line is padded to the terminal's width, so such an echo would wrap
+    /// onto a new line and leave a stale copy of the spinner above the display. An
+    /// interrupt shows as the `✗` line of [`Event::Interrupted`] instead.
     pub fn terminal() -> Renderer {
         Renderer {
             form: Form::Terminal(Spinner {
                 current: None,
                 colour: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+                quiet_echo: QuietControlEcho::on_stderr(),
             }),
         }
     }
@@ -142,10 +150,12 @@ impl Renderer {
         }
     }
 
-    /// End the display: a stage still spinning is cleared (its outcome is unknown).
+    /// End the display: a stage still spinning is cleared (its outcome is unknown), and
+    /// the terminal echoes control characters again.
     pub fn finish(&mut self) {
         if let Form::Terminal(spinner) = &mut self.form {
             spinner.clear();
+            spinner.quiet_echo = None;
         }
     }
 }
@@ -160,6 +170,41 @@ impl Drop for Renderer {
 struct Spinner {
     current: Option<Running>,
     colour: bool,
+    /// Set while the display runs (see [`Renderer::terminal`]).
+    quiet_echo: Option<QuietControlEcho>,
+}
+
+/// The terminal on stderr echoes no control characters as `^X` until dropped (its
+/// `ECHOCTL` flag is cleared; a raw control byte echoed instead moves no cursor). Only the
+/// flag is put back, so settings others changed meanwhile stay.
+struct QuietControlEcho;
+
+impl QuietControlEcho {
+    fn on_stderr() -> Option<QuietControlEcho> {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let stderr = std::io::stderr();
+        if !stderr.is_terminal() {
+            return None;
+        }
+        let mut settings = tcgetattr(&stderr).ok()?;
+        if !settings.local_flags.contains(LocalFlags::ECHOCTL) {
+            return None;
+        }
+        settings.local_flags.remove(LocalFlags::ECHOCTL);
+        tcsetattr(&stderr, SetArg::TCSANOW, &settings).ok()?;
+        Some(QuietControlEcho)
+    }
+}
+
+impl Drop for QuietControlEcho {
+    fn drop(&mut self) {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let stderr = std::io::stderr();
+        if let Ok(mut settings) = tcgetattr(&stderr) {
+            settings.local_flags.insert(LocalFlags::ECHOCTL);
+            let _ = tcsetattr(&stderr, SetArg::TCSANOW, &settings);
+        }
+    }
 }
 
 struct Running {

@@ -536,6 +536,62 @@ fn the_terminal_display_spins_then_ticks_each_stage_and_shows_the_url() {
         at("interrupted (SIGINT)") < at("✓ stopping processes"),
         "{screen}"
     );
+    assert_clean(&screen);
+}
+
+/// No echoed `^C` and no spinner glyph (Braille patterns) left on `screen`.
+fn assert_clean(screen: &str) {
+    assert!(!screen.contains("^C"), "an echoed ^C:\n{screen}");
+    assert!(
+        !screen
+            .chars()
+            .any(|c| ('\u{2800}'..='\u{28ff}').contains(&c)),
+        "a spinner left on the screen:\n{screen}"
+    );
+}
+
+/// Ctrl-C in the terminal while the ready line is awaited: the spinner becomes a `✗` line
+/// saying so, the cleanup stage a `✓` line, and nothing else is left on the screen (before,
+/// the terminal's `^C` echo wrapped past the padded spinner line and left a stale copy of
+/// it); the script's whole process group is gone.
+#[test]
+fn the_terminal_display_ends_cleanly_when_interrupted_during_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = profile(dir.path(), "30");
+    let t = Tmux::run(&format!("--profile '{}'", path.display()));
+    t.wait_for_line("the ready-line spinner", |l| {
+        l.contains("waiting for the server's ready line")
+            && trailing_seconds(l).is_some_and(|s| s >= 0.3)
+    });
+    let group = server_group(dir.path());
+    t.tmux(&["send-keys", "-t", "t", "C-c"]);
+    t.wait_for_line("the cleanup ✓ line", |l| {
+        l.starts_with("✓ stopping processes")
+    });
+    assert_eq!(t.rc(), 130, "{}", t.screen());
+    let screen = t.screen();
+    // pv-launch's lines are all there is (the shell around it prints nothing).
+    let lines: Vec<&str> = screen
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 3, "{screen}");
+    assert!(
+        lines[0].starts_with("✓ starting the server  ") && trailing_seconds(lines[0]).is_some(),
+        "{screen}"
+    );
+    assert!(
+        lines[1].starts_with("✗ waiting for the server's ready line (after ")
+            && lines[1].ends_with("s): interrupted (SIGINT)"),
+        "{screen}"
+    );
+    assert!(
+        lines[2].starts_with("✓ stopping processes  ") && trailing_seconds(lines[2]).is_some(),
+        "{screen}"
+    );
+    assert_clean(&screen);
+    assert!(!group_runs(group), "the server's group outlived pv-launch");
 }
 
 #[test]
