@@ -180,10 +180,13 @@ struct Spinner {
 struct QuietControlEcho;
 
 impl QuietControlEcho {
+    /// Only for the terminal's foreground job: a background one (`pv-launch … &`) leaves
+    /// the terminal's settings alone.
     fn on_stderr() -> Option<QuietControlEcho> {
         use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
         let stderr = std::io::stderr();
-        if !stderr.is_terminal() {
+        if !stderr.is_terminal() || nix::unistd::tcgetpgrp(&stderr).ok()? != nix::unistd::getpgrp()
+        {
             return None;
         }
         let mut settings = tcgetattr(&stderr).ok()?;
@@ -191,7 +194,7 @@ impl QuietControlEcho {
             return None;
         }
         settings.local_flags.remove(LocalFlags::ECHOCTL);
-        tcsetattr(&stderr, SetArg::TCSANOW, &settings).ok()?;
+        without_sigttou(|| tcsetattr(&stderr, SetArg::TCSANOW, &settings)).ok()?;
         Some(QuietControlEcho)
     }
 }
@@ -202,9 +205,26 @@ impl Drop for QuietControlEcho {
         let stderr = std::io::stderr();
         if let Ok(mut settings) = tcgetattr(&stderr) {
             settings.local_flags.insert(LocalFlags::ECHOCTL);
-            let _ = tcsetattr(&stderr, SetArg::TCSANOW, &settings);
+            // Also when the job was moved to the background meanwhile (Ctrl-Z, `bg`).
+            let _ = without_sigttou(|| tcsetattr(&stderr, SetArg::TCSANOW, &settings));
         }
     }
+}
+
+/// Run `change` (a terminal setting) with SIGTTOU blocked in this thread: a process that
+/// is not in the terminal's foreground may then change its settings instead of being
+/// stopped for it.
+fn without_sigttou<R>(change: impl FnOnce() -> R) -> R {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    let mut before = SigSet::empty();
+    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut before)).is_ok();
+    let result = change();
+    if blocked {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&before), None);
+    }
+    result
 }
 
 struct Running {
