@@ -48,6 +48,15 @@ pub enum Event {
         /// The socket's path (`PV_LAUNCH_SOCKET` for `--exec`).
         socket: String,
     },
+    /// The CLI was interrupted (Ctrl-C, SIGTERM): the running stage, if any, is abandoned
+    /// and [`Stage::Cleanup`] follows.
+    Interrupted {
+        /// The signal's name: `SIGINT` or `SIGTERM`.
+        signal: String,
+        /// Time since the launch began.
+        #[serde(serialize_with = "seconds")]
+        elapsed: Duration,
+    },
     /// Every process the launch started is stopped (the end of [`Stage::Cleanup`]).
     CleanedUp {
         /// How long stopping took.

@@ -9,7 +9,9 @@
 //!   format does not change;
 //! - [`Renderer::terminal`] (stderr is a terminal): a spinner for the running stage with its
 //!   name and live elapsed time; a finished stage becomes a `✓` line with its duration, a
-//!   failure a `✗` line with the message, and the server's output prints above the spinner.
+//!   failure or an interrupt a `✗` line with the message, and the server's output prints
+//!   above the spinner. While it runs the terminal does not echo Ctrl-C as `^C` (see
+//!   [`Renderer::terminal`]).
 //!
 //! The renderer only draws: it is fed events, in order, by whoever receives them.
 
@@ -49,6 +51,7 @@ pub fn event_text(event: &Event) -> String {
         Event::Relay { socket } => {
             format!("local programs reach the connection at unix:{socket} (PV_LAUNCH_SOCKET)")
         }
+        Event::Interrupted { signal, .. } => format!("interrupted ({signal})"),
         Event::CleanedUp { took, .. } => {
             format!("processes stopped in {:.2}s", took.as_secs_f64())
         }
@@ -105,11 +108,18 @@ impl Renderer {
 
     /// The live display on stderr: spinners, `✓` and `✗` lines. Colour unless `NO_COLOR`
     /// is set.
+    ///
+    /// Until [`finish`](Self::finish) (or the drop) the terminal on stderr does not echo
+    /// control characters as `^C` (its `ECHOCTL` flag is cleared, then set again): the
+    /// spinner's line is padded to the terminal's width, so such an echo would wrap
+    /// onto a new line and leave a stale copy of the spinner above the display. An
+    /// interrupt shows as the `✗` line of [`Event::Interrupted`] instead.
     pub fn terminal() -> Renderer {
         Renderer {
             form: Form::Terminal(Spinner {
                 current: None,
                 colour: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+                quiet_echo: QuietControlEcho::on_stderr(),
             }),
         }
     }
@@ -126,6 +136,7 @@ impl Renderer {
                 let line = match event {
                     Event::Stage { elapsed, .. }
                     | Event::Ready { elapsed, .. }
+                    | Event::Interrupted { elapsed, .. }
                     | Event::CleanedUp { elapsed, .. } => {
                         format!("[{:>6.2}s] {}", elapsed.as_secs_f64(), event_text(event))
                     }
@@ -139,10 +150,12 @@ impl Renderer {
         }
     }
 
-    /// End the display: a stage still spinning is cleared (its outcome is unknown).
+    /// End the display: a stage still spinning is cleared (its outcome is unknown), and
+    /// the terminal echoes control characters again.
     pub fn finish(&mut self) {
         if let Form::Terminal(spinner) = &mut self.form {
             spinner.clear();
+            spinner.quiet_echo = None;
         }
     }
 }
@@ -157,6 +170,61 @@ impl Drop for Renderer {
 struct Spinner {
     current: Option<Running>,
     colour: bool,
+    /// Set while the display runs (see [`Renderer::terminal`]).
+    quiet_echo: Option<QuietControlEcho>,
+}
+
+/// The terminal on stderr echoes no control characters as `^X` until dropped (its
+/// `ECHOCTL` flag is cleared; a raw control byte echoed instead moves no cursor). Only the
+/// flag is put back, so settings others changed meanwhile stay.
+struct QuietControlEcho;
+
+impl QuietControlEcho {
+    /// Only for the terminal's foreground job: a background one (`pv-launch … &`) leaves
+    /// the terminal's settings alone.
+    fn on_stderr() -> Option<QuietControlEcho> {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let stderr = std::io::stderr();
+        if !stderr.is_terminal() || nix::unistd::tcgetpgrp(&stderr).ok()? != nix::unistd::getpgrp()
+        {
+            return None;
+        }
+        let mut settings = tcgetattr(&stderr).ok()?;
+        if !settings.local_flags.contains(LocalFlags::ECHOCTL) {
+            return None;
+        }
+        settings.local_flags.remove(LocalFlags::ECHOCTL);
+        without_sigttou(|| tcsetattr(&stderr, SetArg::TCSANOW, &settings)).ok()?;
+        Some(QuietControlEcho)
+    }
+}
+
+impl Drop for QuietControlEcho {
+    fn drop(&mut self) {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let stderr = std::io::stderr();
+        if let Ok(mut settings) = tcgetattr(&stderr) {
+            settings.local_flags.insert(LocalFlags::ECHOCTL);
+            // Also when the job was moved to the background meanwhile (Ctrl-Z, `bg`).
+            let _ = without_sigttou(|| tcsetattr(&stderr, SetArg::TCSANOW, &settings));
+        }
+    }
+}
+
+/// Run `change` (a terminal setting) with SIGTTOU blocked in this thread: a process that
+/// is not in the terminal's foreground may then change its settings instead of being
+/// stopped for it.
+fn without_sigttou<R>(change: impl FnOnce() -> R) -> R {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    let mut before = SigSet::empty();
+    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut before)).is_ok();
+    let result = change();
+    if blocked {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&before), None);
+    }
+    result
 }
 
 struct Running {
@@ -195,6 +263,7 @@ impl Spinner {
                 }
             },
             Event::Failed { message } => self.fail(message),
+            Event::Interrupted { .. } => self.interrupted(&event_text(event)),
             Event::Stdout { .. } | Event::Stderr { .. } => {
                 let text = event_text(event);
                 self.print(&self.paint("2", &text));
@@ -255,6 +324,15 @@ impl Spinner {
             None => format!("{} {message}", self.paint("31", "✗")),
         };
         eprintln!("{line}");
+    }
+
+    /// Interrupted: the running stage, abandoned, becomes a `✗` line saying so; with none
+    /// running (after connecting, the usual way to end) a plain line.
+    fn interrupted(&mut self, text: &str) {
+        match self.current {
+            Some(_) => self.fail(text),
+            None => eprintln!("{text}"),
+        }
     }
 
     /// A line above the spinner (or a plain line when none runs).
@@ -353,6 +431,24 @@ mod tests {
              [ 75.00s] stopping processes\n\
              [ 75.03s] processes stopped in 0.03s\n\
              failed: boom\n"
+        );
+    }
+
+    #[test]
+    fn an_interrupt_is_a_timed_line_and_a_json_event() {
+        let e = Event::Interrupted {
+            signal: "SIGINT".into(),
+            elapsed: Duration::from_millis(1234),
+        };
+        let out = Shared::default();
+        Renderer::plain(Box::new(out.clone())).show(&e);
+        assert_eq!(
+            String::from_utf8(out.0.lock().unwrap().clone()).unwrap(),
+            "[  1.23s] interrupted (SIGINT)\n"
+        );
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"event":"interrupted","signal":"SIGINT","elapsed":1.234}"#
         );
     }
 

@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::cli::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, LaunchArgs};
 use crate::events::{Event, Stage};
@@ -48,12 +49,28 @@ async fn run_async(plan: Plan, args: &LaunchArgs) -> i32 {
         eprintln!("pv-launch: cannot install signal handlers");
         return EXIT_FAILURE;
     };
-    // Start and connect; an interrupt here drops the launch, which stops what it started.
+    // Start and connect. An interrupt here drops the launch, which stops what it started:
+    // SIGTERM to its process groups at once and SIGKILL after the grace from a background
+    // thread, an ssh master told to exit. The cleanup stage reports that stop as it
+    // reports the one after connecting.
+    let mut launching = Box::pin(launch(&plan, &tx));
     let launched = tokio::select! {
-        r = launch(&plan, &tx) => r,
-        _ = sigint.recv() => return finish(printer, tx, EXIT_INTERRUPTED).await,
-        _ = sigterm.recv() => return finish(printer, tx, EXIT_INTERRUPTED).await,
+        r = &mut launching => r,
+        signal = interrupt(&mut sigint, &mut sigterm) => {
+            report_interrupt(&tx, signal, begun);
+            let cleanup = CleanupReport::begin(&tx, begun);
+            // Let the display start the cleanup stage before the drop, which may block
+            // this thread (an ssh master's exit is awaited in its destructor).
+            tokio::task::yield_now().await;
+            drop(launching);
+            // The groups' grace is watched by threads: wait for them off the runtime, so
+            // the display keeps running.
+            let _ = tokio::task::spawn_blocking(crate::startup::wait_for_group_stops).await;
+            cleanup.done(&tx, begun);
+            return finish(printer, tx, EXIT_INTERRUPTED).await;
+        }
     };
+    drop(launching);
     let mut session = match launched {
         Ok(s) => s,
         Err(e) => {
@@ -81,6 +98,7 @@ async fn run_async(plan: Plan, args: &LaunchArgs) -> i32 {
     let relay_path = relay.path().to_path_buf();
     let mut relaying = tokio::spawn(relay.serve());
     let mut relay_ended = false;
+    let mut interrupted = None;
     let code = match &args.exec {
         Some(cmd) => {
             let child = tokio::process::Command::new("/bin/sh")
@@ -92,8 +110,10 @@ async fn run_async(plan: Plan, args: &LaunchArgs) -> i32 {
                 .status();
             tokio::select! {
                 s = child => s.map(|s| s.code().unwrap_or(EXIT_FAILURE)).unwrap_or(EXIT_FAILURE),
-                _ = sigint.recv() => EXIT_INTERRUPTED,
-                _ = sigterm.recv() => EXIT_INTERRUPTED,
+                signal = interrupt(&mut sigint, &mut sigterm) => {
+                    interrupted = Some(signal);
+                    EXIT_INTERRUPTED
+                }
             }
         }
         None => {
@@ -113,27 +133,64 @@ async fn run_async(plan: Plan, args: &LaunchArgs) -> i32 {
                     relay_ended = true;
                     EXIT_OK
                 }
-                _ = sigint.recv() => EXIT_INTERRUPTED,
-                _ = sigterm.recv() => EXIT_INTERRUPTED,
+                signal = interrupt(&mut sigint, &mut sigterm) => {
+                    interrupted = Some(signal);
+                    EXIT_INTERRUPTED
+                }
             }
         }
     };
-    let cleanup_began = Instant::now();
-    let _ = tx.send(Event::Stage {
-        stage: Stage::Cleanup,
-        elapsed: begun.elapsed(),
-    });
+    if let Some(signal) = interrupted {
+        report_interrupt(&tx, signal, begun);
+    }
+    let cleanup = CleanupReport::begin(&tx, begun);
     session.cleanup().await;
     // The relay task owns the socket's directory: stop it and wait, so the directory is gone.
     if !relay_ended {
         relaying.abort();
         let _ = relaying.await;
     }
-    let _ = tx.send(Event::CleanedUp {
-        took: cleanup_began.elapsed(),
+    cleanup.done(&tx, begun);
+    finish(printer, tx, code).await
+}
+
+/// The next SIGINT or SIGTERM: its name.
+async fn interrupt(sigint: &mut Signal, sigterm: &mut Signal) -> &'static str {
+    tokio::select! {
+        _ = sigint.recv() => "SIGINT",
+        _ = sigterm.recv() => "SIGTERM",
+    }
+}
+
+fn report_interrupt(tx: &UnboundedSender<Event>, signal: &str, begun: Instant) {
+    let _ = tx.send(Event::Interrupted {
+        signal: signal.to_string(),
         elapsed: begun.elapsed(),
     });
-    finish(printer, tx, code).await
+}
+
+/// The cleanup stage's two events: its start, and its end with how long stopping took.
+struct CleanupReport {
+    began: Instant,
+}
+
+impl CleanupReport {
+    fn begin(tx: &UnboundedSender<Event>, begun: Instant) -> CleanupReport {
+        let _ = tx.send(Event::Stage {
+            stage: Stage::Cleanup,
+            elapsed: begun.elapsed(),
+        });
+        CleanupReport {
+            began: Instant::now(),
+        }
+    }
+
+    fn done(self, tx: &UnboundedSender<Event>, begun: Instant) {
+        let _ = tx.send(Event::CleanedUp {
+            took: self.began.elapsed(),
+            elapsed: begun.elapsed(),
+        });
+    }
 }
 
 /// A Unix socket in a fresh 0700 directory through which one local program at a time uses
@@ -184,7 +241,7 @@ impl Relay {
 
 async fn finish(
     printer: tokio::task::JoinHandle<()>,
-    tx: tokio::sync::mpsc::UnboundedSender<Event>,
+    tx: UnboundedSender<Event>,
     code: i32,
 ) -> i32 {
     drop(tx);

@@ -1,12 +1,15 @@
 //! The CLI's progress display, with the real `pv-launch` and demo server: plain timed lines
 //! when stderr is not a terminal, JSON events with `--json`, and the live display (spinner,
-//! `✓` and `✗` lines) on a real terminal (tmux on a private socket).
+//! `✓` and `✗` lines) on a real terminal (tmux on a private socket); and how each reports
+//! an interrupt (SIGINT, SIGTERM, Ctrl-C) during the start and the cleanup after it.
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pv_e2e::workspace_bin;
+use pv_e2e::{running, workspace_bin};
 
 /// How long any single wait may take.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -16,14 +19,16 @@ fn demo() -> String {
 }
 
 /// A forward profile whose server starts after `pause` seconds (a script: `sleep`, then
-/// exec the demo server), so a stage lasts long enough to be seen.
+/// exec the demo server), so a stage lasts long enough to be seen. The script writes its
+/// pid, its process group's id, to `server.pid` in `dir` (see [`server_group`]).
 fn profile(dir: &Path, pause: &str) -> PathBuf {
     let script = dir.join("start.sh");
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nsleep {pause}\nexec '{}' --server-port \"$1\"\n",
-            demo()
+            "#!/bin/sh\necho $$ > '{pid}.tmp' && mv '{pid}.tmp' '{pid}'\nsleep {pause}\nexec '{}' --server-port \"$1\"\n",
+            demo(),
+            pid = dir.join("server.pid").display()
         ),
     )
     .unwrap();
@@ -58,30 +63,113 @@ fn wait_for<T>(what: &str, deadline: Duration, mut cond: impl FnMut() -> Option<
     }
 }
 
+/// The id of the process group the profile's script started in (its pid), once written.
+fn server_group(dir: &Path) -> u32 {
+    wait_for("the server's pid", DEADLINE, || {
+        std::fs::read_to_string(dir.join("server.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    })
+}
+
+/// Whether a live (not zombie) process is in process group `pgid` (/proc).
+fn group_runs(pgid: u32) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().take(3).collect())
+            .unwrap_or_default();
+        fields.len() == 3 && fields[0] != "Z" && fields[2] == pgid.to_string()
+    })
+}
+
+/// `pv-launch ARGS` running with stdout and stderr piped (not terminals), their lines
+/// collected as they come by two threads, so the deadlines below stay in charge.
+struct Piped {
+    child: Child,
+    out: Arc<Mutex<Vec<String>>>,
+    err: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Piped {
+    fn start(args: &[&str]) -> Piped {
+        let mut child = Command::new(workspace_bin("pv-launch"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let err = Arc::new(Mutex::new(Vec::new()));
+        let read = |pipe: Box<dyn std::io::Read + Send>, into: &Arc<Mutex<Vec<String>>>| {
+            let into = Arc::clone(into);
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines() {
+                    into.lock().unwrap().push(line.unwrap());
+                }
+            })
+        };
+        let readers = vec![
+            read(Box::new(child.stdout.take().unwrap()), &out),
+            read(Box::new(child.stderr.take().unwrap()), &err),
+        ];
+        Piped {
+            child,
+            out,
+            err,
+            readers,
+        }
+    }
+
+    /// Wait until a line of stdout (`stdout`) or stderr satisfies `cond`.
+    fn wait_for_line(&self, stdout: bool, what: &str, cond: impl Fn(&str) -> bool) {
+        let lines = if stdout { &self.out } else { &self.err };
+        wait_for(what, DEADLINE, || {
+            lines.lock().unwrap().iter().any(|l| cond(l)).then_some(())
+        });
+    }
+
+    /// Send signal `name` (`INT`, `TERM`) to pv-launch.
+    fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Wait for pv-launch to exit: its status, stdout and stderr.
+    fn exit(mut self) -> (Option<i32>, String, String) {
+        let status = wait_for("pv-launch to exit", DEADLINE, || {
+            self.child.try_wait().unwrap()
+        });
+        // Its pipes close with it (nothing it started holds them).
+        wait_for("pv-launch's output to end", DEADLINE, || {
+            self.readers.iter().all(|r| r.is_finished()).then_some(())
+        });
+        for reader in self.readers {
+            reader.join().unwrap();
+        }
+        let text = |lines: &Mutex<Vec<String>>| {
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        (status.code(), text(&self.out), text(&self.err))
+    }
+}
+
 /// Run `pv-launch ARGS` with stdout and stderr piped (not terminals); status, stdout, stderr.
 fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
-    let mut child = Command::new(workspace_bin("pv-launch"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The output is small; read it on threads so the deadline below stays in charge.
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut out, &mut s).unwrap();
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut err, &mut s).unwrap();
-        s
-    });
-    let status = wait_for("pv-launch to exit", DEADLINE, || child.try_wait().unwrap());
-    (status.code(), out.join().unwrap(), err.join().unwrap())
+    Piped::start(args).exit()
 }
 
 /// `[  1.23s] text` -> (1.23, "text").
@@ -188,6 +276,105 @@ fn json_events_on_stdout_with_the_cleanup_times() {
     assert!(done["took"].as_f64().unwrap() >= 0.0, "{out}");
     let last = events.last().unwrap();
     assert_eq!(last["event"], "cleaned-up", "the last event: {out}");
+}
+
+/// The ready-line wait of a server that starts after 30 s: interrupted (SIGINT), pv-launch
+/// reports the interrupt, then the cleanup stage and its end, as after connecting; the
+/// script's whole process group is gone when it exits 130.
+#[test]
+fn an_interrupt_during_the_start_reports_the_cleanup_in_plain_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = profile(dir.path(), "30");
+    let cli = Piped::start(&["--profile", path.to_str().unwrap()]);
+    cli.wait_for_line(false, "the ready-line wait", |l| {
+        timed(l).is_some_and(|(_, t)| t == "waiting for the server's ready line")
+    });
+    let group = server_group(dir.path());
+    assert!(group_runs(group));
+    cli.signal("INT");
+    let (code, _, err) = cli.exit();
+    assert_eq!(code, Some(130), "{err}");
+    let stamped: Vec<(f64, &str)> = err.lines().filter_map(timed).collect();
+    let texts: Vec<&str> = stamped.iter().map(|(_, t)| *t).collect();
+    assert_eq!(
+        texts[..texts.len() - 1],
+        [
+            "starting the server",
+            "waiting for the server's ready line",
+            "interrupted (SIGINT)",
+            "stopping processes",
+        ],
+        "{err}"
+    );
+    // The last line says how long stopping took, within the time stamps around it.
+    let (interrupted, cleanup, (end, last)) = (stamped[2].0, stamped[3].0, stamped[4]);
+    let took: f64 = last
+        .strip_prefix("processes stopped in ")
+        .and_then(|t| t.strip_suffix('s'))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no cleanup line: {err}"));
+    assert!(interrupted <= cleanup && cleanup <= end, "{err}");
+    assert!(took <= end - cleanup + 0.011, "{err}");
+    // Nothing of what was stopped runs any more.
+    assert!(
+        !group_runs(group),
+        "the server's group outlived pv-launch: {err}"
+    );
+    assert!(!running(group));
+}
+
+/// The same with SIGTERM and `--json`: `interrupted`, the `cleanup` stage, then
+/// `cleaned-up` as the last event, with consistent times.
+#[test]
+fn an_interrupt_during_the_start_reports_the_cleanup_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = profile(dir.path(), "30");
+    let cli = Piped::start(&["--profile", path.to_str().unwrap(), "--json"]);
+    cli.wait_for_line(true, "the wait-ready stage", |l| {
+        l.contains(r#""stage":"wait-ready""#)
+    });
+    let group = server_group(dir.path());
+    cli.signal("TERM");
+    let (code, out, err) = cli.exit();
+    assert_eq!(code, Some(130), "{out}{err}");
+    assert!(err.is_empty(), "nothing on stderr with --json: {err}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| match e["stage"].as_str() {
+            Some(stage) => format!("stage {stage}"),
+            None => e["event"].as_str().unwrap().to_string(),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "stage start",
+            "stage wait-ready",
+            "interrupted",
+            "stage cleanup",
+            "cleaned-up"
+        ],
+        "{out}"
+    );
+    assert_eq!(events[2]["signal"], "SIGTERM", "{out}");
+    let elapsed = |i: usize| events[i]["elapsed"].as_f64().unwrap();
+    assert!(
+        elapsed(2) <= elapsed(3) && elapsed(3) <= elapsed(4),
+        "{out}"
+    );
+    let took = events[4]["took"].as_f64().unwrap();
+    assert!(
+        took >= 0.0 && took <= elapsed(4) - elapsed(3) + 0.002,
+        "{out}"
+    );
+    assert!(
+        !group_runs(group),
+        "the server's group outlived pv-launch: {out}"
+    );
 }
 
 /// A tmux server on a private socket running `pv-launch` in one 120x30 pane; the shell
@@ -336,12 +523,75 @@ fn the_terminal_display_spins_then_ticks_each_stage_and_shows_the_url() {
     assert!(!screen.lines().any(|l| timed(l).is_some()), "{screen}");
     assert!(url.contains("127.0.0.1:"), "{url}");
 
-    // Ctrl-C: the cleanup stage ends as a ✓ line, and pv-launch exits 130.
+    // Ctrl-C: a line says so, the cleanup stage ends as a ✓ line, and pv-launch exits 130.
     t.tmux(&["send-keys", "-t", "t", "C-c"]);
     t.wait_for_line("the cleanup ✓ line", |l| {
         l.starts_with("✓ stopping processes")
     });
     assert_eq!(t.rc(), 130, "{}", t.screen());
+    let screen = t.screen();
+    let lines: Vec<&str> = screen.lines().map(str::trim_end).collect();
+    let at = |text: &str| lines.iter().position(|l| l.starts_with(text));
+    assert!(
+        at("interrupted (SIGINT)") < at("✓ stopping processes"),
+        "{screen}"
+    );
+    assert_clean(&screen);
+}
+
+/// No echoed `^C` and no spinner glyph (Braille patterns) left on `screen`.
+fn assert_clean(screen: &str) {
+    assert!(!screen.contains("^C"), "an echoed ^C:\n{screen}");
+    assert!(
+        !screen
+            .chars()
+            .any(|c| ('\u{2800}'..='\u{28ff}').contains(&c)),
+        "a spinner left on the screen:\n{screen}"
+    );
+}
+
+/// Ctrl-C in the terminal while the ready line is awaited: the spinner becomes a `✗` line
+/// saying so, the cleanup stage a `✓` line, and nothing else is left on the screen (before,
+/// the terminal's `^C` echo wrapped past the padded spinner line and left a stale copy of
+/// it); the script's whole process group is gone.
+#[test]
+fn the_terminal_display_ends_cleanly_when_interrupted_during_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = profile(dir.path(), "30");
+    let t = Tmux::run(&format!("--profile '{}'", path.display()));
+    t.wait_for_line("the ready-line spinner", |l| {
+        l.contains("waiting for the server's ready line")
+            && trailing_seconds(l).is_some_and(|s| s >= 0.3)
+    });
+    let group = server_group(dir.path());
+    t.tmux(&["send-keys", "-t", "t", "C-c"]);
+    t.wait_for_line("the cleanup ✓ line", |l| {
+        l.starts_with("✓ stopping processes")
+    });
+    assert_eq!(t.rc(), 130, "{}", t.screen());
+    let screen = t.screen();
+    // pv-launch's lines are all there is (the shell around it prints nothing).
+    let lines: Vec<&str> = screen
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 3, "{screen}");
+    assert!(
+        lines[0].starts_with("✓ starting the server  ") && trailing_seconds(lines[0]).is_some(),
+        "{screen}"
+    );
+    assert!(
+        lines[1].starts_with("✗ waiting for the server's ready line (after ")
+            && lines[1].ends_with("s): interrupted (SIGINT)"),
+        "{screen}"
+    );
+    assert!(
+        lines[2].starts_with("✓ stopping processes  ") && trailing_seconds(lines[2]).is_some(),
+        "{screen}"
+    );
+    assert_clean(&screen);
+    assert!(!group_runs(group), "the server's group outlived pv-launch");
 }
 
 #[test]

@@ -1,4 +1,26 @@
-//! Stopping a process group from a destructor.
+//! The process groups pv-launch starts: signalling them only while their id is known to be
+//! ours, and stopping them from a destructor.
+//!
+//! ## Whose group is it?
+//!
+//! A process group's id is the pid of the process that made it, the leader. While the
+//! leader exists — running, or a zombie not yet reaped — the kernel cannot hand its pid out
+//! again, so the id is ours. Once the leader is reaped the id stays taken only while a
+//! member of the group remains; when the last one is gone the pid is free, a later process
+//! can get it and lead a group of its own with that id, and a `killpg` would reach a
+//! stranger. So before every signal [`Group::alive_and_ours`] looks in /proc:
+//!
+//! - the leader still exists (the same pid *and* the same start time as at the spawn): ours;
+//! - another process has the leader's pid (another start time): the id was reused;
+//! - the leader is reaped: ours while live members remain.
+//!
+//! A group seen empty or reused once is forgotten for good ([`GroupStop`]), and
+//! [`ServerHandle`](super::ServerHandle) looks the moment it reaps the leader. What this
+//! cannot see: members that outlive the leader and all end between two looks, after which
+//! their id goes to a new group whose own leader has already exited, leaving members
+//! behind — it takes the pid space to wrap in between, and a group without its leader.
+//!
+//! ## Stopping from a destructor
 //!
 //! A launch can be dropped at any await point (Ctrl-C, SIGTERM, an embedder's timeout),
 //! including in the middle of the start, and a destructor cannot await. [`GroupStop`] is
@@ -8,14 +30,16 @@
 //!
 //! - SIGTERM goes out at once, from the destructor;
 //! - the grace is watched by a small detached std thread that polls the group every 20 ms
-//!   and sends SIGKILL only if something is still alive when the grace ends. A thread
-//!   rather than a tokio task, because the runtime may be shutting down (the CLI drops the
-//!   launch on Ctrl-C and then returns from `block_on`), and a blocking wait in the
-//!   destructor would stall every other task on that runtime thread for up to the grace;
+//!   and sends SIGKILL only if something is still alive when the grace ends, then waits
+//!   (up to 1 s) until nothing is. A thread rather than a tokio task, because the
+//!   runtime may be shutting down (the CLI drops the launch on Ctrl-C and then returns from
+//!   `block_on`), and a blocking wait in the destructor would stall every other task on
+//!   that runtime thread for up to the grace;
 //! - a process that exits while the thread still waits would lose the escalation, so such
 //!   programs call [`wait_for_group_stops`] before they exit (the CLI does).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,49 +52,175 @@ use super::handle::TERMINATE_GRACE;
 /// How often the stopping thread looks whether the group is gone.
 const POLL: Duration = Duration::from_millis(20);
 
+/// How long the stopping thread waits for the group to go after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(1);
+
 /// Threads still watching a group's grace period.
 static STOPPING: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
 
-/// Stops a process group when dropped, unless [`disarm`](Self::disarm)ed.
-#[derive(Debug)]
-pub(super) struct GroupStop {
-    pgid: Option<Pid>,
+/// A process group started by pv-launch: its id and who led it.
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    pgid: Pid,
+    /// The leader's start time, read while it was our unreaped child (so surely ours);
+    /// `None` without /proc.
+    leader_start: Option<u64>,
 }
 
-impl GroupStop {
-    /// Guard the group led by `pid` (a child started with `process_group(0)`).
-    pub(super) fn new(pid: u32) -> GroupStop {
+impl Group {
+    /// The group led by `pid`, a child started with `process_group(0)` and not yet reaped.
+    fn led_by(pid: u32) -> Option<Group> {
         // Pid 0 or a negative pid would make killpg address our own group or every
-        // process: never arm for those.
+        // process: never a group for those.
         let pgid = i32::try_from(pid)
             .ok()
             .filter(|p| *p > 0)
-            .map(Pid::from_raw);
-        GroupStop { pgid }
+            .map(Pid::from_raw)?;
+        Some(Group {
+            pgid,
+            leader_start: Stat::of(pgid.as_raw()).map(|s| s.start),
+        })
     }
 
-    /// The group's id, when armed.
-    pub(super) fn pgid(&self) -> Option<Pid> {
-        self.pgid
+    /// Whether the id still names our group (see the module's documentation) and a live
+    /// (not zombie) process is in it: whether signalling it is both safe and useful.
+    fn alive_and_ours(&self) -> bool {
+        if killpg(self.pgid, None) == Err(Errno::ESRCH) {
+            return false; // nobody has this group id
+        }
+        let Some(start) = self.leader_start else {
+            return true; // no /proc at the spawn: trust killpg
+        };
+        match Stat::of(self.pgid.as_raw()) {
+            // The leader exists, so its pid, and with it the group id, is still ours.
+            Some(leader) if leader.start == start => {
+                (leader.live() && leader.pgrp == self.pgid.as_raw()) || live_member(self.pgid)
+            }
+            // Someone else has the leader's pid: the id was reused.
+            Some(_) => false,
+            // The leader is reaped: ours while live members remain.
+            None => live_member(self.pgid),
+        }
+    }
+}
+
+/// What pv-launch reads of `/proc/PID/stat`.
+struct Stat {
+    state: char,
+    pgrp: i32,
+    /// Clock ticks after boot (field 22).
+    start: u64,
+}
+
+impl Stat {
+    fn of(pid: i32) -> Option<Stat> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the ")" that closes the command name: state (field 3), ppid, pgrp, …
+        let (_, rest) = text.rsplit_once(')')?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        Some(Stat {
+            state: fields.first()?.chars().next()?,
+            pgrp: fields.get(2)?.parse().ok()?,
+            start: fields.get(19)?.parse().ok()?,
+        })
     }
 
-    /// Forget the group: it was stopped another way (or must outlive us).
-    pub(super) fn disarm(&mut self) {
-        self.pgid = None;
+    /// Not a zombie (nor dead).
+    fn live(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Whether a live (not zombie) process is in group `pgid`.
+///
+/// `killpg(pgid, 0)` alone also counts a leader that exited but is not reaped yet (tokio
+/// reaps dropped children lazily, and not at all once its runtime is gone), which would
+/// make every stop wait out the whole grace; so /proc decides.
+fn live_member(pgid: Pid) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true; // no /proc: trust killpg
+    };
+    entries.flatten().any(|entry| {
+        entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+            .and_then(Stat::of)
+            .is_some_and(|s| s.live() && s.pgrp == pgid.as_raw())
+    })
+}
+
+/// The group of a started process: signals it while it is known to be ours, and stops it
+/// when dropped, unless [`disarm`](Self::disarm)ed or seen gone before.
+#[derive(Debug)]
+pub(super) struct GroupStop {
+    group: Option<Group>,
+    /// Set once the group was stopped another way, seen empty or seen reused: from then
+    /// on its id is never signalled again.
+    forgotten: AtomicBool,
+}
+
+impl GroupStop {
+    /// Guard the group led by `pid` (a child started with `process_group(0)`, not yet
+    /// reaped).
+    pub(super) fn new(pid: u32) -> GroupStop {
+        let group = Group::led_by(pid);
+        GroupStop {
+            forgotten: AtomicBool::new(group.is_none()),
+            group,
+        }
+    }
+
+    /// The group's id while it is ours and has live members; once it is not, the group
+    /// is forgotten.
+    fn pgid(&self) -> Option<Pid> {
+        let group = self
+            .group
+            .filter(|_| !self.forgotten.load(Ordering::SeqCst))?;
+        if group.alive_and_ours() {
+            Some(group.pgid)
+        } else {
+            self.disarm();
+            None
+        }
+    }
+
+    /// Send `signal` to the group; `ESRCH` once it is gone (or was never valid).
+    pub(super) fn signal(&self, signal: Signal) -> nix::Result<()> {
+        let pgid = self.pgid().ok_or(Errno::ESRCH)?;
+        let sent = killpg(pgid, signal);
+        if sent == Err(Errno::ESRCH) {
+            self.disarm();
+        }
+        sent
+    }
+
+    /// The leader was just reaped: if nothing of the group is left, forget it now, before
+    /// its id can go to another process.
+    pub(super) fn leader_reaped(&self) {
+        let _ = self.pgid();
+    }
+
+    /// Forget the group: it was stopped another way, is gone, or must outlive us.
+    pub(super) fn disarm(&self) {
+        self.forgotten.store(true, Ordering::SeqCst);
     }
 }
 
 impl Drop for GroupStop {
     fn drop(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            stop_in_background(pgid);
+        if let Some(group) = self.group.take() {
+            if !self.forgotten.load(Ordering::SeqCst) {
+                stop_in_background(group);
+            }
         }
     }
 }
 
 /// SIGTERM now; SIGKILL from a detached thread if anything is left after the grace.
-fn stop_in_background(pgid: Pid) {
-    if killpg(pgid, Signal::SIGTERM) == Err(Errno::ESRCH) {
+fn stop_in_background(group: Group) {
+    let pgid = group.pgid;
+    if !group.alive_and_ours() || killpg(pgid, Signal::SIGTERM) == Err(Errno::ESRCH) {
         return; // nothing left in the group
     }
     let spawned = std::thread::Builder::new()
@@ -78,16 +228,22 @@ fn stop_in_background(pgid: Pid) {
         .spawn(move || {
             let end = Instant::now() + TERMINATE_GRACE;
             while Instant::now() < end {
-                if !group_alive(pgid) {
-                    // Gone: do not signal again. (A group id is free for reuse only once
-                    // every member is gone and reaped; stopping here, at most one poll
-                    // interval after that, keeps a late SIGKILL from reaching a new group
-                    // that took the id, which would need the pid space to wrap meanwhile.)
+                if !group.alive_and_ours() {
+                    // Gone (or its id reused): do not signal again.
                     return;
                 }
                 std::thread::sleep(POLL);
             }
+            if !group.alive_and_ours() {
+                return;
+            }
             let _ = killpg(pgid, Signal::SIGKILL);
+            // SIGKILL takes a moment to take effect: whoever waits for this thread
+            // (`wait_for_group_stops`) may then say that the processes are stopped.
+            let end = Instant::now() + KILL_WAIT;
+            while Instant::now() < end && group.alive_and_ours() {
+                std::thread::sleep(POLL);
+            }
         });
     match spawned {
         Ok(thread) => {
@@ -104,42 +260,9 @@ fn stop_in_background(pgid: Pid) {
     }
 }
 
-/// Whether any live (not zombie) process is still in group `pgid`.
-///
-/// `killpg(pgid, 0)` alone also counts a leader that exited but is not reaped yet (tokio
-/// reaps dropped children lazily, and not at all once its runtime is gone), which would
-/// make every stop wait out the whole grace; so when it says "alive", /proc decides.
-fn group_alive(pgid: Pid) -> bool {
-    if killpg(pgid, None) == Err(Errno::ESRCH) {
-        return false;
-    }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return true; // no /proc: trust killpg
-    };
-    let pgid = pgid.as_raw().to_string();
-    entries.flatten().any(|entry| {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            return false;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        // After the ")" that closes the command name: state, ppid, pgrp, …
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().take(3).collect())
-            .unwrap_or_default();
-        fields.len() == 3 && fields[0] != "Z" && fields[2] == pgid
-    })
-}
-
 /// Block until every process group that a dropped launch or [`ServerHandle`] is still
 /// stopping is stopped: gone, or sent SIGKILL at the end of its grace
-/// ([`TERMINATE_GRACE`], 2 s, at most).
+/// ([`TERMINATE_GRACE`], 2 s) and given up to 1 s more to go.
 ///
 /// Call it before the process exits after dropping a launch, or a server that ignores
 /// SIGTERM may outlive it. Not from async code: it blocks the calling thread.

@@ -5,7 +5,7 @@ use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::Signal;
 use tokio::process::{Child, ChildStdin};
 
 use super::StartError;
@@ -61,6 +61,9 @@ impl ServerHandle {
     pub fn poll(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             self.status = self.child.try_wait().ok().flatten();
+            if self.status.is_some() {
+                self.group.leader_reaped();
+            }
         }
         self.status
     }
@@ -75,16 +78,18 @@ impl ServerHandle {
             Err(_) => std::os::unix::process::ExitStatusExt::from_raw(1 << 8),
         };
         self.status = Some(s);
+        self.group.leader_reaped();
         s
     }
 
-    /// Send `signal` to the whole process group.
+    /// Send `signal` to the whole process group, while it is known to be ours.
+    ///
+    /// `ESRCH` once it is not: after [`cleanup`](Self::cleanup), or once the process has
+    /// been waited for and no live member of its group is left — from then on the group
+    /// id is free for the system to give to an unrelated process group, so it is never
+    /// signalled again. Also `ESRCH` when the id is found taken by another process.
     pub fn signal(&self, signal: Signal) -> nix::Result<()> {
-        // Once the group is stopped (or was never valid) its id is not ours to signal.
-        match self.group.pgid() {
-            Some(pgid) => killpg(pgid, signal),
-            None => Err(nix::errno::Errno::ESRCH),
-        }
+        self.group.signal(signal)
     }
 
     /// Ask the group to stop (SIGTERM).
@@ -93,7 +98,8 @@ impl ServerHandle {
     }
 
     /// Stop every process of the group: SIGTERM, then SIGKILL after `TERMINATE_GRACE` (2 s);
-    /// the leader is reaped.
+    /// the leader is reaped. Signals go out only while the group is ours (see
+    /// [`signal`](Self::signal)).
     pub async fn cleanup(&mut self) {
         self.stdin = None;
         let _ = self.terminate();

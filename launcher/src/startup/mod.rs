@@ -10,6 +10,8 @@
 
 mod group;
 mod handle;
+#[cfg(test)]
+mod tests;
 
 pub use group::wait_for_group_stops;
 pub use handle::{ServerHandle, TERMINATE_GRACE};
