@@ -384,54 +384,9 @@ async fn openssl_s_client_talks_to_our_tls_listener() {
 
 #[tokio::test]
 async fn our_pinned_client_talks_to_openssl_s_server() {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["pv-launch-server".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("pv-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let port = {
-        let l = Listener::bind(loopback(0), None).await.unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut server = Reaped(
-        tokio::process::Command::new("openssl")
-            .args([
-                "s_server",
-                "-accept",
-                &format!("127.0.0.1:{port}"),
-                "-tls1_3",
-                "-rev",
-            ])
-            .arg("-cert")
-            .arg(&cert_path)
-            .arg("-key")
-            .arg(&key_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("openssl is installed"),
-    );
-    // Wait for s_server to say it accepts, not for a fixed time.
-    let mut out = BufReader::new(server.0.stdout.take().unwrap()).lines();
-    tokio::time::timeout(DEADLINE, async {
-        while let Some(line) = out.next_line().await.unwrap() {
-            if line.contains("ACCEPT") {
-                return;
-            }
-        }
-        panic!("s_server ended without accepting");
-    })
-    .await
-    .expect("s_server ready within the deadline");
-
-    let pin = Fingerprint::of_der(cert.der());
+    let (_dir, cert_path, key_path, pin) = openssl_identity();
+    // `-rev` answers each line reversed.
+    let (_server, _commands, _out, port) = openssl_s_server(&cert_path, &key_path, "-rev").await;
     let config =
         ConnectionConfig::new(NoHandshake).with_tls(TlsConfig::client_pinned(pin, None).unwrap());
     let stream = dial(
@@ -456,7 +411,6 @@ async fn our_pinned_client_talks_to_openssl_s_server() {
         .unwrap()
         .unwrap();
     assert_eq!(line.trim_end(), "hcnual-vp");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A self-signed certificate for `pv-launch-server` in a fresh directory: (dir, cert, key,
@@ -504,41 +458,53 @@ async fn wait_line(
     seen
 }
 
-/// openssl's server asks for a key update (`K` on its stdin): our client switches its
-/// receiving key, answers with a key update of its own, and both directions go on.
-#[tokio::test]
-async fn a_key_update_from_openssl_s_server_is_followed_and_answered() {
-    let (_dir, cert_path, key_path, pin) = openssl_identity();
+/// Debian's `openssl s_server` on a free loopback port with `cert` and `key`, TLS 1.3 and
+/// `option`, once it says it accepts: (the process, its stdin, its stdout's lines, the port).
+/// Its stdout is line-buffered (`stdbuf`), so traces arrive as they are printed.
+async fn openssl_s_server(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    option: &str,
+) -> (
+    Reaped,
+    tokio::process::ChildStdin,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    u16,
+) {
     let port = {
         let l = Listener::bind(loopback(0), None).await.unwrap();
         l.local_addr().unwrap().port()
     };
     let mut server = Reaped(
-        // stdbuf: line-buffered stdout, or the -msg trace waits in openssl's buffer.
         tokio::process::Command::new("stdbuf")
-            .args(["-oL", "openssl"])
-            .args([
-                "s_server",
-                "-accept",
-                &format!("127.0.0.1:{port}"),
-                "-tls1_3",
-                // Trace each TLS message, so the test sees the KeyUpdates go and come.
-                "-msg",
-            ])
+            .args(["-oL", "openssl", "s_server", "-tls1_3", option])
+            .args(["-accept", &format!("127.0.0.1:{port}")])
             .arg("-cert")
-            .arg(&cert_path)
+            .arg(cert)
             .arg("-key")
-            .arg(&key_path)
+            .arg(key)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("openssl is installed"),
+            .expect("openssl is installed (ci/install-deps)"),
     );
-    let mut commands = server.0.stdin.take().unwrap();
+    let commands = server.0.stdin.take().unwrap();
     let mut out = BufReader::new(server.0.stdout.take().unwrap()).lines();
+    // Wait for s_server to say it accepts, not for a fixed time.
     wait_line(&mut out, "ACCEPT", |l| l.contains("ACCEPT")).await;
+    (server, commands, out, port)
+}
+
+/// openssl's server asks for a key update (`K` on its stdin): our client switches its
+/// receiving key, answers with a key update of its own, and both directions go on.
+#[tokio::test]
+async fn a_key_update_from_openssl_s_server_is_followed_and_answered() {
+    let (_dir, cert_path, key_path, pin) = openssl_identity();
+    // `-msg` traces each TLS message, so the test sees the KeyUpdates go and come.
+    let (_server, mut commands, mut out, port) =
+        openssl_s_server(&cert_path, &key_path, "-msg").await;
 
     let config =
         ConnectionConfig::new(NoHandshake).with_tls(TlsConfig::client_pinned(pin, None).unwrap());

@@ -45,16 +45,19 @@ fn reap(child: &mut Child) -> std::process::ExitStatus {
     status.unwrap()
 }
 
+/// `unshare` options for a private pid namespace, as an unprivileged user may make one.
+const UNSHARE: [&str; 5] = [
+    "--user",
+    "--map-root-user",
+    "--pid",
+    "--fork",
+    "--mount-proc",
+];
+
 /// Whether `unshare` can make the namespace here.
 fn namespaces_allowed() -> bool {
     Command::new("unshare")
-        .args([
-            "--user",
-            "--map-root-user",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-        ])
+        .args(UNSHARE)
         .arg("true")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -87,13 +90,7 @@ fn in_pid_namespace(name: &str) -> bool {
             .unwrap()
     };
     let mut inner = Command::new("unshare")
-        .args([
-            "--user",
-            "--map-root-user",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-        ])
+        .args(UNSHARE)
         .arg(std::env::current_exe().unwrap())
         .args(["--exact", &test, "--nocapture", "--test-threads=1"])
         .env(IN_NAMESPACE, "1")
@@ -186,6 +183,16 @@ async fn signal_every_way(mut handle: ServerHandle) {
     wait_for_group_stops();
 }
 
+/// A `sleep` in the process group `pgid` (started by the test, which reaps it).
+fn member_of(pgid: u32) -> std::process::Child {
+    Command::new("sleep")
+        .arg("60")
+        .process_group(pgid as i32)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_group_that_ended_alone_is_not_signalled_once_its_id_is_reused() {
     if !in_pid_namespace("a_group_that_ended_alone_is_not_signalled_once_its_id_is_reused") {
@@ -211,12 +218,7 @@ async fn a_group_whose_members_outlived_the_leader_is_not_signalled_once_its_id_
     let mut handle = start(&["sleep", "60"]).await;
     let pid = handle.pid();
     // A member of the group (started by this test, which reaps it below).
-    let mut member = Command::new("sleep")
-        .arg("60")
-        .process_group(pid as i32)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut member = member_of(pid);
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
     // Reaped through `poll` this time.
     wait_until("the leader to be reaped", || handle.poll().is_some());
@@ -234,12 +236,7 @@ async fn a_group_whose_members_outlived_the_leader_is_not_signalled_once_its_id_
 async fn members_that_outlive_the_leader_are_still_stopped() {
     let mut handle = start(&["sleep", "60"]).await;
     let pid = handle.pid();
-    let mut member = Command::new("sleep")
-        .arg("60")
-        .process_group(pid as i32)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut member = member_of(pid);
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
     assert_eq!(handle.wait().await.signal(), Some(Signal::SIGKILL as i32));
     // The leader is reaped, but its group lives on in the member: cleanup stops it.
