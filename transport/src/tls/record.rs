@@ -272,7 +272,9 @@ impl RecvBuf {
         }
         let need = (self.start + want.max(self.end - self.start + 1)).max(READ_MIN);
         if self.buf.len() < need {
-            self.buf.resize(need, 0);
+            // Out of room: grow by doubling (as for a full read), or to what is needed.
+            let doubled = (2 * self.buf.len()).min(READ_MAX);
+            self.buf.resize(need.max(doubled), 0);
         }
         let space = self.buf.len() - self.end;
         let mut fill = ReadBuf::new(&mut self.buf[self.end..]);
