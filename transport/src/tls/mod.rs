@@ -312,7 +312,7 @@ impl TlsConfig {
                 let (config, exporter) = record::with_capture(config, |c, log| c.key_log = log);
                 let conn = rustls::server::UnbufferedServerConnection::new(config)
                     .map_err(|e| TlsError::Handshake(e.to_string()))?;
-                record::server(conn, stream, &exporter, EXPORTER_LABEL).await
+                record::handshake(conn, stream, &exporter, EXPORTER_LABEL).await
             }
             (
                 TlsConfig::Client {
@@ -325,7 +325,7 @@ impl TlsConfig {
                 let conn =
                     rustls::client::UnbufferedClientConnection::new(config, server_name.clone())
                         .map_err(|e| TlsError::Handshake(e.to_string()))?;
-                record::client(conn, stream, &exporter, EXPORTER_LABEL).await
+                record::handshake(conn, stream, &exporter, EXPORTER_LABEL).await
             }
             (TlsConfig::Server { .. }, used) | (TlsConfig::Client { .. }, used) => {
                 return Err(TlsError::WrongRole {

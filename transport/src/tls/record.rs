@@ -150,7 +150,7 @@ fn export(suite: CipherSuite, exporter_secret: &[u8], label: &[u8]) -> io::Resul
 }
 
 /// What rustls keeps after the handshake, for either side.
-enum Kernel {
+pub(super) enum Kernel {
     Client(KernelConnection<ClientConnectionData>),
     Server(KernelConnection<ServerConnectionData>),
 }
@@ -237,6 +237,7 @@ impl Keys {
 }
 
 /// Received bytes: `buf[start..end]` is read and not yet used.
+#[derive(Default)]
 struct RecvBuf {
     buf: Vec<u8>,
     start: usize,
@@ -244,12 +245,9 @@ struct RecvBuf {
 }
 
 impl RecvBuf {
-    fn new() -> RecvBuf {
-        RecvBuf {
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
-        }
+    /// Twice the buffer's size, within [`READ_MAX`].
+    fn doubled(&self) -> usize {
+        (2 * self.buf.len()).min(READ_MAX)
     }
 
     fn pending(&mut self) -> &mut [u8] {
@@ -273,8 +271,7 @@ impl RecvBuf {
         let need = (self.start + want.max(self.end - self.start + 1)).max(READ_MIN);
         if self.buf.len() < need {
             // Out of room: grow by doubling (as for a full read), or to what is needed.
-            let doubled = (2 * self.buf.len()).min(READ_MAX);
-            self.buf.resize(need.max(doubled), 0);
+            self.buf.resize(need.max(self.doubled()), 0);
         }
         let space = self.buf.len() - self.end;
         let mut fill = ReadBuf::new(&mut self.buf[self.end..]);
@@ -283,8 +280,7 @@ impl RecvBuf {
         self.end += n;
         if n == space && self.buf.len() < READ_MAX {
             // Full: more was waiting. Grow for the next read (the data stays where it is).
-            let grown = (2 * self.buf.len()).min(READ_MAX);
-            self.buf.resize(grown, 0);
+            self.buf.resize(self.doubled(), 0);
         }
         Poll::Ready(Ok(n))
     }
@@ -299,7 +295,9 @@ impl RecvBuf {
 }
 
 /// A connection in its handshake, client or server.
-trait Handshaking: DerefMut<Target = UnbufferedConnectionCommon<Self::Data>> + Sized {
+pub(super) trait Handshaking:
+    DerefMut<Target = UnbufferedConnectionCommon<Self::Data>> + Sized
+{
     type Data;
     fn process<'c, 'i>(
         &'c mut self,
@@ -363,33 +361,15 @@ pub(super) struct Established<S> {
     pub(super) binding: [u8; 32],
 }
 
-/// Run a client handshake over `io`.
-pub(super) async fn client<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: UnbufferedClientConnection,
-    io: S,
-    exporter: &ExporterSecret,
-    label: &[u8],
-) -> io::Result<Established<S>> {
-    handshake(conn, io, exporter, label).await
-}
-
-/// Run a server handshake over `io`.
-pub(super) async fn server<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: UnbufferedServerConnection,
-    io: S,
-    exporter: &ExporterSecret,
-    label: &[u8],
-) -> io::Result<Established<S>> {
-    handshake(conn, io, exporter, label).await
-}
-
-async fn handshake<C: Handshaking, S: AsyncRead + AsyncWrite + Unpin>(
+/// Run the handshake of `conn` (client or server) over `io`, then hand the connection to
+/// the record layer; `exporter` is the capture installed in `conn`'s configuration.
+pub(super) async fn handshake<C: Handshaking, S: AsyncRead + AsyncWrite + Unpin>(
     mut conn: C,
     mut io: S,
     exporter: &ExporterSecret,
     label: &[u8],
 ) -> io::Result<Established<S>> {
-    let mut recv = RecvBuf::new();
+    let mut recv = RecvBuf::default();
     let mut out = Vec::new();
     // Application data that arrived with the handshake's last flight.
     let mut early = Vec::new();
@@ -904,27 +884,14 @@ mod tests {
             UnbufferedClientConnection::new(cc, crate::tls::PER_LAUNCH_NAME.try_into().unwrap())
                 .unwrap();
         let (s, c) = tokio::time::timeout(DEADLINE, async {
-            tokio::join!(server_side(s, a, &se), client_side(c, b, &ce))
+            tokio::join!(
+                handshake(s, a, &se, EXPORTER_LABEL),
+                handshake(c, b, &ce, EXPORTER_LABEL)
+            )
         })
         .await
         .expect("the handshake finishes");
         (s.unwrap(), c.unwrap())
-    }
-
-    async fn server_side(
-        s: UnbufferedServerConnection,
-        io: DuplexStream,
-        e: &ExporterSecret,
-    ) -> io::Result<Established<DuplexStream>> {
-        super::server(s, io, e, EXPORTER_LABEL).await
-    }
-
-    async fn client_side(
-        c: UnbufferedClientConnection,
-        io: DuplexStream,
-        e: &ExporterSecret,
-    ) -> io::Result<Established<DuplexStream>> {
-        super::client(c, io, e, EXPORTER_LABEL).await
     }
 
     async fn pair() -> Pair {
@@ -1015,13 +982,10 @@ mod tests {
                 let sock = tokio::net::TcpStream::from_std(sock).unwrap();
                 let (config, exporter) = with_capture(&server, |c, log| c.key_log = log);
                 let conn = UnbufferedServerConnection::new(config).unwrap();
-                tokio::time::timeout(
-                    DEADLINE,
-                    super::server(conn, sock, &exporter, EXPORTER_LABEL),
-                )
-                .await
-                .unwrap()
-                .unwrap()
+                tokio::time::timeout(DEADLINE, handshake(conn, sock, &exporter, EXPORTER_LABEL))
+                    .await
+                    .unwrap()
+                    .unwrap()
             });
             assert_eq!(ours.binding, theirs.join().unwrap(), "{suite:?}");
             assert!(
