@@ -16,6 +16,10 @@
 //! 3. [`terminal`]: the controlling terminal (`/dev/tty`);
 //! 4. otherwise the helper exits 1 with a one-line reason on stderr.
 //!
+//! The FLTK dialogs ([`dialog`]) are the default cargo feature `dialogs`; without it the
+//! crate builds no C++ and offers the rest (pv-launch's library uses it that way for the
+//! bridge protocol and [`PromptKind`]).
+//!
 //! [`mod@classify`] decides what a prompt wants (a password, a visible one-time code, a
 //! host-key yes/no, …), from the `SSH_ASKPASS_PROMPT` hint and the text; [`outcome`]
 //! turns the user's answer into stdout and an exit status.
@@ -24,6 +28,7 @@
 
 pub mod bridge;
 pub mod classify;
+#[cfg(feature = "dialogs")]
 pub mod dialog;
 pub mod display;
 pub mod outcome;

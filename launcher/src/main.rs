@@ -1,10 +1,12 @@
 //! The `pv-launch` command: see `pv-launch --help`.
 #![forbid(unsafe_code)]
 
+mod cli;
+
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use pv_launch::cli::{Cli, Command, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use cli::{Cli, Command, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use pv_launch::profile::find;
 use pv_launch::prompt::{NonInteractive, Prompter, TerminalPrompter};
 use pv_launch::{LaunchContext, Plan, Profile};
@@ -126,7 +128,7 @@ fn import(pvsc: &std::path::Path, output: Option<&std::path::Path>) -> i32 {
     }
 }
 
-fn launch(args: &pv_launch::cli::LaunchArgs) -> i32 {
+fn launch(args: &cli::LaunchArgs) -> i32 {
     let Some(name) = &args.profile else {
         return fail("no profile: use --profile FILE (see --help)", EXIT_USAGE);
     };
@@ -152,7 +154,7 @@ fn launch(args: &pv_launch::cli::LaunchArgs) -> i32 {
     let plan = match Plan::resolve(entry, &ctx, prompter) {
         Ok(p) => p,
         Err(pv_launch::PlanError::Cancelled(_)) => {
-            return fail("cancelled", pv_launch::cli::EXIT_INTERRUPTED);
+            return fail("cancelled", cli::EXIT_INTERRUPTED);
         }
         Err(e) => return fail(e, EXIT_USAGE),
     };
@@ -164,5 +166,5 @@ fn launch(args: &pv_launch::cli::LaunchArgs) -> i32 {
         }
         return EXIT_OK;
     }
-    pv_launch::run::run(plan, args)
+    cli::run::run(plan, args)
 }

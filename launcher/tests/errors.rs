@@ -158,7 +158,10 @@ fn import_writes_a_profile_that_loads_with_the_same_argv() {
             let pa = pv_launch::Plan::resolve(a, &ctx, &pv_launch::NonInteractive).unwrap();
             let pb = pv_launch::Plan::resolve(b, &ctx, &pv_launch::NonInteractive).unwrap();
             let argv = |p: &pv_launch::Plan| match p.launch() {
-                pv_launch::plan::Launch::Process(p) => p.argv.clone(),
+                pv_launch::plan::Launch::Process(p) => match &p.place {
+                    pv_launch::plan::Place::Local(l) => l.argv.clone(),
+                    pv_launch::plan::Place::Ssh(s) => s.remote.argv.clone(),
+                },
                 _ => vec![],
             };
             // Argument lists differ only where ParaView's re-splitting drops empty values.

@@ -6,21 +6,30 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pv_launch::events::Event;
-use pv_launch::plan::ProcessPlan;
+use pv_launch::events::EventSender;
+use pv_launch::plan::LocalCommand;
 use pv_launch::profile::Delay;
 use pv_launch::startup::{StartError, Started, start_local};
 use pv_transport::Token;
 use pv_transport::launch::Secrets;
 
-fn sh(script: &str, delay: Delay) -> ProcessPlan {
-    ProcessPlan {
-        mechanism: "local",
+fn sh(script: &str, delay: Delay) -> (LocalCommand, Delay) {
+    let command = LocalCommand {
         argv: vec!["sh".into(), "-c".into(), script.into()],
         env: vec![],
         workdir: None,
-        delay,
-        remote: None,
-    }
+    };
+    (command, delay)
+}
+
+/// [`start_local`] of a command and its delay.
+async fn start_sh(
+    (command, delay): &(LocalCommand, Delay),
+    secrets: Option<&Secrets>,
+    ready_timeout: Duration,
+    events: &EventSender,
+) -> Result<Started, StartError> {
+    start_local(command, delay, secrets, ready_timeout, events).await
 }
 
 /// Whether `pid` is a live process (a zombie counts as gone).
@@ -77,7 +86,7 @@ async fn secrets_go_in_on_stdin_and_the_ready_line_comes_back() {
         client_cert: None,
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let started = start_local(
+    let started = start_sh(
         &sh(&script, Delay::None),
         Some(&secrets),
         Duration::from_secs(10),
@@ -122,7 +131,7 @@ async fn secrets_go_in_on_stdin_and_the_ready_line_comes_back() {
 #[tokio::test]
 async fn wait_for_exit_zero_means_the_server_detached() {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let started = start_local(
+    let started = start_sh(
         &sh("echo submitted; exit 0", Delay::UntilExit),
         None,
         Duration::from_secs(5),
@@ -136,7 +145,7 @@ async fn wait_for_exit_zero_means_the_server_detached() {
 #[tokio::test]
 async fn a_failing_script_reports_its_stderr() {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let err = start_local(
+    let err = start_sh(
         &sh(
             "echo one >&2; echo 'queue full' >&2; exit 3",
             Delay::UntilExit,
@@ -162,7 +171,7 @@ async fn a_server_that_dies_before_its_ready_line_fails_with_its_stderr() {
         token: Token::generate(),
         client_cert: None,
     };
-    let err = start_local(
+    let err = start_sh(
         &sh("echo 'port in use' >&2; exit 1", Delay::None),
         Some(&secrets),
         Duration::from_secs(10),
@@ -184,7 +193,7 @@ async fn no_ready_line_times_out_and_leaves_nothing_running() {
         client_cert: None,
     };
     let begun = Instant::now();
-    let err = start_local(
+    let err = start_sh(
         &sh(&script, Delay::None),
         Some(&secrets),
         Duration::from_millis(500),
@@ -203,7 +212,7 @@ async fn dropping_the_handle_kills_the_whole_group() {
     let pidf = dir.path().join("pid");
     let script = format!("sleep 60 & echo $! > {}; wait", pidf.display());
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let started = start_local(&sh(&script, Delay::None), None, Duration::from_secs(5), &tx)
+    let started = start_sh(&sh(&script, Delay::None), None, Duration::from_secs(5), &tx)
         .await
         .unwrap();
     let Started::Running { handle, .. } = started else {
@@ -219,8 +228,8 @@ async fn dropping_the_handle_kills_the_whole_group() {
 async fn a_missing_program_is_a_spawn_error() {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let mut plan = sh("", Delay::None);
-    plan.argv = vec!["/nonexistent/pv-server".into()];
-    let err = start_local(&plan, None, Duration::from_secs(1), &tx)
+    plan.0.argv = vec!["/nonexistent/pv-server".into()];
+    let err = start_sh(&plan, None, Duration::from_secs(1), &tx)
         .await
         .unwrap_err();
     assert!(matches!(err, StartError::Spawn { .. }), "{err}");

@@ -19,7 +19,7 @@ use pv_e2e::{echo, running, wait_not_running, workspace_bin};
 use pv_launch::events::{Event, Stage};
 use pv_launch::plan::Plan;
 use pv_launch::session::{LaunchError, LaunchOptions, Session, launch_with};
-use pv_launch::ssh::AskpassProgram;
+use pv_launch::startup::ssh::AskpassProgram;
 use pv_launch::{LaunchContext, NonInteractive, Profile};
 use pv_transport::{Listener, loopback};
 
@@ -126,23 +126,16 @@ fn stages(seen: &Seen) -> Vec<Stage> {
 /// the reverse tunnel's remote port, and the OpenSSH master's pid (`None` with russh,
 /// which has no process of its own).
 fn remote_side(session: &mut Session) -> (u32, Option<u16>, Option<u32>) {
-    if let Some(ssh) = session.ssh() {
-        let pgid = ssh.remote_pgid().expect("the remote group is known");
-        let master = ssh.master().pid().expect("the master runs");
-        return (pgid, ssh.remote_port(), Some(master));
-    }
-    #[cfg(feature = "russh")]
-    if let Some(russh) = session.russh() {
-        let pgid = russh.remote_pgid().expect("the remote group is known");
-        return (pgid, russh.remote_port(), None);
-    }
-    panic!("the session runs no ssh backend")
+    let ssh = session.ssh().expect("the session runs an ssh backend");
+    let pgid = ssh.remote_pgid().expect("the remote group is known");
+    let master = ssh.master().map(|m| m.pid().expect("the master runs"));
+    (pgid, ssh.remote_port(), master)
 }
 
 /// Check the session runs the backend the profile chose (`OPENSSH` or `RUSSH`).
 fn assert_backend(session: &mut Session, backend: &str) {
     assert_eq!(
-        session.ssh().is_some(),
+        session.ssh().and_then(|s| s.master()).is_some(),
         backend == OPENSSH,
         "the session runs the wrong ssh backend"
     );

@@ -17,9 +17,9 @@ use pv_e2e::sshd::{
 };
 use pv_e2e::{echo, running, workspace_bin};
 use pv_launch::prompt::{PromptError, PromptRequest, Prompter};
-use pv_launch::ssh::{
-    AskpassProgram, Master, MasterOptions, RemoteOutput, RemoteServer, SshError, SshLaunch,
-    SshTarget, TunnelMode, remote_command,
+use pv_launch::startup::ssh::{
+    AskpassProgram, Master, OutputLine, RemoteServer, SshError, SshLaunch, SshOptions, SshTarget,
+    Tunnel, remote_command,
 };
 use pv_transport::handshake::native::NativeHandshake;
 use pv_transport::launch::Secrets;
@@ -46,12 +46,12 @@ fn target(sshd: &Sshd, known_hosts: &Path, methods: &str, key: Option<&Path>) ->
     t
 }
 
-fn options(prompter: &Arc<Scripted>) -> MasterOptions {
-    MasterOptions {
+fn options(prompter: &Arc<Scripted>) -> SshOptions {
+    SshOptions {
         askpass: AskpassProgram::Path(workspace_bin("pv-askpass")),
         prompter: Some(prompter.clone()),
         auth_timeout: WAIT,
-        ..MasterOptions::default()
+        ..SshOptions::default()
     }
 }
 
@@ -70,12 +70,12 @@ async fn forward_tunnel_with_key_auth_carries_the_native_handshake_and_cleans_up
             "publickey",
             Some(&sshd.plain_key()),
         ),
-        master: options(&prompter),
-        tunnel: TunnelMode::Forward {
-            server_host: "127.0.0.1".into(),
-            server_port: None,
-            local_port: None,
-        },
+        options: options(&prompter),
+        tunnel: Some(Tunnel::Local {
+            local_port: 0,
+            host: "127.0.0.1".into(),
+            remote_port: 0,
+        }),
         ready_timeout: Some(WAIT),
     };
     let token = Token::generate();
@@ -112,7 +112,7 @@ async fn forward_tunnel_with_key_auth_carries_the_native_handshake_and_cleans_up
     echo(&mut conn, b"through the -L tunnel", WAIT).await;
 
     let pgid = session.remote_pgid().unwrap();
-    let master_pid = session.master().pid().unwrap();
+    let master_pid = session.master().unwrap().pid().unwrap();
     assert!(!group_members(pgid).is_empty());
     session.close().await;
     assert_eq!(
@@ -138,11 +138,11 @@ async fn reverse_tunnel_hands_the_remote_port_to_the_server() {
             "publickey",
             Some(&sshd.plain_key()),
         ),
-        master: options(&prompter),
-        tunnel: TunnelMode::Reverse {
+        options: options(&prompter),
+        tunnel: Some(Tunnel::Remote {
+            remote_port: 0,
             local_port,
-            remote_port: None,
-        },
+        }),
         ready_timeout: Some(WAIT),
     };
     let secrets = Secrets {
@@ -203,7 +203,7 @@ async fn run_collecting(master: &Master, remote: &str) -> Vec<String> {
     drop(server);
     let mut lines = Vec::new();
     while let Some(o) = rx.recv().await {
-        if let RemoteOutput::Stdout(l) = o {
+        if let OutputLine::Stdout(l) = o {
             lines.push(l);
         }
     }
@@ -353,7 +353,7 @@ async fn no_process_of_the_remote_group_survives_a_cancel_or_a_drop() {
             .unwrap();
         assert_eq!(
             tokio::time::timeout(WAIT, rx.recv()).await.unwrap(),
-            Some(RemoteOutput::Stdout("started".into()))
+            Some(OutputLine::Stdout("started".into()))
         );
         let pgid = server.remote_pgid().unwrap();
         let deadline = Instant::now() + WAIT;
@@ -390,12 +390,12 @@ async fn a_dead_master_ends_the_session_with_a_clear_error() {
             "publickey",
             Some(&sshd.plain_key()),
         ),
-        master: options(&prompter),
-        tunnel: TunnelMode::Forward {
-            server_host: "127.0.0.1".into(),
-            server_port: None,
-            local_port: None,
-        },
+        options: options(&prompter),
+        tunnel: Some(Tunnel::Local {
+            local_port: 0,
+            host: "127.0.0.1".into(),
+            remote_port: 0,
+        }),
         ready_timeout: Some(WAIT),
     };
     let secrets = Secrets {
@@ -413,7 +413,7 @@ async fn a_dead_master_ends_the_session_with_a_clear_error() {
         .unwrap();
     let pgid = session.remote_pgid().unwrap();
     let local = session.local_address().unwrap();
-    let master_pid = session.master().pid().unwrap();
+    let master_pid = session.master().unwrap().pid().unwrap();
     std::process::Command::new("kill")
         .args(["-KILL", &master_pid.to_string()])
         .status()
@@ -430,8 +430,8 @@ async fn a_dead_master_ends_the_session_with_a_clear_error() {
     session.close().await;
 }
 
-/// A plan made from a TOML profile (mechanism `ssh` or `ssh-script`), run through
-/// [`SshTarget::from_process_plan`]: the profile's host, user, port, identity file,
+/// A plan made from a TOML profile (mechanism `ssh` or `ssh-script`), its typed ssh part
+/// run by [`SshLaunch`]: the profile's host, user, port, identity file,
 /// options, workdir and remote environment all reach the remote side.
 fn ssh_plan(sshd: &Sshd, startup: &str) -> pv_launch::Plan {
     let mut options = String::new();
@@ -489,24 +489,25 @@ async fn profiles_start_servers_over_ssh_directly_and_through_a_script() {
         script.display().to_string()
     );
     for (startup, tunnel) in [
-        (direct, TunnelMode::None),
+        (direct, None),
         (
             through_script,
-            TunnelMode::Forward {
-                server_host: "127.0.0.1".into(),
-                server_port: None,
-                local_port: None,
-            },
+            Some(Tunnel::Local {
+                local_port: 0,
+                host: "127.0.0.1".into(),
+                remote_port: 0,
+            }),
         ),
     ] {
         let plan = ssh_plan(&sshd, &startup);
-        let (target, command) = SshTarget::from_process_plan(process_plan(&plan)).unwrap();
+        let ssh = process_plan(&plan).ssh().expect("an ssh plan");
+        let (target, command) = (ssh.target.clone(), ssh.command());
         assert_eq!(target.host(), "127.0.0.1");
         assert_eq!(target.user(), Some(TEST_USER));
         let prompter = Scripted::new(vec![]);
         let launch = SshLaunch {
             target,
-            master: options(&prompter),
+            options: options(&prompter),
             tunnel: tunnel.clone(),
             ready_timeout: Some(WAIT),
         };
@@ -521,7 +522,7 @@ async fn profiles_start_servers_over_ssh_directly_and_through_a_script() {
             .unwrap_or_else(|e| panic!("{startup}: {e}"));
         // Without a tunnel the client dials the server's own port (same machine here).
         let port = match tunnel {
-            TunnelMode::None => session.ready().unwrap().port,
+            None => session.ready().unwrap().port,
             _ => session.local_address().unwrap().port(),
         };
         let m = ConnectionManager::new(
@@ -553,8 +554,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `ssh::launch_plan`, the seam the launcher's start step calls: a profile with ssh port
-/// forwarding (fixed ports, as ParaView's `<PortForwarding>` has them), forward and
+/// `startup::ssh::start`, the ssh part of the launcher's start step: a profile with ssh
+/// port forwarding (fixed ports, as ParaView's `<PortForwarding>` has them), forward and
 /// reverse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn launch_plan_runs_profiles_with_port_forwarding_both_ways() {
@@ -593,7 +594,7 @@ async fn launch_plan_runs_profiles_with_port_forwarding_both_ways() {
             &pv_launch::NonInteractive,
         )
         .unwrap();
-        assert!(pv_launch::ssh::is_ssh_plan(&plan));
+        let ssh = process_plan(&plan).ssh().expect("an ssh plan");
         let token = Token::generate();
         let secrets = Secrets {
             token: token.clone(),
@@ -609,9 +610,20 @@ async fn launch_plan_runs_profiles_with_port_forwarding_both_ways() {
         } else {
             None
         };
-        let session = pv_launch::ssh::launch_plan(&plan, options(&prompter), Some(&secrets), None)
-            .await
-            .unwrap();
+        let (events, _events) = mpsc::unbounded_channel();
+        let (session, detached) = pv_launch::startup::ssh::start(
+            ssh,
+            &pv_launch::profile::Delay::None,
+            Some(&secrets),
+            WAIT,
+            &options(&prompter),
+            &[],
+            &events,
+            Instant::now(),
+        )
+        .await
+        .unwrap();
+        assert!(!detached);
         let mut conn = match listener {
             Some(l) => {
                 assert_eq!(session.remote_port(), Some(server_port));
@@ -651,11 +663,11 @@ async fn an_unanswered_prompt_times_out_and_leaves_no_ssh_behind() {
     let sshd = Sshd::start();
     let (release, rx) = std::sync::mpsc::channel();
     let t = target(&sshd, &sshd.known_hosts(), "password", None);
-    let options = MasterOptions {
+    let options = SshOptions {
         askpass: AskpassProgram::Path(workspace_bin("pv-askpass")),
         prompter: Some(Arc::new(Silent(Mutex::new(rx)))),
         auth_timeout: Duration::from_secs(2),
-        ..MasterOptions::default()
+        ..SshOptions::default()
     };
     let started = Instant::now();
     let err = Master::connect(&t, &options).await.unwrap_err();

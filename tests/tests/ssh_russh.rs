@@ -13,8 +13,8 @@ use pv_e2e::prompts::Scripted;
 use pv_e2e::sshd::{KEY_PASSPHRASE, Sshd, TEST_PASSWORD, TEST_USER, wait_group_gone};
 use pv_e2e::{echo, workspace_bin};
 use pv_launch::prompt::PromptError;
-use pv_launch::ssh::russh_backend::{RusshConnection, RusshOptions};
-use pv_launch::ssh::{RemoteOutput, SshError, SshTarget, remote_command};
+use pv_launch::startup::ssh::russh::{RusshConnection, RusshOptions};
+use pv_launch::startup::ssh::{OutputLine, SshError, SshTarget, remote_command};
 use pv_transport::handshake::native::NativeHandshake;
 use pv_transport::launch::Secrets;
 use pv_transport::{
@@ -60,7 +60,7 @@ async fn run_collecting(conn: &RusshConnection, command: &str) -> Vec<String> {
     drop(remote);
     let mut lines = Vec::new();
     while let Ok(Some(o)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
-        if let RemoteOutput::Stdout(l) = o {
+        if let OutputLine::Stdout(l) = o {
             lines.push(l);
         }
     }

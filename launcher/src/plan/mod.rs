@@ -1,20 +1,31 @@
 //! The plan: one server entry with every option answered and every variable substituted,
-//! ready to start. A [`Plan`] can only be made by [`Plan::resolve`], so a plan always has
-//! resolved options; `--dry-run` prints it ([`render`]).
+//! ready to start, as typed values only. A [`Plan`] can only be made by
+//! [`Plan::resolve`], so a plan always has resolved options. Where the server runs
+//! ([`Place`]: this host, or an ssh target with typed options, tunnels and backend) and
+//! how it starts ([`How`]) are types, not strings; command lines (the OpenSSH argv, the
+//! remote shell text) are rendered from them for spawning and for `--dry-run`
+//! ([`render`]), never parsed back. The ParaView handshake is the transport's own
+//! configured type.
 
+mod process;
 pub mod render;
 pub mod resolve;
+pub mod russh_options;
 pub mod ssh;
+pub mod ssh_target;
 
 use std::fmt;
 use std::path::PathBuf;
 
 use pv_transport::Resource;
+use pv_transport::handshake::paraview::ParaViewHandshake;
 use zeroize::Zeroizing;
 
-use crate::profile::{ConnectTimeout, Delay, SshBackend, Timeouts};
+use crate::profile::{ConnectTimeout, Delay, Timeouts};
 use crate::source::{SourcePos, Warning};
-pub use ssh::Tunnel;
+pub use russh_options::RusshSettings;
+pub use ssh::{BackendPlan, RemoteCommand, SshPlan, Tunnel};
+pub use ssh_target::{InvalidSsh, SshTarget};
 
 /// A fully resolved launch of one server entry.
 #[derive(Debug)]
@@ -137,45 +148,70 @@ impl fmt::Display for Value {
 pub enum Launch {
     /// Nothing (manual startup): the client only dials or listens.
     Nothing,
-    /// One local process (the server, a script, or `ssh`).
+    /// A process: the server, or a script that starts it, here or over ssh.
     Process(Box<ProcessPlan>),
 }
 
-/// A local process to start.
+/// A start: how (the server's own command, or a script) × where (this host, or a remote
+/// host over ssh), and how its start is awaited.
 #[derive(Debug)]
 pub struct ProcessPlan {
-    /// The mechanism's name (`local`, `local-script`, `ssh`, `ssh-script`).
-    pub mechanism: &'static str,
+    /// The server's command, or a script.
+    pub how: How,
+    /// This host, or a remote host over ssh.
+    pub place: Place,
+    /// How the start is awaited.
+    pub delay: Delay,
+}
+
+impl ProcessPlan {
+    /// The mechanism's name as profiles spell it: `local`, `local-script`, `ssh`,
+    /// `ssh-script`.
+    pub fn mechanism(&self) -> &'static str {
+        match (&self.place, self.how) {
+            (Place::Local(_), How::Direct) => "local",
+            (Place::Local(_), How::Script) => "local-script",
+            (Place::Ssh(_), How::Direct) => "ssh",
+            (Place::Ssh(_), How::Script) => "ssh-script",
+        }
+    }
+
+    /// The ssh part, when the start runs over ssh.
+    pub fn ssh(&self) -> Option<&SshPlan> {
+        match &self.place {
+            Place::Ssh(ssh) => Some(ssh),
+            Place::Local(_) => None,
+        }
+    }
+}
+
+/// How the server starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum How {
+    /// The server's own command line.
+    Direct,
+    /// A user's script, which gets every variable in its environment.
+    Script,
+}
+
+/// Where the start runs.
+#[derive(Debug)]
+pub enum Place {
+    /// A process on this host.
+    Local(LocalCommand),
+    /// A command on a remote host, through ssh.
+    Ssh(Box<SshPlan>),
+}
+
+/// A process on this host.
+#[derive(Debug)]
+pub struct LocalCommand {
     /// The argv, program first (never holds a secret).
     pub argv: Vec<String>,
     /// Variables added to pv-launch's own environment for the child.
     pub env: Vec<(String, Value)>,
     /// Working directory (`None`: pv-launch's).
     pub workdir: Option<PathBuf>,
-    /// How the start is awaited.
-    pub delay: Delay,
-    /// For ssh: what runs on the remote host.
-    pub remote: Option<RemotePlan>,
-}
-
-/// What an ssh mechanism runs on the remote host.
-#[derive(Debug, Clone)]
-pub struct RemotePlan {
-    /// The destination host.
-    pub host: String,
-    /// The remote user, if given.
-    pub user: Option<String>,
-    /// The remote argv.
-    pub argv: Vec<String>,
-    /// The single string ssh hands to the remote login shell.
-    pub command: String,
-    /// Tunnels through the ssh connection.
-    pub tunnels: Vec<Tunnel>,
-    /// Which ssh implementation runs the connection. With
-    /// [`SshBackend::Russh`] the plan's ssh argv is not run: the in-process client
-    /// honours what it can of its options (checked when the plan is made, see
-    /// [`crate::ssh::russh_plan`]).
-    pub backend: SshBackend,
 }
 
 /// The connection expected once the server runs.
@@ -191,20 +227,14 @@ pub struct ExpectedConnection {
 }
 
 /// The handshake on the connection, with its final settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum ResolvedHandshake {
     /// pv-transport's native token handshake (the token goes to the server on the launch
     /// channel when pv-launch starts it).
     Native,
-    /// ParaView's handshake.
-    ParaView {
-        /// The layer-2 string, e.g. `paraview-5.11.renderingbackend.opengl2`.
-        handshake: String,
-        /// The VTK communicator hash.
-        vtk_hash: String,
-        /// The connect id (0 = none), from the `PV_CONNECT_ID` variable.
-        connect_id: u32,
-    },
+    /// ParaView's handshake, configured (version, connect id, VTK hash) as transport
+    /// runs it.
+    ParaView(ParaViewHandshake),
     /// No handshake.
     None,
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use pv_transport::{Direction, Resource};
 use serde_json::{Value as Json, json};
 
+use super::ssh::{MasterSettings, OpenSshCommands, wrap_remote_command};
 use super::*;
-use crate::profile::SshBackend;
 use crate::profile::options::format_double;
 
 /// Seconds as a user writes them: `5 s`, `0.5 s`.
@@ -76,13 +76,181 @@ fn handshake(h: &ResolvedHandshake) -> String {
         ResolvedHandshake::Native => {
             "native (token challenge-response; the token goes to the server on its stdin)".into()
         }
-        ResolvedHandshake::ParaView {
-            handshake,
-            vtk_hash,
-            ..
-        } => format!("paraview {handshake:?}, VTK hash {vtk_hash}"),
+        ResolvedHandshake::ParaView(hs) => format!(
+            "paraview {:?}, VTK hash {}",
+            hs.handshake_string(),
+            hs.vtk_hash().as_str()
+        ),
         ResolvedHandshake::None => "none".into(),
     }
+}
+
+/// The placeholders the dry run prints for paths that exist only at run time.
+const CONTROL_PLACEHOLDER: &str = "<control socket>";
+const LOG_PLACEHOLDER: &str = "<ssh log>";
+
+fn local_text(w: &mut String, p: &LocalCommand) {
+    let _ = writeln!(w, "  argv:");
+    for (i, a) in p.argv.iter().enumerate() {
+        let _ = writeln!(w, "    [{i}] {a:?}");
+    }
+    if p.env.is_empty() {
+        let _ = writeln!(w, "  environment: pv-launch's own, unchanged");
+    } else {
+        let _ = writeln!(w, "  environment: pv-launch's own, plus:");
+        for (k, v) in &p.env {
+            let _ = writeln!(w, "    {k}={v}");
+        }
+    }
+}
+
+/// The environment the OpenSSH master gets: pv-askpass answers ssh's prompts (its path,
+/// found at run time, is shown as `pv-askpass`).
+fn askpass_env(ssh: &SshPlan) -> Vec<(&'static str, &'static str)> {
+    if ssh.target.batch_mode() || ssh.backend != BackendPlan::OpenSsh {
+        return vec![];
+    }
+    vec![
+        ("SSH_ASKPASS", "pv-askpass"),
+        ("SSH_ASKPASS_REQUIRE", "force"),
+    ]
+}
+
+/// The OpenSSH commands a launch runs, in order, with what each does: the master, a
+/// reverse tunnel (before the server, which dials it), the server, a forward tunnel (once
+/// the server's port is known). The same functions render them for the runtime.
+fn openssh_commands(ssh: &SshPlan) -> Vec<(&'static str, Vec<String>)> {
+    let c = OpenSshCommands {
+        target: &ssh.target,
+        control: CONTROL_PLACEHOLDER,
+        log: LOG_PLACEHOLDER,
+    };
+    let mut out = vec![(
+        "control master (authenticates once)",
+        c.master(&MasterSettings::default()),
+    )];
+    let reverse = ssh
+        .tunnels
+        .iter()
+        .filter(|t| matches!(t, Tunnel::Remote { .. }));
+    let forward = ssh
+        .tunnels
+        .iter()
+        .filter(|t| matches!(t, Tunnel::Local { .. }));
+    out.extend(reverse.map(|t| ("reverse tunnel", c.forward(t))));
+    out.push((
+        "server (the remote command in pv-launch's cleanup wrapper)",
+        c.run(&wrap_remote_command(&ssh.command())),
+    ));
+    out.extend(forward.map(|t| ("forward tunnel", c.forward(t))));
+    out
+}
+
+fn tunnel_text(t: &Tunnel) -> String {
+    match t {
+        Tunnel::Local {
+            local_port,
+            host,
+            remote_port,
+        } => {
+            let local = match local_port {
+                0 => "a free port".to_string(),
+                p => format!("127.0.0.1:{p}"),
+            };
+            let remote = match remote_port {
+                0 => format!("{host}:<the port in the server's ready line>"),
+                p => format!("{host}:{p}"),
+            };
+            format!("{local} here -> {remote} as seen from the remote host")
+        }
+        Tunnel::Remote {
+            remote_port,
+            local_port,
+        } => format!(
+            "127.0.0.1:{remote_port} on the remote host -> 127.0.0.1:{local_port} here (the port the client listens on)"
+        ),
+    }
+}
+
+fn ssh_text(w: &mut String, ssh: &SshPlan) {
+    let t = &ssh.target;
+    let _ = writeln!(w, "  remote host: {:?}", t.host());
+    if let Some(u) = t.user() {
+        let _ = writeln!(w, "  remote user: {u:?}");
+    }
+    let _ = writeln!(w, "  remote argv:");
+    for (i, a) in ssh.remote.argv.iter().enumerate() {
+        let _ = writeln!(w, "    [{i}] {a:?}");
+    }
+    if !ssh.remote.env.is_empty() {
+        let _ = writeln!(w, "  remote environment (exported by the remote command):");
+        for (k, v) in &ssh.remote.env {
+            let _ = writeln!(w, "    {k}={v:?}");
+        }
+    }
+    let _ = writeln!(w, "  remote command (one ssh argument): {}", ssh.command());
+    for tunnel in &ssh.tunnels {
+        let _ = writeln!(w, "  tunnel: {}", tunnel_text(tunnel));
+    }
+    match &ssh.backend {
+        BackendPlan::OpenSsh => {
+            let _ = writeln!(
+                w,
+                "  ssh backend: openssh; these commands run, in order ({CONTROL_PLACEHOLDER} and {LOG_PLACEHOLDER} are in a private directory made at run time):"
+            );
+            for (what, argv) in openssh_commands(ssh) {
+                let _ = writeln!(w, "    {what}:");
+                for (i, a) in argv.iter().enumerate() {
+                    let _ = writeln!(w, "      [{i}] {a:?}");
+                }
+            }
+            let env = askpass_env(ssh);
+            if !env.is_empty() {
+                let _ = writeln!(
+                    w,
+                    "    the control master's environment: pv-launch's own, plus:"
+                );
+                for (k, v) in env {
+                    let _ = writeln!(w, "      {k}={v}");
+                }
+            }
+        }
+        BackendPlan::Russh(settings) => {
+            let _ = writeln!(
+                w,
+                "  ssh backend: russh (in process; no ssh program runs): {}",
+                russh_summary(t, settings)
+            );
+        }
+    }
+}
+
+/// What the russh backend uses, in words.
+fn russh_summary(t: &SshTarget, s: &RusshSettings) -> String {
+    let mut parts = vec![format!("port {}", t.port().unwrap_or(22))];
+    parts.push(match &s.known_hosts {
+        Some(k) => format!("known hosts {}", k.display()),
+        None => "known hosts ~/.ssh/known_hosts".to_string(),
+    });
+    if !s.identity_files.is_empty() {
+        let files: Vec<String> = s
+            .identity_files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        parts.push(format!("identity files {}", files.join(", ")));
+    }
+    parts.push(
+        if t.batch_mode() {
+            "no prompts (batch mode)"
+        } else if s.refuse_unknown_hosts {
+            "unknown hosts refused"
+        } else {
+            "unknown hosts asked about"
+        }
+        .to_string(),
+    );
+    parts.join("; ")
 }
 
 impl Plan {
@@ -97,53 +265,10 @@ impl Plan {
                 let _ = writeln!(w, "start: nothing (manual startup)");
             }
             Launch::Process(p) => {
-                let _ = writeln!(w, "start: {} process", p.mechanism);
-                let _ = writeln!(w, "  argv:");
-                for (i, a) in p.argv.iter().enumerate() {
-                    let _ = writeln!(w, "    [{i}] {a:?}");
-                }
-                if p.env.is_empty() {
-                    let _ = writeln!(w, "  environment: pv-launch's own, unchanged");
-                } else {
-                    let _ = writeln!(w, "  environment: pv-launch's own, plus:");
-                    for (k, v) in &p.env {
-                        let _ = writeln!(w, "    {k}={v}");
-                    }
-                }
-                if let Some(r) = &p.remote {
-                    let _ = writeln!(w, "  remote host: {:?}", r.host);
-                    if let Some(u) = &r.user {
-                        let _ = writeln!(w, "  remote user: {u:?}");
-                    }
-                    let _ = writeln!(w, "  remote argv:");
-                    for (i, a) in r.argv.iter().enumerate() {
-                        let _ = writeln!(w, "    [{i}] {a:?}");
-                    }
-                    let _ = writeln!(w, "  remote command (one ssh argument): {}", r.command);
-                    if r.backend == SshBackend::Russh {
-                        let _ = writeln!(
-                            w,
-                            "  ssh backend: russh (in process; the argv above is not run, its ssh options are read from it)"
-                        );
-                    }
-                    for t in &r.tunnels {
-                        let _ = match t {
-                            Tunnel::Local {
-                                local_port,
-                                remote_port,
-                            } => writeln!(
-                                w,
-                                "  tunnel: 127.0.0.1:{local_port} here -> localhost:{remote_port} on the remote host"
-                            ),
-                            Tunnel::Remote {
-                                remote_port,
-                                local_port,
-                            } => writeln!(
-                                w,
-                                "  tunnel: 127.0.0.1:{remote_port} on the remote host -> localhost:{local_port} here"
-                            ),
-                        };
-                    }
+                let _ = writeln!(w, "start: {} process", p.mechanism());
+                match &p.place {
+                    Place::Local(local) => local_text(w, local),
+                    Place::Ssh(ssh) => ssh_text(w, ssh),
                 }
                 let _ = writeln!(
                     w,
@@ -178,16 +303,44 @@ impl Plan {
         };
         let launch = match &self.launch {
             Launch::Nothing => json!({"mechanism": "manual"}),
-            Launch::Process(p) => json!({
-                "mechanism": p.mechanism,
-                "argv": p.argv,
-                "env": p.env.iter().map(|(k, v)| (k.clone(), value(v))).collect::<serde_json::Map<_, _>>(),
-                "delay": match &p.delay { Delay::None => json!(0), Delay::Wait(d) => json!(d.as_secs_f64()), Delay::UntilExit => json!(-1) },
-                "process_start_timeout": self.timeouts.process_start.map(|d| d.as_secs_f64()),
-                "remote": p.remote.as_ref().map(|r| json!({
-                    "host": r.host, "user": r.user, "argv": r.argv, "command": r.command, "tunnels": r.tunnels, "backend": r.backend,
-                })),
-            }),
+            Launch::Process(p) => {
+                let (argv, env, remote) = match &p.place {
+                    Place::Local(l) => (
+                        l.argv.clone(),
+                        l.env
+                            .iter()
+                            .map(|(k, v)| (k.clone(), value(v)))
+                            .collect::<serde_json::Map<_, _>>(),
+                        None,
+                    ),
+                    Place::Ssh(ssh) => {
+                        let commands = openssh_commands(ssh);
+                        let env = askpass_env(ssh)
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), Json::String(v.to_string())))
+                            .collect();
+                        let remote = json!({
+                            "host": ssh.target.host(), "user": ssh.target.user(), "argv": ssh.remote.argv,
+                            "env": ssh.remote.env.iter().map(|(k, v)| (k.clone(), Json::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+                            "command": ssh.command(), "tunnels": ssh.tunnels, "backend": ssh.backend_kind(),
+                            "commands": commands.iter().map(|(_, argv)| argv).collect::<Vec<_>>(),
+                        });
+                        (
+                            commands.first().map(|(_, a)| a.clone()).unwrap_or_default(),
+                            env,
+                            Some(remote),
+                        )
+                    }
+                };
+                json!({
+                    "mechanism": p.mechanism(),
+                    "argv": argv,
+                    "env": env,
+                    "delay": match &p.delay { Delay::None => json!(0), Delay::Wait(d) => json!(d.as_secs_f64()), Delay::UntilExit => json!(-1) },
+                    "process_start_timeout": self.timeouts.process_start.map(|d| d.as_secs_f64()),
+                    "remote": remote,
+                })
+            }
         };
         let c = &self.connection;
         json!({
@@ -201,7 +354,7 @@ impl Plan {
                 "data_render_pair": matches!(c.resource, Resource::DataRender { .. }),
                 "handshake": match &c.handshake {
                     ResolvedHandshake::Native => json!({"kind": "native"}),
-                    ResolvedHandshake::ParaView { handshake, vtk_hash, connect_id } => json!({"kind": "paraview", "string": handshake, "vtk_hash": vtk_hash, "connect_id": connect_id}),
+                    ResolvedHandshake::ParaView(hs) => json!({"kind": "paraview", "string": hs.handshake_string(), "vtk_hash": hs.vtk_hash().as_str(), "connect_id": hs.connect_id()}),
                     ResolvedHandshake::None => json!({"kind": "none"}),
                 },
                 "timeout": match &c.timeout { ConnectTimeout::OneAttempt => json!(0), ConnectTimeout::Within(d) => json!(d.as_secs_f64()), ConnectTimeout::Forever => json!(-1) },

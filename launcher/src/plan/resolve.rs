@@ -8,19 +8,16 @@
 //! `PV_SSH_PF_SERVER_PORT` the ssh forwarding port and `PV_CONNECT_ID` the ParaView
 //! handshake's connect id.
 
+use pv_transport::Resource;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
-use pv_transport::{Direction, Host, Resource};
+use pv_transport::handshake::paraview::{ParaViewHandshake, VtkHash};
 
-use super::ssh::{SshInvocation, Tunnel, check_ssh_name, remote_command};
+use super::process::Resolver;
 use super::*;
 use crate::profile::options::format_double;
 use crate::profile::*;
 use crate::prompt::{PromptError, PromptRequest, Prompter};
-use crate::pvsc::line;
-use crate::source::Located;
-use crate::template::{Template, Text};
 use crate::variables::{LaunchContext, PREDEFINED, predefined};
 
 /// Small deterministic generator for `random` defaults (not for secrets).
@@ -60,13 +57,6 @@ impl Vars {
     fn get(&self, name: &str) -> Option<String> {
         self.values.get(name).map(|(v, _)| v.expose().to_string())
     }
-
-    fn plain_map(&self) -> BTreeMap<String, String> {
-        self.values
-            .iter()
-            .map(|(k, (v, _))| (k.clone(), v.expose().to_string()))
-            .collect()
-    }
 }
 
 impl Plan {
@@ -77,170 +67,124 @@ impl Plan {
         prompter: &dyn Prompter,
     ) -> Result<Plan, PlanError> {
         let mut warnings = vec![];
+        let mut resolved = Resolved::predefined(entry, ctx);
+        let command_sets = command_sets(entry, ctx)?;
+        for a in &entry.assignments {
+            if let Assignment::Set { name, value, .. } = a {
+                resolved
+                    .vars
+                    .set(name, Value::Plain(value.clone()), Origin::Set);
+            }
+        }
         let mut rng = SplitMix(ctx.seed.unwrap_or_else(SplitMix::fresh_seed));
-        let mut resource = entry.resource.value.clone();
-        let forwarding = ssh_settings(&entry.startup).and_then(|s| s.port_forwarding.clone());
+        for option in &entry.options {
+            let given = command_sets.get(option.name.as_str()).copied();
+            let value = answer(option, given, prompter, &mut rng)?;
+            let text = value.expose().to_string();
+            resolved.vars.set(&option.name, value, Origin::Option);
+            resolved.side_effects(&option.name, &text, &option.at)?;
+        }
+        apply_switches(entry, &mut resolved.vars, &mut warnings);
+        let option_names: BTreeSet<&str> = entry.options.iter().map(|o| o.name.as_str()).collect();
+        for (k, v) in &command_sets {
+            if !option_names.contains(k) {
+                resolved
+                    .vars
+                    .set(k, Value::Plain(v.to_string()), Origin::Command);
+                resolved.side_effects(k, v, &entry.at)?;
+            }
+        }
+        resolved.into_plan(entry, ctx, warnings)
+    }
+}
+
+/// The state of a resolution: the variables, and what the special options changed.
+struct Resolved {
+    vars: Vars,
+    resource: Resource,
+    connect_id: Option<u32>,
+    pf_port: Option<u16>,
+    /// The ssh forwarding port the entry fixes itself (`local=`), which options cannot
+    /// change.
+    explicit_pf: Option<u16>,
+}
+
+impl Resolved {
+    /// The predefined variables (`PV_*`) of `entry` in `ctx`.
+    fn predefined(entry: &ServerEntry, ctx: &LaunchContext) -> Resolved {
+        let resource = entry.resource.value.clone();
+        let explicit_pf = ssh_settings(&entry.startup)
+            .and_then(|s| s.port_forwarding.as_ref())
+            .and_then(|f| f.local_port);
         let mut vars = Vars {
             values: BTreeMap::new(),
         };
-        let explicit_pf = forwarding.as_ref().and_then(|f| f.local_port);
         for (k, v) in predefined(ctx, &resource, &entry.paraview_version, explicit_pf) {
             vars.set(&k, Value::Plain(v), Origin::Predefined);
         }
-
-        // `--set` names must be known.
-        let option_names: BTreeSet<&str> = entry.options.iter().map(|o| o.name.as_str()).collect();
-        let mut assigned: BTreeSet<&str> = BTreeSet::new();
-        for a in &entry.assignments {
-            match a {
-                Assignment::Set { name, .. } => {
-                    assigned.insert(name);
-                }
-                Assignment::Switch { cases, .. } => assigned.extend(
-                    cases
-                        .iter()
-                        .flat_map(|c| c.sets.iter().map(|(k, _)| k.as_str())),
-                ),
-            }
+        Resolved {
+            vars,
+            resource,
+            connect_id: None,
+            pf_port: explicit_pf,
+            explicit_pf,
         }
-        let mut command_sets: BTreeMap<&str, &str> = BTreeMap::new();
-        for (k, v) in &ctx.sets {
-            if !option_names.contains(k.as_str())
-                && !assigned.contains(k.as_str())
-                && !PREDEFINED.contains(&k.as_str())
-            {
-                return Err(PlanError::nowhere(format!(
-                    "--set {k}=…: server {:?} has no option or variable named {k}; options: {}",
-                    entry.name,
-                    if option_names.is_empty() {
-                        "none".to_string()
-                    } else {
-                        option_names.iter().copied().collect::<Vec<_>>().join(", ")
-                    }
-                )));
-            }
-            command_sets.insert(k, v);
-        }
+    }
 
-        for a in &entry.assignments {
-            if let Assignment::Set { name, value, .. } = a {
-                vars.set(name, Value::Plain(value.clone()), Origin::Set);
-            }
-        }
+    /// What `name = value` changes besides the variable ([`side_effects`]).
+    fn side_effects(&mut self, name: &str, value: &str, at: &SourcePos) -> Result<(), PlanError> {
+        side_effects(
+            name,
+            value,
+            at,
+            &mut self.resource,
+            &mut self.connect_id,
+            &mut self.pf_port,
+            self.explicit_pf,
+        )
+    }
 
-        let mut connect_id: Option<u32> = None;
-        let mut pf_port: Option<u16> = explicit_pf;
-        for option in &entry.options {
-            let value = answer(
-                option,
-                command_sets.get(option.name.as_str()).copied(),
-                prompter,
-                &mut rng,
-            )?;
-            let text = value.expose().to_string();
-            vars.set(&option.name, value, Origin::Option);
-            side_effects(
-                option.name.as_str(),
-                &text,
-                &option.at,
-                &mut resource,
-                &mut connect_id,
-                &mut pf_port,
-                explicit_pf,
-            )?;
-        }
-
-        for a in &entry.assignments {
-            if let Assignment::Switch {
-                variable,
-                cases,
-                at,
-            } = a
-            {
-                let Some(value) = vars.get(variable) else {
-                    warnings.push(Warning::at(
-                        at,
-                        format!("switch on {variable}, which is not defined: it has no effect"),
-                    ));
-                    continue;
-                };
-                match cases.iter().find(|c| c.value == value) {
-                    Some(case) => {
-                        for (k, v) in &case.sets {
-                            vars.set(k, Value::Plain(v.clone()), Origin::Set);
-                        }
-                    }
-                    None => warnings.push(Warning::at(
-                        at,
-                        format!("no case of the switch on {variable} matches {value:?}"),
-                    )),
-                }
-            }
-        }
-
-        for (k, v) in &command_sets {
-            if !option_names.contains(k) {
-                vars.set(k, Value::Plain(v.to_string()), Origin::Command);
-                side_effects(
-                    k,
-                    v,
-                    &entry.at,
-                    &mut resource,
-                    &mut connect_id,
-                    &mut pf_port,
-                    explicit_pf,
-                )?;
-            }
-        }
-
-        let secrets: BTreeSet<String> = vars
+    /// The plan: the start made from the final variables, the handshake, the connection.
+    fn into_plan(
+        self,
+        entry: &ServerEntry,
+        ctx: &LaunchContext,
+        mut warnings: Vec<Warning>,
+    ) -> Result<Plan, PlanError> {
+        let values: BTreeMap<String, Value> = self
+            .vars
             .values
             .iter()
-            .filter(|(_, (v, _))| v.is_secret())
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect();
+        let secrets: BTreeSet<String> = values
+            .iter()
+            .filter(|(_, v)| v.is_secret())
             .map(|(k, _)| k.clone())
             .collect();
         let resolver = Resolver {
             ctx,
-            vars: &vars,
+            vars: &values,
             secrets: &secrets,
             pvsc: is_pvsc(entry),
         };
-
         let (launch, tunnels_resource) = match &entry.startup {
             Startup::Manual => (Launch::Nothing, None),
             Startup::Command(m) => {
-                let (p, res) = resolver.process(entry, m, &resource, pf_port, &mut warnings)?;
+                let (p, res) =
+                    resolver.process(entry, m, &self.resource, self.pf_port, &mut warnings)?;
                 (Launch::Process(Box::new(p)), res)
             }
         };
-        let handshake = match &entry.handshake {
-            Handshake::Native => ResolvedHandshake::Native,
-            Handshake::None => ResolvedHandshake::None,
-            Handshake::ParaView { vtk_hash } => {
-                let v = &entry.paraview_version;
-                let id = connect_id.unwrap_or(0);
-                let id_part = if id == 0 {
-                    String::new()
-                } else {
-                    format!(".connect_id.{id}")
-                };
-                ResolvedHandshake::ParaView {
-                    handshake: format!(
-                        "paraview-{}.{}{id_part}.renderingbackend.opengl2",
-                        v.major, v.minor
-                    ),
-                    vtk_hash: vtk_hash.clone(),
-                    connect_id: id,
-                }
-            }
-        };
-        let variables = vars
+        let handshake = resolve_handshake(entry, self.connect_id)?;
+        let variables = self
+            .vars
             .values
-            .iter()
-            .map(|(k, (v, o))| Variable {
-                name: k.clone(),
-                value: v.clone(),
-                origin: *o,
+            .into_iter()
+            .map(|(name, (value, origin))| Variable {
+                name,
+                value,
+                origin,
             })
             .collect();
         Ok(Plan {
@@ -249,7 +193,7 @@ impl Plan {
             variables,
             launch,
             connection: ExpectedConnection {
-                resource: tunnels_resource.unwrap_or(resource),
+                resource: tunnels_resource.unwrap_or(self.resource),
                 handshake,
                 timeout: entry.timeouts.connect.clone(),
             },
@@ -257,6 +201,111 @@ impl Plan {
             warnings,
         })
     }
+}
+
+/// `--set` values by name. Every name must be an option, an assigned variable or a
+/// predefined one.
+fn command_sets<'a>(
+    entry: &ServerEntry,
+    ctx: &'a LaunchContext,
+) -> Result<BTreeMap<&'a str, &'a str>, PlanError> {
+    let option_names: BTreeSet<&str> = entry.options.iter().map(|o| o.name.as_str()).collect();
+    let mut assigned: BTreeSet<&str> = BTreeSet::new();
+    for a in &entry.assignments {
+        match a {
+            Assignment::Set { name, .. } => {
+                assigned.insert(name);
+            }
+            Assignment::Switch { cases, .. } => assigned.extend(
+                cases
+                    .iter()
+                    .flat_map(|c| c.sets.iter().map(|(k, _)| k.as_str())),
+            ),
+        }
+    }
+    let mut sets = BTreeMap::new();
+    for (k, v) in &ctx.sets {
+        if !option_names.contains(k.as_str())
+            && !assigned.contains(k.as_str())
+            && !PREDEFINED.contains(&k.as_str())
+        {
+            return Err(PlanError::nowhere(format!(
+                "--set {k}=…: server {:?} has no option or variable named {k}; options: {}",
+                entry.name,
+                if option_names.is_empty() {
+                    "none".to_string()
+                } else {
+                    option_names.iter().copied().collect::<Vec<_>>().join(", ")
+                }
+            )));
+        }
+        sets.insert(k.as_str(), v.as_str());
+    }
+    Ok(sets)
+}
+
+/// Switches on the final values: each sets the variables of its matching case.
+fn apply_switches(entry: &ServerEntry, vars: &mut Vars, warnings: &mut Vec<Warning>) {
+    for a in &entry.assignments {
+        let Assignment::Switch {
+            variable,
+            cases,
+            at,
+        } = a
+        else {
+            continue;
+        };
+        let Some(value) = vars.get(variable) else {
+            warnings.push(Warning::at(
+                at,
+                format!("switch on {variable}, which is not defined: it has no effect"),
+            ));
+            continue;
+        };
+        match cases.iter().find(|c| c.value == value) {
+            Some(case) => {
+                for (k, v) in &case.sets {
+                    vars.set(k, Value::Plain(v.clone()), Origin::Set);
+                }
+            }
+            None => warnings.push(Warning::at(
+                at,
+                format!("no case of the switch on {variable} matches {value:?}"),
+            )),
+        }
+    }
+}
+
+/// The handshake the entry asks for, configured as transport runs it.
+fn resolve_handshake(
+    entry: &ServerEntry,
+    connect_id: Option<u32>,
+) -> Result<ResolvedHandshake, PlanError> {
+    Ok(match &entry.handshake {
+        Handshake::Native => ResolvedHandshake::Native,
+        Handshake::None => ResolvedHandshake::None,
+        Handshake::ParaView { vtk_hash } => {
+            let bad = |m: String| PlanError::at(&entry.at, m);
+            let v = &entry.paraview_version;
+            let version = |n: u32| {
+                u16::try_from(n)
+                    .map_err(|_| bad(format!("ParaView version number {n} is too large")))
+            };
+            let id = connect_id.unwrap_or(0);
+            let hash =
+                VtkHash::parse(vtk_hash).map_err(|e| bad(format!("VTK hash {vtk_hash:?}: {e}")))?;
+            let hs = ParaViewHandshake::builder()
+                .version(version(v.major)?, version(v.minor)?)
+                .connect_id(
+                    i32::try_from(id)
+                        .map_err(|_| bad(format!("PV_CONNECT_ID={id} is too large")))?,
+                )
+                .vtk_hash(hash)
+                .build()
+                .map_err(|e| bad(format!("ParaView handshake: {e}")))?;
+            ResolvedHandshake::ParaView(hs)
+        }
+    })
 }
 
 fn is_pvsc(entry: &ServerEntry) -> bool {
@@ -439,409 +488,6 @@ fn default_value(kind: &OptionKind, rng: &mut SplitMix) -> Option<String> {
     })
 }
 
-struct Resolver<'a> {
-    ctx: &'a LaunchContext,
-    vars: &'a Vars,
-    secrets: &'a BTreeSet<String>,
-    pvsc: bool,
-}
-
-impl Resolver<'_> {
-    fn template(&self, t: &Located<Template>) -> Result<String, PlanError> {
-        for (name, _) in t.value.variables() {
-            if self.secrets.contains(name) {
-                return Err(PlanError::at(
-                    &t.at,
-                    format!(
-                        "the secret {name} may not be placed on a command line (every local user can read it there); the server receives it in its environment as {name}"
-                    ),
-                ));
-            }
-        }
-        t.value
-            .render(&|n| self.vars.get(n), &|n| {
-                self.ctx.process_env.get(n).cloned()
-            })
-            .map_err(|e| PlanError::at(&t.at, e.message))
-    }
-
-    fn text(&self, t: &Located<Text>) -> Result<String, PlanError> {
-        match &t.value {
-            Text::Template(tpl) => self.template(&Located::new(tpl.clone(), t.at.clone())),
-            Text::ParaView(s) => {
-                let vars = self.vars.plain_map();
-                line::substitute(s, &line::lookup_in(&self.ctx.process_env, &vars))
-                    .map_err(|e| PlanError::at(&t.at, e.to_string()))
-            }
-        }
-    }
-
-    fn command_line(
-        &self,
-        command: &CommandLine,
-        warnings: &mut Vec<Warning>,
-    ) -> Result<Vec<String>, PlanError> {
-        match command {
-            CommandLine::Argv(argv) => argv.iter().map(|t| self.template(t)).collect(),
-            CommandLine::ParaViewLine { exec, arguments } => {
-                for a in std::iter::once(exec).chain(arguments) {
-                    for s in self.secrets.iter() {
-                        if a.value.contains(&format!("${s}$")) {
-                            return Err(PlanError::at(
-                                &a.at,
-                                format!(
-                                    "the secret {s} may not be placed on a command line (every local user can read it there); read it from the environment variable {s} instead"
-                                ),
-                            ));
-                        }
-                    }
-                }
-                let vars = self.vars.plain_map();
-                let lookup = line::lookup_in(&self.ctx.process_env, &vars);
-                let args: Vec<&str> = arguments.iter().map(|a| a.value.as_str()).collect();
-                let argv = line::command_argv(&exec.value, &args, &lookup)
-                    .map_err(|e| PlanError::at(&exec.at, e.to_string()))?;
-                for (i, note) in line::analyse_arguments(&args, &lookup) {
-                    warnings.push(Warning::at(&arguments[i].at, note));
-                }
-                if argv.is_empty() {
-                    return Err(PlanError::at(
-                        &exec.at,
-                        "the command line is empty after substitution",
-                    ));
-                }
-                Ok(argv)
-            }
-        }
-    }
-
-    /// Every variable, for a script's (or ParaView command's) environment.
-    fn all_variables(&self) -> Vec<(String, Value)> {
-        self.vars
-            .values
-            .iter()
-            .map(|(k, (v, _))| (k.clone(), v.clone()))
-            .collect()
-    }
-
-    fn secret_variables(&self) -> Vec<(String, Value)> {
-        self.vars
-            .values
-            .iter()
-            .filter(|(_, (v, _))| v.is_secret())
-            .map(|(k, (v, _))| (k.clone(), v.clone()))
-            .collect()
-    }
-
-    fn environment(
-        &self,
-        entry: &ServerEntry,
-        export_all: bool,
-    ) -> Result<Vec<(String, Value)>, PlanError> {
-        let mut env: BTreeMap<String, Value> = if export_all {
-            self.all_variables()
-        } else {
-            self.secret_variables()
-        }
-        .into_iter()
-        .collect();
-        for (k, t) in &entry.environment {
-            env.insert(k.clone(), Value::Plain(self.template(t)?));
-        }
-        Ok(env.into_iter().collect())
-    }
-
-    fn process(
-        &self,
-        entry: &ServerEntry,
-        mechanism: &Mechanism,
-        resource: &Resource,
-        pf_port: Option<u16>,
-        warnings: &mut Vec<Warning>,
-    ) -> Result<(ProcessPlan, Option<Resource>), PlanError> {
-        let delay = entry.timeouts.delay.clone();
-        match mechanism {
-            Mechanism::LocalDirect { command } => {
-                let argv = self.command_line(command, warnings)?;
-                Ok((
-                    ProcessPlan {
-                        mechanism: "local",
-                        argv,
-                        env: self.environment(entry, self.pvsc)?,
-                        workdir: None,
-                        delay,
-                        remote: None,
-                    },
-                    None,
-                ))
-            }
-            Mechanism::LocalScript { script, args } => {
-                let mut argv = vec![self.template(script)?];
-                for a in args {
-                    argv.push(self.template(a)?);
-                }
-                Ok((
-                    ProcessPlan {
-                        mechanism: "local-script",
-                        argv,
-                        env: self.environment(entry, true)?,
-                        workdir: None,
-                        delay,
-                        remote: None,
-                    },
-                    None,
-                ))
-            }
-            Mechanism::SshDirect { ssh, command } => {
-                let remote_argv = self.command_line(command, warnings)?;
-                if self.pvsc {
-                    if let CommandLine::ParaViewLine { exec, .. } = command {
-                        for a in &remote_argv {
-                            if a.chars().any(|c| ";&|<>()$`*?[]{}~!#'\"\\".contains(c)) {
-                                warnings.push(Warning::at(&exec.at, format!(
-                                    "remote argument {a:?} contains shell syntax: ParaView lets the remote login shell interpret it, pv-launch passes it literally"
-                                )));
-                            }
-                        }
-                    }
-                }
-                let env: Vec<(String, String)> = ssh
-                    .remote_env
-                    .iter()
-                    .map(|(k, t)| Ok((k.clone(), self.template(t)?)))
-                    .collect::<Result<_, PlanError>>()?;
-                self.ssh(
-                    entry,
-                    "ssh",
-                    ssh,
-                    remote_argv,
-                    env,
-                    resource,
-                    pf_port,
-                    delay,
-                    warnings,
-                )
-            }
-            Mechanism::SshScript { ssh, script, args } => {
-                let mut remote_argv = vec![self.template(script)?];
-                for a in args {
-                    remote_argv.push(self.template(a)?);
-                }
-                let mut env: Vec<(String, String)> = vec![];
-                for (k, (v, _)) in &self.vars.values {
-                    match v {
-                        Value::Plain(s) => env.push((k.clone(), s.clone())),
-                        Value::Secret(_) => warnings.push(Warning::at(&entry.at, format!("the secret {k} is not exported to the remote script (it would be visible on the remote command line)"))),
-                    }
-                }
-                for (k, t) in &ssh.remote_env {
-                    env.retain(|(n, _)| n != k);
-                    env.push((k.clone(), self.template(t)?));
-                }
-                self.ssh(
-                    entry,
-                    "ssh-script",
-                    ssh,
-                    remote_argv,
-                    env,
-                    resource,
-                    pf_port,
-                    delay,
-                    warnings,
-                )
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn ssh(
-        &self,
-        entry: &ServerEntry,
-        mechanism: &'static str,
-        ssh: &SshSettings,
-        remote_argv: Vec<String>,
-        remote_env: Vec<(String, String)>,
-        resource: &Resource,
-        pf_port: Option<u16>,
-        delay: Delay,
-        warnings: &mut Vec<Warning>,
-    ) -> Result<(ProcessPlan, Option<Resource>), PlanError> {
-        let host = match &ssh.host {
-            Some(h) => self.text(h)?,
-            None => resource
-                .endpoints()
-                .first()
-                .and_then(|(h, _)| h.map(Host::to_lookup_string))
-                .unwrap_or_default(),
-        };
-        let host_at = ssh.host.as_ref().map_or(&entry.resource.at, |h| &h.at);
-        check_ssh_name("host", &host).map_err(|m| {
-            PlanError::at(
-                host_at,
-                format!("{m} (ssh connects to the resource's host unless ssh.host is given)"),
-            )
-        })?;
-        let user = match &ssh.user {
-            Some(u) => {
-                let name = self.text(u)?;
-                check_ssh_name("user", &name).map_err(|m| PlanError::at(&u.at, m))?;
-                Some(name)
-            }
-            None => None,
-        };
-        for j in &ssh.jump_hosts {
-            check_ssh_name("jump host", j).map_err(|m| PlanError::at(&entry.at, m))?;
-        }
-        let mut tunnels = vec![];
-        let mut client_resource = None;
-        let loopback_host = host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if ssh.port_forwarding.is_none()
-            && resource.direction() == Some(Direction::Reverse)
-            && !loopback_host
-        {
-            warnings.push(Warning::at(
-                &entry.resource.at,
-                format!(
-                    "a reverse connection over ssh without port_forwarding: pv-launch listens on \
-                     127.0.0.1 only, which a server on {host} cannot reach unless it runs on this \
-                     machine; set port_forwarding = true (or <PortForwarding/> in a .pvsc file)"
-                ),
-            ));
-        }
-        if ssh.port_forwarding.is_some() {
-            let Resource::ClientServer {
-                direction,
-                tls,
-                server,
-            } = resource
-            else {
-                return Err(PlanError::at(
-                    &entry.resource.at,
-                    "ssh port forwarding works only with cs:// and csrc:// resources; set up the tunnels of a data/render pair by hand",
-                ));
-            };
-            let server_port = server.port_or(pv_transport::resource::DEFAULT_SERVER_PORT);
-            let local = pf_port.unwrap_or(server_port);
-            match direction {
-                Direction::Forward => {
-                    tunnels.push(Tunnel::Local {
-                        local_port: local,
-                        remote_port: server_port,
-                    });
-                    client_resource = Some(Resource::ClientServer {
-                        direction: *direction,
-                        tls: *tls,
-                        server: pv_transport::Endpoint {
-                            host: Some(Host::Name("localhost".into())),
-                            port: Some(local),
-                        },
-                    });
-                }
-                Direction::Reverse => {
-                    tunnels.push(Tunnel::Remote {
-                        remote_port: server_port,
-                        local_port: local,
-                    });
-                    client_resource = Some(Resource::ClientServer {
-                        direction: *direction,
-                        tls: *tls,
-                        server: pv_transport::Endpoint {
-                            host: server.host.clone(),
-                            port: Some(local),
-                        },
-                    });
-                }
-            }
-        }
-        let mut extra = ssh.extra_options.clone();
-        if self.pvsc {
-            if let Some(o) = self.ctx.process_env.get("PARAVIEW_SSH_OPTIONS") {
-                extra.extend(line::split_command(o));
-            }
-        }
-        let workdir = ssh
-            .remote_workdir
-            .as_ref()
-            .map(|w| self.template(w))
-            .transpose()?;
-        let command = remote_command(&remote_argv, &remote_env, workdir.as_deref());
-        let program = ssh.program.clone().unwrap_or_else(|| "ssh".to_string());
-        let argv = SshInvocation {
-            program: &program,
-            host: &host,
-            user: user.as_deref(),
-            port: ssh.port,
-            jump_hosts: &ssh.jump_hosts,
-            identity_file: ssh.identity_file.as_deref(),
-            tunnels: &tunnels,
-            prompts: ssh.prompts,
-            extra_options: &extra,
-            remote_command: &command,
-        }
-        .argv();
-        let mut env = vec![];
-        if ssh.prompts == SshPrompts::Askpass {
-            env.push((
-                "SSH_ASKPASS".to_string(),
-                Value::Plain("pv-askpass".to_string()),
-            ));
-            env.push((
-                "SSH_ASKPASS_REQUIRE".to_string(),
-                Value::Plain("force".to_string()),
-            ));
-        }
-        let plan = ProcessPlan {
-            mechanism,
-            argv,
-            env,
-            workdir: None::<PathBuf>,
-            delay,
-            remote: Some(RemotePlan {
-                host,
-                user,
-                argv: remote_argv,
-                command,
-                tunnels,
-                backend: ssh.backend,
-            }),
-        };
-        if ssh.backend == SshBackend::Russh {
-            russh_check(entry, ssh, &plan, warnings)?;
-        }
-        Ok((plan, client_resource))
-    }
-}
-
-/// A `backend = "russh"` plan: refuse, at the entry, the ssh settings the in-process
-/// client cannot honour (a program, jump hosts, OpenSSH-only options), and warn about
-/// the ones it ignores. Whether this build has the backend is checked at launch.
-fn russh_check(
-    entry: &ServerEntry,
-    ssh: &SshSettings,
-    plan: &ProcessPlan,
-    warnings: &mut Vec<Warning>,
-) -> Result<(), PlanError> {
-    let refuse = |m: String| PlanError::at(&entry.at, format!("server {:?}: {m}", entry.name));
-    if ssh.program.is_some() {
-        return Err(refuse(
-            "ssh.program has no meaning with backend = \"russh\" (no ssh program runs)".into(),
-        ));
-    }
-    let (target, _) =
-        crate::ssh::SshTarget::from_process_plan(plan).map_err(|e| refuse(e.to_string()))?;
-    let settings = crate::ssh::RusshSettings::from_args(target.args()).map_err(refuse)?;
-    warnings.extend(
-        settings
-            .ignored
-            .into_iter()
-            .map(|w| Warning::at(&entry.at, w)),
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -869,7 +515,7 @@ mod tests {
         let Launch::Process(p) = plan.launch() else {
             panic!("a process")
         };
-        assert_eq!(p.remote.as_ref().unwrap().backend, SshBackend::Russh);
+        assert_eq!(p.ssh().unwrap().backend_kind(), SshBackend::Russh);
         assert!(
             plan.to_dry_run_text()
                 .contains("  ssh backend: russh (in process;"),

@@ -1,5 +1,7 @@
-//! The ssh command line a plan runs: POSIX-sh quoting of the remote command, validation of
-//! host and user names, and the exact argv of the local `ssh`.
+//! A start over ssh, typed ([`SshPlan`]: target, tunnels, remote command, backend), and
+//! the text rendered from it: POSIX-sh quoting of the remote command, validation of host
+//! and user names, and the exact OpenSSH command lines ([`OpenSshCommands`]) that both
+//! the runtime and `--dry-run` use.
 //!
 //! ssh joins its trailing arguments with spaces into one string that the remote login
 //! shell parses (tcsh and fish included), so pv-launch sends exactly one argument:
@@ -7,7 +9,9 @@
 //! POSIX sh. `--` ends ssh's options before the destination, and host and user names are
 //! refused when they hold control characters or start with `-`.
 
-use crate::profile::SshPrompts;
+use super::russh_options::RusshSettings;
+use super::ssh_target::SshTarget;
+use crate::profile::SshBackend;
 
 /// Quote `s` for POSIX sh: unchanged when it holds only safe characters, else in single
 /// quotes with each `'` written as `'\''`.
@@ -65,105 +69,275 @@ pub fn remote_command(argv: &[String], env: &[(String, String)], workdir: Option
     format!("exec /bin/sh -c {}", sh_quote(&inner))
 }
 
-/// One tunnel through the ssh connection.
+/// One tunnel through the ssh connection: the plan's, the runtime's and the dry run's one
+/// representation. The `-L`/`-R` text is rendered from it by [`Tunnel::spec`], never
+/// parsed back.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Tunnel {
-    /// `-L 127.0.0.1:local:localhost:remote`: the client dials `127.0.0.1:local`.
+    /// `-L 127.0.0.1:<local_port>:<host>:<remote_port>`: the client dials
+    /// `127.0.0.1:<local_port>` here, which reaches `<host>:<remote_port>` as seen from the
+    /// ssh host.
     Local {
-        /// Port on this host.
+        /// Port on this host; 0: a free one, chosen at run time.
         local_port: u16,
-        /// Port on the remote host.
+        /// The server's host as seen from the ssh host (usually `127.0.0.1`; a compute
+        /// node for a batch job).
+        host: String,
+        /// The server's port; 0: the port in the server's ready line.
         remote_port: u16,
     },
-    /// `-R 127.0.0.1:remote:localhost:local`: the server dials `localhost:remote` on its
-    /// host, which reaches the client listening on `local` here.
+    /// `-R 127.0.0.1:<remote_port>:127.0.0.1:<local_port>`: the server dials
+    /// `127.0.0.1:<remote_port>` on its host, which reaches the client listening on
+    /// `127.0.0.1:<local_port>` here.
     Remote {
-        /// Port on the remote host.
+        /// Port on the remote host; 0: chosen by the remote side (read back).
         remote_port: u16,
-        /// Port on this host.
+        /// Port on this host (the client's listener).
         local_port: u16,
     },
 }
 
 impl Tunnel {
-    /// The ssh arguments for this tunnel.
-    pub fn ssh_args(&self) -> [String; 2] {
+    /// The ssh flag: `-L` or `-R`.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            Tunnel::Local { .. } => "-L",
+            Tunnel::Remote { .. } => "-R",
+        }
+    }
+
+    /// The forwarding spec after the flag, both ends bound to loopback explicitly.
+    pub fn spec(&self) -> String {
         match self {
             Tunnel::Local {
                 local_port,
+                host,
                 remote_port,
-            } => [
-                "-L".into(),
-                format!("127.0.0.1:{local_port}:localhost:{remote_port}"),
-            ],
+            } => {
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                format!("127.0.0.1:{local_port}:{host}:{remote_port}")
+            }
             Tunnel::Remote {
                 remote_port,
                 local_port,
-            } => [
-                "-R".into(),
-                format!("127.0.0.1:{remote_port}:localhost:{local_port}"),
-            ],
+            } => format!("127.0.0.1:{remote_port}:127.0.0.1:{local_port}"),
         }
     }
 }
 
-/// Everything that decides the local ssh argv.
-#[derive(Clone, Debug)]
-pub struct SshInvocation<'a> {
-    /// The ssh program.
-    pub program: &'a str,
-    /// Destination host (validated).
-    pub host: &'a str,
-    /// Remote user (validated).
-    pub user: Option<&'a str>,
-    /// ssh port.
-    pub port: Option<u16>,
-    /// Jump hosts (validated).
-    pub jump_hosts: &'a [String],
-    /// Identity file.
-    pub identity_file: Option<&'a std::path::Path>,
-    /// Tunnels.
-    pub tunnels: &'a [Tunnel],
-    /// How prompts are answered.
-    pub prompts: SshPrompts,
-    /// Extra options, verbatim, before `--`.
-    pub extra_options: &'a [String],
-    /// The remote command (one argument).
-    pub remote_command: &'a str,
+/// What runs on the remote host: argv, exported environment and working directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteCommand {
+    /// The remote argv.
+    pub argv: Vec<String>,
+    /// Variables exported before the command runs (never a secret: a remote command line
+    /// is visible to the remote host's users).
+    pub env: Vec<(String, String)>,
+    /// The remote working directory.
+    pub workdir: Option<String>,
 }
 
-impl SshInvocation<'_> {
-    /// The argv, program first.
-    pub fn argv(&self) -> Vec<String> {
-        let mut argv = vec![self.program.to_string()];
-        if let Some(p) = self.port {
-            argv.extend(["-p".to_string(), p.to_string()]);
+impl RemoteCommand {
+    /// The one POSIX sh command line for it ([`remote_command`]).
+    pub fn shell_text(&self) -> String {
+        remote_command(&self.argv, &self.env, self.workdir.as_deref())
+    }
+}
+
+/// Which ssh implementation runs the connection, with what it needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendPlan {
+    /// The system's OpenSSH client, through pv-launch's own control master.
+    OpenSsh,
+    /// The in-process russh client, with the ssh options it honours (checked when the
+    /// plan was made, see [`super::russh_options`]).
+    Russh(RusshSettings),
+}
+
+/// A start over ssh: where to, the tunnels, what runs there and with which backend.
+#[derive(Clone, Debug)]
+pub struct SshPlan {
+    /// The destination and its ssh options.
+    pub target: SshTarget,
+    /// Tunnels through the connection (at most one per connection today).
+    pub tunnels: Vec<Tunnel>,
+    /// What runs on the remote host.
+    pub remote: RemoteCommand,
+    /// Which ssh implementation runs it.
+    pub backend: BackendPlan,
+}
+
+impl SshPlan {
+    /// The one string ssh hands to the remote login shell for the server (before the
+    /// cleanup wrapper, [`wrap_remote_command`]).
+    pub fn command(&self) -> String {
+        self.remote.shell_text()
+    }
+
+    /// The backend's name.
+    pub fn backend_kind(&self) -> SshBackend {
+        match self.backend {
+            BackendPlan::OpenSsh => SshBackend::Openssh,
+            BackendPlan::Russh(_) => SshBackend::Russh,
         }
-        if let Some(u) = self.user {
-            argv.extend(["-l".to_string(), u.to_string()]);
+    }
+}
+
+/// `ServerAliveInterval` (seconds) and `ServerAliveCountMax` used when not set: a dead
+/// connection is noticed within about 45 s.
+pub const DEFAULT_SERVER_ALIVE: (u32, u32) = (15, 3);
+
+/// The settings of the control master that are not the target's (launch options; the dry
+/// run shows the defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MasterSettings {
+    /// `ServerAliveInterval` (seconds) and `ServerAliveCountMax`.
+    pub server_alive: (u32, u32),
+    /// ssh's `ConnectTimeout`, whole seconds (at least 1).
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for MasterSettings {
+    fn default() -> Self {
+        MasterSettings {
+            server_alive: DEFAULT_SERVER_ALIVE,
+            connect_timeout_secs: 20,
         }
-        if !self.jump_hosts.is_empty() {
-            argv.extend(["-J".to_string(), self.jump_hosts.join(",")]);
+    }
+}
+
+/// Every OpenSSH command line of a launch, rendered from the typed target: the control
+/// master, then its mux clients (the remote command, the forwards, checks, exit). The
+/// runtime spawns exactly these; the dry run prints them with placeholders for the
+/// control socket and log paths, which exist only at run time.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenSshCommands<'a> {
+    /// Where ssh goes.
+    pub target: &'a SshTarget,
+    /// The control socket path.
+    pub control: &'a str,
+    /// The master's log file (`ssh -E`).
+    pub log: &'a str,
+}
+
+impl OpenSshCommands<'_> {
+    /// The master: `ssh -M -S <ctl> -f -N …`, authenticated once (askpass prompts), going
+    /// to the background when done. Program first.
+    pub fn master(&self, settings: &MasterSettings) -> Vec<String> {
+        let t = self.target;
+        let mut argv: Vec<String> = [
+            t.program(),
+            "-M",
+            "-S",
+            self.control,
+            "-f",
+            "-N",
+            "-T",
+            "-a",
+            "-x",
+            "-E",
+            self.log,
+        ]
+        .map(String::from)
+        .to_vec();
+        let batch = if t.batch_mode() { "yes" } else { "no" };
+        let (alive_interval, alive_count) = settings.server_alive;
+        for o in [
+            "ControlMaster=yes".to_string(),
+            "ControlPersist=yes".to_string(),
+            format!("BatchMode={batch}"),
+            "NumberOfPasswordPrompts=1".to_string(),
+            "ExitOnForwardFailure=yes".to_string(),
+            format!("ServerAliveInterval={alive_interval}"),
+            format!("ServerAliveCountMax={alive_count}"),
+            format!("ConnectTimeout={}", settings.connect_timeout_secs.max(1)),
+            "PermitLocalCommand=no".to_string(),
+        ] {
+            argv.extend(["-o".to_string(), o]);
         }
-        if let Some(i) = self.identity_file {
-            argv.extend(["-i".to_string(), i.display().to_string()]);
-        }
-        if self.prompts == SshPrompts::BatchMode {
-            argv.extend(["-o".to_string(), "BatchMode=yes".to_string()]);
-        }
-        if !self.tunnels.is_empty() {
-            argv.extend(["-o".to_string(), "ExitOnForwardFailure=yes".to_string()]);
-        }
-        for t in self.tunnels {
-            argv.extend(t.ssh_args());
-        }
-        argv.extend(self.extra_options.iter().cloned());
-        argv.push("--".to_string());
-        argv.push(self.host.to_string());
-        argv.push(self.remote_command.to_string());
+        argv.extend(t.args());
+        argv.extend(["--".to_string(), t.host().to_string()]);
         argv
     }
+
+    /// A mux client of the master, program first, before its own arguments: it cannot
+    /// authenticate by itself nor read the user's ssh config (`-F /dev/null`), and fails
+    /// at once when the master is gone (`ProxyCommand=false`).
+    pub fn client(&self) -> Vec<String> {
+        let mut a: Vec<String> = [self.target.program(), "-F", "/dev/null", "-S", self.control]
+            .map(String::from)
+            .to_vec();
+        for o in [
+            "ControlMaster=no",
+            "ProxyCommand=false",
+            "BatchMode=yes",
+            "LogLevel=ERROR",
+        ] {
+            a.extend(["-o".to_string(), o.to_string()]);
+        }
+        a
+    }
+
+    /// Run `remote` (one shell string) on the host through the master, without a tty.
+    pub fn run(&self, remote: &str) -> Vec<String> {
+        let mut a = self.client();
+        a.extend(["-T", "--", self.target.host(), remote].map(String::from));
+        a
+    }
+
+    /// A control command of the master (`-O check`, `-O exit`, `-O forward …`).
+    pub fn control(&self, op: &[&str]) -> Vec<String> {
+        let mut a = self.client();
+        a.push("-O".to_string());
+        a.extend(op.iter().map(|s| s.to_string()));
+        a.extend(["--".to_string(), self.target.host().to_string()]);
+        a
+    }
+
+    /// Open `tunnel` on the master (`-O forward -L|-R spec`).
+    pub fn forward(&self, tunnel: &Tunnel) -> Vec<String> {
+        self.control(&["forward", tunnel.flag(), &tunnel.spec()])
+    }
+}
+
+/// The remote cleanup wrapper. One line, only `"` and `$` inside, so that it survives
+/// any login shell's parsing once single-quoted (tcsh and fish included). What it does is
+/// described in `startup::ssh`'s documentation: it prints its process group, reads the
+/// launch channel's secrets line, runs the server, and kills its whole group when the
+/// channel's stdin ends.
+const WRAPPER: &str = concat!(
+    "printf \"pv-launch-pgid %s\\n\" \"$$\"; ",
+    "if [ -z \"${PV_CLIENT_HOST:-}\" ] && [ -n \"${SSH_CLIENT:-}\" ]; then ",
+    "PV_CLIENT_HOST=${SSH_CLIENT%% *}; export PV_CLIENT_HOST; fi; ",
+    "IFS= read -r pv_l || pv_l=; ",
+    "exec 3<&0 0</dev/null; ",
+    "if [ -n \"$pv_l\" ]; then printf \"%s\\n\" \"$pv_l\" | /bin/sh -c \"$1\" 3<&- & ",
+    "else /bin/sh -c \"$1\" 3<&- & fi; ",
+    "pv_s=$!; pv_l=; ",
+    "( trap \"\" TERM; while read -r pv_x <&3; do :; done; kill -TERM 0; n=0; ",
+    "while [ $n -lt 20 ] && kill -0 \"$pv_s\" 2>/dev/null; do sleep 0.1; n=$((n+1)); done; ",
+    "kill -KILL 0 ) >/dev/null 2>&1 & ",
+    "exec 3<&-; ",
+    "wait \"$pv_s\"; exit \"$?\"",
+);
+
+/// The first stdout line of the wrapper: `pv-launch-pgid <pid>`.
+pub const PGID_PREFIX: &str = "pv-launch-pgid ";
+
+/// The one string ssh sends for `command` (itself a POSIX sh command line, e.g. from
+/// [`remote_command`]): `exec /bin/sh -c '<wrapper>' pv-launch '<command>'`, the same for
+/// both ssh backends.
+pub fn wrap_remote_command(command: &str) -> String {
+    format!(
+        "exec /bin/sh -c {} pv-launch {}",
+        sh_quote(WRAPPER),
+        sh_quote(command)
+    )
 }
 
 #[cfg(test)]
@@ -235,42 +409,65 @@ mod tests {
     }
 
     #[test]
-    fn argv_puts_options_before_the_double_dash() {
-        let tunnels = [Tunnel::Local {
-            local_port: 8080,
-            remote_port: 11111,
-        }];
-        let inv = SshInvocation {
-            program: "ssh",
-            host: "h",
-            user: Some("u"),
-            port: Some(2222),
-            jump_hosts: &["j1".into(), "j2".into()],
-            identity_file: None,
-            tunnels: &tunnels,
-            prompts: SshPrompts::Askpass,
-            extra_options: &["-oX=1".into()],
-            remote_command: "exec /bin/sh -c true",
+    fn openssh_commands_put_options_before_the_double_dash() {
+        let target = SshTarget::new("h")
+            .unwrap()
+            .with_user("u")
+            .unwrap()
+            .with_port(2222)
+            .with_jump_hosts(&["j1".into(), "j2".into()])
+            .unwrap()
+            .with_arg("-oX=1")
+            .unwrap();
+        let c = OpenSshCommands {
+            target: &target,
+            control: "/t/c",
+            log: "/t/log",
         };
+        let master = c.master(&MasterSettings::default());
+        assert_eq!(&master[..5], ["ssh", "-M", "-S", "/t/c", "-f"]);
         assert_eq!(
-            inv.argv(),
+            &master[master.len() - 11..],
             [
-                "ssh",
-                "-p",
-                "2222",
+                "-o",
+                "PermitLocalCommand=no",
                 "-l",
                 "u",
+                "-p",
+                "2222",
                 "-J",
                 "j1,j2",
-                "-o",
-                "ExitOnForwardFailure=yes",
-                "-L",
-                "127.0.0.1:8080:localhost:11111",
                 "-oX=1",
                 "--",
-                "h",
-                "exec /bin/sh -c true"
+                "h"
             ]
         );
+        let forward = c.forward(&Tunnel::Local {
+            local_port: 8080,
+            host: "127.0.0.1".into(),
+            remote_port: 11111,
+        });
+        assert_eq!(
+            &forward[forward.len() - 6..],
+            [
+                "-O",
+                "forward",
+                "-L",
+                "127.0.0.1:8080:127.0.0.1:11111",
+                "--",
+                "h"
+            ]
+        );
+        assert_eq!(
+            Tunnel::Remote {
+                remote_port: 0,
+                local_port: 5
+            }
+            .spec(),
+            "127.0.0.1:0:127.0.0.1:5"
+        );
+        let run = c.run("true");
+        assert_eq!(&run[run.len() - 4..], ["-T", "--", "h", "true"]);
+        assert_eq!(&run[1..5], ["-F", "/dev/null", "-S", "/t/c"]);
     }
 }

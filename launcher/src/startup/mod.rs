@@ -1,38 +1,39 @@
-//! Starting and supervising a local process (the server, a script, or `ssh`).
+//! The one room that starts every server, wherever it runs, and supervises it.
 //!
-//! The process gets its own process group, so stopping it stops everything it started.
-//! Its stdout and stderr are read line by line and sent as [`Event`]s; the launch
-//! channel's ready line is recognised on stdout. When the launch uses the native
-//! handshake, the one-time token is written to the child's stdin as the launch channel's
-//! secrets line (never on argv). The delay rules are ParaView's: wait the delay, or with
-//! `-1` wait for the command to exit, exit 0 meaning the server detached and anything else
-//! a failure whose error carries the last lines of stderr.
+//! [`start`] takes the plan's [`ProcessPlan`] — how (the server's command or a script) ×
+//! where (this host, or an ssh target) — and gives back the supervised [`Server`] and its
+//! launch-channel ready line:
+//!
+//! - [`channel`]: the launch channel's exchange, written once for every start: the
+//!   secrets line in, the ready line and a stderr tail out, the ready timeout and
+//!   ParaView's delay/detach rule;
+//! - [`local`]: a process group on this host;
+//! - [`ssh`]: a command on a remote host through pv-launch's own OpenSSH control master
+//!   (`ssh/openssh/`) or the in-process russh client (`ssh/russh/`, cargo feature
+//!   `russh`), behind one [`ssh::SshSession`];
+//! - a batch-job start belongs here too, beside them (`batch/`).
+//!
+//! The session ([`crate::session`]) only connects to what was started.
 
-mod group;
-mod handle;
+pub mod channel;
+pub mod local;
+pub mod ssh;
 #[cfg(test)]
 mod tests;
 
-pub use group::wait_for_group_stops;
-pub use handle::{ServerHandle, TERMINATE_GRACE};
+pub use channel::{DEFAULT_READY_TIMEOUT, OutputLine, STDERR_TAIL_LINES};
+pub use local::{ServerHandle, TERMINATE_GRACE, start_local, wait_for_group_stops};
 
-use std::collections::VecDeque;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use pv_transport::launch::{ReadyLine, Secrets};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::oneshot;
 
-use crate::events::{Event, EventSender, Stage};
-use crate::plan::ProcessPlan;
-use crate::profile::Delay;
+use crate::events::{Event, EventSender};
+use crate::plan::{Place, ProcessPlan};
+use ssh::{SshError, SshOptions, SshSession};
 
-/// How many stderr lines a failure report keeps.
-pub const STDERR_TAIL_LINES: usize = 20;
-
-/// What the start produced.
+/// What a local start produced ([`start_local`]).
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // one per launch
 pub enum Started {
@@ -91,6 +92,9 @@ pub enum StartError {
         /// What is wrong.
         message: String,
     },
+    /// Starting the server over ssh failed, or the ssh connection was lost.
+    #[error(transparent)]
+    Ssh(#[from] SshError),
 }
 
 fn tail_text(tail: &[String]) -> String {
@@ -101,162 +105,156 @@ fn tail_text(tail: &[String]) -> String {
     }
 }
 
-/// How long to wait for a ready line when the plan gives no process start timeout.
-pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// An exit status in words.
+pub fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => "an unknown status".to_string(),
+    }
+}
 
-/// Start `plan`'s process. With `secrets`, write the secrets line to its stdin and wait
-/// (up to `ready_timeout`) for its ready line; without, follow the plan's delay.
-pub async fn start_local(
-    plan: &ProcessPlan,
+/// A server pv-launch started and supervises, wherever it runs.
+#[derive(Debug)]
+pub enum Server {
+    /// A process group on this host (direct or through a script).
+    Local(ServerHandle),
+    /// A process group on a remote host, reached through ssh (either backend).
+    Ssh(SshSession),
+    /// A remote command that exited with status 0 after detaching its server (e.g. a
+    /// script that submitted a batch job): the ssh connection and its tunnels stay up for
+    /// the server, and only their loss ends the session.
+    Detached(Box<Server>),
+}
+
+impl Server {
+    /// What supervises the server, seen through [`Server::Detached`].
+    pub fn active(&mut self) -> &mut Server {
+        match self {
+            Server::Detached(inner) => inner.active(),
+            other => other,
+        }
+    }
+
+    /// The local process, when the server runs on this host and is still attached.
+    pub fn local(&mut self) -> Option<&mut ServerHandle> {
+        match self.active() {
+            Server::Local(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The ssh session, when the server was started over ssh.
+    pub fn ssh(&mut self) -> Option<&mut SshSession> {
+        match self.active() {
+            Server::Ssh(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Where the client dials: the local end of a forward ssh tunnel.
+    pub fn tunnel_address(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Server::Detached(inner) => inner.tunnel_address(),
+            Server::Local(_) => None,
+            Server::Ssh(s) => s.local_address(),
+        }
+    }
+
+    /// Wait until the server ends: its exit status, or an error when the ssh connection
+    /// carrying it was lost. A detached server ends only with its connection.
+    pub async fn wait(&mut self) -> Result<ExitStatus, SshError> {
+        match self {
+            Server::Detached(inner) => Err(inner.connection_lost().await),
+            Server::Local(h) => Ok(h.wait().await),
+            Server::Ssh(s) => s.wait().await,
+        }
+    }
+
+    /// Wait until the ssh connection carrying the tunnels is lost (never, locally).
+    pub async fn connection_lost(&self) -> SshError {
+        match self {
+            Server::Ssh(s) => s.connection_lost().await,
+            Server::Detached(inner) => Box::pin(inner.connection_lost()).await,
+            Server::Local(_) => std::future::pending().await,
+        }
+    }
+
+    /// Stop the server's whole process group (and the ssh connection carrying it).
+    pub async fn cleanup(self) {
+        match self {
+            Server::Detached(inner) => Box::pin(inner.cleanup()).await,
+            Server::Local(mut h) => h.cleanup().await,
+            Server::Ssh(s) => s.close().await,
+        }
+    }
+}
+
+/// How starts are carried out beyond what the plan says.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct StartOptions {
+    /// For starts over ssh: the askpass helper, the [`Prompter`](crate::prompt::Prompter)
+    /// that answers ssh's prompts (`None`: pv-askpass asks with its own dialog or on the
+    /// terminal), timeouts and keepalive — for either backend.
+    pub ssh: SshOptions,
+}
+
+impl StartOptions {
+    /// ssh's prompts (passwords, passphrases, host keys, one-time codes) go to `prompter`.
+    pub fn with_prompter(
+        mut self,
+        prompter: std::sync::Arc<dyn crate::prompt::Prompter + Send + Sync>,
+    ) -> StartOptions {
+        self.ssh.prompter = Some(prompter);
+        self
+    }
+}
+
+/// Start `process`: the supervised server (`None` when it detached from a local command)
+/// and its ready line. `secrets` go on the launch channel; `listening` are the ports a
+/// reverse connection listens on here (a reverse ssh tunnel leads to the first).
+pub async fn start(
+    process: &ProcessPlan,
     secrets: Option<&Secrets>,
     ready_timeout: Duration,
+    options: &StartOptions,
+    listening: &[u16],
     events: &EventSender,
-) -> Result<Started, StartError> {
-    let begun = Instant::now();
-    let program = plan.argv[0].clone();
-    let _ = events.send(Event::Stage {
-        stage: Stage::Start,
-        elapsed: begun.elapsed(),
-    });
-    let mut command = tokio::process::Command::new(&program);
-    command
-        .args(&plan.argv[1..])
-        .envs(plan.env.iter().map(|(k, v)| (k, v.expose())))
-        .process_group(0)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Not tokio's kill_on_drop: it would SIGKILL the leader alone, at once. The
-        // GroupStop below stops the whole group, with SIGTERM's grace for the leader too.
-        .kill_on_drop(false);
-    if let Some(dir) = &plan.workdir {
-        command.current_dir(dir);
-    }
-    // A local child also finds its token in its environment (private to its owner, like
-    // the stdin pipe): a script that starts several servers, such as a data server and a
-    // render server, can hand it to each. Never for ssh, whose remote side reads stdin.
-    if let (Some(secrets), None) = (secrets, &plan.remote) {
-        command.env(pv_transport::launch::TOKEN_ENV, secrets.token.to_hex());
-    }
-    let mut child = command.spawn().map_err(|source| StartError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
-    // Armed before the first await: if this future is dropped from here on (Ctrl-C during
-    // the start), the whole group is stopped, not only the leader. `id()` is `Some` until
-    // the child has been waited for, which nothing has done yet.
-    let group = group::GroupStop::new(child.id().unwrap_or(0));
-    let mut stdin = child.stdin.take();
-    if let (Some(secrets), Some(pipe)) = (secrets, stdin.as_mut()) {
-        let line = zeroize::Zeroizing::new(secrets.to_line());
-        // A server that does not read stdin may close it: that is not an error here.
-        let _ = pipe.write_all(line.as_bytes()).await;
-        let _ = pipe.flush().await;
-    }
-    let tail = Arc::new(Mutex::new(VecDeque::new()));
-    let (ready_tx, ready_rx) = oneshot::channel();
-    if let Some(out) = child.stdout.take() {
-        let events = events.clone();
-        tokio::spawn(async move {
-            let mut ready_tx = Some(ready_tx);
-            let mut lines = BufReader::new(out).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(parsed) = ReadyLine::parse(&line) {
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(parsed.map_err(|e| e.to_string()));
-                    }
-                }
-                let _ = events.send(Event::Stdout { line });
-            }
-        });
-    }
-    let mut stderr_reader = None;
-    if let Some(err) = child.stderr.take() {
-        let events = events.clone();
-        let tail = Arc::clone(&tail);
-        stderr_reader = Some(tokio::spawn(async move {
-            let mut lines = BufReader::new(err).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                {
-                    let mut t = tail.lock().expect("stderr tail lock");
-                    if t.len() == STDERR_TAIL_LINES {
-                        t.pop_front();
-                    }
-                    t.push_back(line.clone());
-                }
-                let _ = events.send(Event::Stderr { line });
-            }
-        }));
-    }
-    let mut handle = ServerHandle::new(
-        child,
-        group,
-        stdin,
-        Arc::clone(&tail),
-        stderr_reader,
-        program.clone(),
-    );
-
-    if secrets.is_some() {
-        let _ = events.send(Event::Stage {
-            stage: Stage::WaitReady,
-            elapsed: begun.elapsed(),
-        });
-        tokio::select! {
-            ready = ready_rx => match ready {
-                Ok(Ok(ready)) => {
-                    let _ = events.send(Event::Ready { port: ready.port, elapsed: begun.elapsed() });
-                    return Ok(Started::Running { handle, ready: Some(ready) });
-                }
-                Ok(Err(message)) => return Err(StartError::BadReadyLine { program, message }),
-                // stdout closed without a ready line: report how the process ended.
-                Err(_) => {
-                    let status = handle.wait().await;
-                    return Err(handle.exit_error(status).await);
-                }
-            },
-            status = handle.wait() => {
-                if status.success() {
-                    return Ok(Started::Detached);
-                }
-                return Err(handle.exit_error(status).await);
-            }
-            _ = tokio::time::sleep(ready_timeout) => {
-                let stderr_tail = handle.stderr_tail();
-                handle.cleanup().await;
-                return Err(StartError::NoReadyLine { program, waited: ready_timeout, stderr_tail });
+) -> Result<(Option<Server>, Option<ReadyLine>), StartError> {
+    match &process.place {
+        Place::Local(command) => {
+            match start_local(command, &process.delay, secrets, ready_timeout, events).await? {
+                Started::Running { handle, ready } => Ok((Some(Server::Local(handle)), ready)),
+                Started::Detached => Ok((None, None)),
             }
         }
-    }
-
-    match &plan.delay {
-        Delay::None => Ok(Started::Running {
-            handle,
-            ready: None,
-        }),
-        Delay::Wait(d) => {
-            let _ = events.send(Event::Stage {
-                stage: Stage::Delay,
-                elapsed: begun.elapsed(),
-            });
-            tokio::select! {
-                status = handle.wait() => {
-                    if status.success() { Ok(Started::Detached) } else { Err(handle.exit_error(status).await) }
-                }
-                _ = tokio::time::sleep(*d) => Ok(Started::Running { handle, ready: None }),
+        Place::Ssh(plan) => {
+            let begun = Instant::now();
+            let (session, detached) = ssh::start(
+                plan,
+                &process.delay,
+                secrets,
+                ready_timeout,
+                &options.ssh,
+                listening,
+                events,
+                begun,
+            )
+            .await?;
+            let ready = session.ready().cloned();
+            if let Some(r) = &ready {
+                let _ = events.send(Event::Ready {
+                    port: r.port,
+                    elapsed: begun.elapsed(),
+                });
             }
-        }
-        Delay::UntilExit => {
-            let _ = events.send(Event::Stage {
-                stage: Stage::WaitExit,
-                elapsed: begun.elapsed(),
-            });
-            let status = handle.wait().await;
-            if status.success() {
-                Ok(Started::Detached)
-            } else {
-                Err(handle.exit_error(status).await)
-            }
+            let server = Server::Ssh(session);
+            Ok(match detached {
+                true => (Some(Server::Detached(Box::new(server))), None),
+                false => (Some(server), ready),
+            })
         }
     }
 }

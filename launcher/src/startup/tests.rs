@@ -17,7 +17,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::{ServerHandle, Started, start_local, wait_for_group_stops};
-use crate::plan::ProcessPlan;
+use crate::plan::LocalCommand;
 use crate::profile::Delay;
 
 /// Set in the environment of this test binary when it runs inside the namespace.
@@ -118,20 +118,17 @@ fn in_pid_namespace(name: &str) -> bool {
     false
 }
 
-fn plan(argv: &[&str]) -> ProcessPlan {
-    ProcessPlan {
-        mechanism: "local",
+fn plan(argv: &[&str]) -> LocalCommand {
+    LocalCommand {
         argv: argv.iter().map(|a| a.to_string()).collect(),
         env: vec![],
         workdir: None,
-        delay: Delay::None,
-        remote: None,
     }
 }
 
 async fn start(argv: &[&str]) -> ServerHandle {
     let (events, _) = tokio::sync::mpsc::unbounded_channel();
-    match start_local(&plan(argv), None, DEADLINE, &events).await {
+    match start_local(&plan(argv), &Delay::None, None, DEADLINE, &events).await {
         Ok(Started::Running { handle, .. }) => handle,
         other => panic!("{argv:?} did not start: {other:?}"),
     }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pv_e2e::sshd::{Sshd, TEST_USER};
-use pv_launch::ssh::{
-    AskpassProgram, Master, MasterOptions, SshLaunch, SshTarget, TunnelMode, remote_command,
+use pv_launch::startup::ssh::{
+    AskpassProgram, Master, SshHost, SshLaunch, SshOptions, SshTarget, Tunnel, remote_command,
 };
 use pv_transport::Token;
 use pv_transport::launch::Secrets;
@@ -55,15 +55,15 @@ async fn main() {
     }
     let launch = SshLaunch {
         target,
-        master: MasterOptions {
+        options: SshOptions {
             askpass: AskpassProgram::Path(workspace_bin_beside("pv-askpass")),
-            ..MasterOptions::default()
+            ..SshOptions::default()
         },
-        tunnel: TunnelMode::Forward {
-            server_host: "127.0.0.1".into(),
-            server_port: None,
-            local_port: None,
-        },
+        tunnel: Some(Tunnel::Local {
+            local_port: 0,
+            host: "127.0.0.1".into(),
+            remote_port: 0,
+        }),
         ready_timeout: Some(Duration::from_secs(20)),
     };
     let server = workspace_bin_beside("pv-demo-server").display().to_string();
@@ -82,18 +82,28 @@ async fn main() {
         };
         let t = Instant::now();
         let master = Arc::new(
-            Master::connect(&launch.target, &launch.master)
+            Master::connect(&launch.target, &launch.options)
                 .await
                 .unwrap(),
         );
         let s1 = launch
-            .start_on(Arc::clone(&master), command, Some(&secrets), None)
+            .start_on(
+                SshHost::OpenSsh(Arc::clone(&master)),
+                command,
+                Some(&secrets),
+                None,
+            )
             .await
             .unwrap();
         first.push(t.elapsed());
         let t = Instant::now();
         let s2 = launch
-            .start_on(Arc::clone(&master), command, Some(&secrets), None)
+            .start_on(
+                SshHost::OpenSsh(Arc::clone(&master)),
+                command,
+                Some(&secrets),
+                None,
+            )
             .await
             .unwrap();
         second.push(t.elapsed());

@@ -6,11 +6,11 @@ use std::time::Instant;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::cli::progress::Renderer;
 use crate::cli::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, LaunchArgs};
-use crate::events::{Event, Stage};
-use crate::plan::Plan;
-use crate::progress::Renderer;
-use crate::session::launch;
+use pv_launch::events::{Event, Stage};
+use pv_launch::plan::Plan;
+use pv_launch::session::launch;
 
 /// Run `plan` as the CLI does and return the exit status.
 pub fn run(plan: Plan, args: &LaunchArgs) -> i32 {
@@ -28,7 +28,7 @@ pub fn run(plan: Plan, args: &LaunchArgs) -> i32 {
     drop(runtime);
     // A launch dropped by Ctrl-C or SIGTERM stops its process groups in the background:
     // let a server that ignores SIGTERM get its SIGKILL before we exit.
-    crate::startup::wait_for_group_stops();
+    pv_launch::startup::wait_for_group_stops();
     code
 }
 
@@ -65,7 +65,7 @@ async fn run_async(plan: Plan, args: &LaunchArgs) -> i32 {
             drop(launching);
             // The groups' grace is watched by threads: wait for them off the runtime, so
             // the display keeps running.
-            let _ = tokio::task::spawn_blocking(crate::startup::wait_for_group_stops).await;
+            let _ = tokio::task::spawn_blocking(pv_launch::startup::wait_for_group_stops).await;
             cleanup.done(&tx, begun);
             return finish(printer, tx, EXIT_INTERRUPTED).await;
         }

@@ -19,14 +19,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-use super::askpass_bridge::AskpassBridge;
-use super::{SshError, SshTarget};
-use crate::plan::ssh::check_ssh_name;
-use crate::prompt::Prompter;
-
-/// `ServerAliveInterval` (seconds) and `ServerAliveCountMax` used when not set: a dead
-/// connection is noticed within about 45 s.
-pub const DEFAULT_SERVER_ALIVE: (u32, u32) = (15, 3);
+use super::super::askpass_bridge::AskpassBridge;
+use super::super::{SshError, SshOptions, SshTarget};
+use crate::plan::Tunnel;
+use crate::plan::ssh::{MasterSettings, OpenSshCommands, check_ssh_name};
+use crate::startup::describe_status as describe;
 
 /// The longest control socket path accepted: ssh appends a 17-character suffix while
 /// binding, and a Unix socket path holds at most 107 bytes; 60 leaves room for both.
@@ -40,50 +37,6 @@ pub enum AskpassProgram {
     Auto,
     /// This program.
     Path(PathBuf),
-}
-
-/// How the master is started.
-#[derive(Clone)]
-pub struct MasterOptions {
-    /// The askpass helper.
-    pub askpass: AskpassProgram,
-    /// Who answers ssh's prompts. `None`: the helper asks on its own (dialog or
-    /// terminal); `Some`: every prompt comes to this prompter over the bridge socket.
-    pub prompter: Option<Arc<dyn Prompter + Send + Sync>>,
-    /// How long connecting and authenticating may take, prompts included.
-    pub auth_timeout: Duration,
-    /// ssh's `ConnectTimeout` (TCP connect and banner exchange), whole seconds.
-    pub connect_timeout: Duration,
-    /// `ServerAliveInterval` (seconds) and `ServerAliveCountMax`.
-    pub server_alive: (u32, u32),
-    /// How long each control command (`-O check`, `-O forward`, `-O exit`) may take.
-    pub control_timeout: Duration,
-}
-
-impl Default for MasterOptions {
-    fn default() -> Self {
-        MasterOptions {
-            askpass: AskpassProgram::Auto,
-            prompter: None,
-            auth_timeout: Duration::from_secs(300),
-            connect_timeout: Duration::from_secs(20),
-            server_alive: DEFAULT_SERVER_ALIVE,
-            control_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl std::fmt::Debug for MasterOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MasterOptions")
-            .field("askpass", &self.askpass)
-            .field("prompter", &self.prompter.is_some())
-            .field("auth_timeout", &self.auth_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("server_alive", &self.server_alive)
-            .field("control_timeout", &self.control_timeout)
-            .finish()
-    }
 }
 
 /// `pv-askpass` beside the current executable, else the first one on `PATH`.
@@ -121,16 +74,15 @@ fn private_dir() -> Result<tempfile::TempDir, SshError> {
     } else {
         PathBuf::from("/tmp")
     };
-    let dir = tempfile::Builder::new()
+    // Created 0700 at once (no window in which another user could enter it).
+    tempfile::Builder::new()
         .prefix("pvl-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(&base)
         .map_err(SshError::io(format!(
             "create a private directory in {}",
             base.display()
-        )))?;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-        .map_err(SshError::io("make the ssh directory private"))?;
-    Ok(dir)
+        )))
 }
 
 /// Whether process `pid` exists and is not a zombie. The daemonized master is not our
@@ -172,22 +124,11 @@ fn lossy(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-fn shell_line(program: &str, args: &[String]) -> String {
-    std::iter::once(program)
-        .chain(args.iter().map(String::as_str))
-        .map(crate::plan::ssh::sh_quote)
+fn shell_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| crate::plan::ssh::sh_quote(a))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// An exit status in words.
-pub(crate) fn describe(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exit code {c}"),
-        (None, Some(s)) => format!("signal {s}"),
-        _ => "an unknown status".to_string(),
-    }
 }
 
 impl Master {
@@ -195,7 +136,7 @@ impl Master {
     /// authenticated. Prompts go to the askpass helper, and through it to
     /// `options.prompter` when there is one. Authentication is tried once: a wrong
     /// password is an error, never a second attempt.
-    pub async fn connect(target: &SshTarget, options: &MasterOptions) -> Result<Master, SshError> {
+    pub async fn connect(target: &SshTarget, options: &SshOptions) -> Result<Master, SshError> {
         let host = target.display_name();
         let dir = private_dir()?;
         let ctl = dir.path().join("c");
@@ -218,43 +159,20 @@ impl Master {
                 AskpassProgram::Path(p) => p.clone(),
             })
         };
-        let (alive_interval, alive_count) = options.server_alive;
-        let mut args: Vec<String> = vec![
-            "-M".into(),
-            "-S".into(),
-            lossy(&ctl),
-            "-f".into(),
-            "-N".into(),
-            "-T".into(),
-            "-a".into(),
-            "-x".into(),
-            "-E".into(),
-            lossy(&log),
-        ];
-        let batch = if target.batch_mode() { "yes" } else { "no" };
-        for o in [
-            "ControlMaster=yes".to_string(),
-            "ControlPersist=yes".to_string(),
-            format!("BatchMode={batch}"),
-            "NumberOfPasswordPrompts=1".to_string(),
-            "ExitOnForwardFailure=yes".to_string(),
-            format!("ServerAliveInterval={alive_interval}"),
-            format!("ServerAliveCountMax={alive_count}"),
-            format!(
-                "ConnectTimeout={}",
-                options.connect_timeout.as_secs().max(1)
-            ),
-            "PermitLocalCommand=no".to_string(),
-        ] {
-            args.extend(["-o".to_string(), o]);
+        let argv = OpenSshCommands {
+            target,
+            control: &lossy(&ctl),
+            log: &lossy(&log),
         }
-        args.extend(target.args().iter().cloned());
-        args.extend(["--".to_string(), target.host().to_string()]);
-        let connect_command = shell_line(target.program(), &args);
+        .master(&MasterSettings {
+            server_alive: options.server_alive,
+            connect_timeout_secs: options.connect_timeout.as_secs(),
+        });
+        let connect_command = shell_line(&argv);
 
-        let mut command = tokio::process::Command::new(target.program());
+        let mut command = tokio::process::Command::new(&argv[0]);
         command
-            .args(&args)
+            .args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -394,34 +312,22 @@ impl Master {
         self.dir.path()
     }
 
-    /// The argv of a mux client of this master, program first, before the destination:
-    /// it cannot authenticate by itself nor read the user's ssh config.
-    pub fn client_args(&self) -> Vec<String> {
-        let mut a: Vec<String> = vec![
-            self.target.program().to_string(),
-            "-F".into(),
-            "/dev/null".into(),
-            "-S".into(),
-            lossy(&self.ctl),
-        ];
-        for o in [
-            "ControlMaster=no",
-            "ProxyCommand=false",
-            "BatchMode=yes",
-            "LogLevel=ERROR",
-        ] {
-            a.extend(["-o".to_string(), o.to_string()]);
-        }
-        a
+    /// A mux-client argv of this master, rendered by `f` from its command lines.
+    fn argv(&self, f: impl FnOnce(&OpenSshCommands<'_>) -> Vec<String>) -> Vec<String> {
+        let (control, log) = (lossy(&self.ctl), lossy(&self.log));
+        f(&OpenSshCommands {
+            target: &self.target,
+            control: &control,
+            log: &log,
+        })
     }
 
     /// A command that runs `remote` (one shell string) on the host through the master,
     /// without a tty. stdin, stdout and stderr are left for the caller to set.
     pub fn remote_command(&self, remote: &str) -> tokio::process::Command {
-        let args = self.client_args();
-        let mut c = tokio::process::Command::new(&args[0]);
-        c.args(&args[1..])
-            .args(["-T", "--", self.target.host(), remote])
+        let argv = self.argv(|c| c.run(remote));
+        let mut c = tokio::process::Command::new(&argv[0]);
+        c.args(&argv[1..])
             .env_remove(pv_askpass::bridge::SOCKET_ENV)
             .env_remove("SSH_ASKPASS");
         c
@@ -447,12 +353,13 @@ impl Master {
 
     /// Run a control command (`-O op …`) on the master.
     async fn control(&self, op: &[&str]) -> Result<Output, SshError> {
-        let args = self.client_args();
-        let mut c = tokio::process::Command::new(&args[0]);
-        c.args(&args[1..])
-            .arg("-O")
-            .args(op)
-            .args(["--", self.target.host()])
+        self.run_control(self.argv(|c| c.control(op)), &op.join(" "))
+            .await
+    }
+
+    async fn run_control(&self, argv: Vec<String>, what: &str) -> Result<Output, SshError> {
+        let mut c = tokio::process::Command::new(&argv[0]);
+        c.args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -461,7 +368,7 @@ impl Master {
             .await
             .map_err(|_| SshError::Timeout {
                 host: self.target.display_name(),
-                what: format!("ssh -O {}", op.join(" ")),
+                what: format!("ssh -O {what}"),
                 waited: self.control_timeout,
                 log_tail: self.log_tail(),
             })?;
@@ -489,12 +396,17 @@ impl Master {
         self.check_pid().await.map(|_| ())
     }
 
-    async fn forward(&self, flag: &str, spec: &str) -> Result<String, SshError> {
-        let out = self.control(&["forward", flag, spec]).await?;
+    /// Open `tunnel` on the master (`-O forward`); what ssh printed (the allocated port
+    /// for `-R` with port 0).
+    async fn forward(&self, tunnel: &Tunnel) -> Result<String, SshError> {
+        let spec = format!("{} {}", tunnel.flag(), tunnel.spec());
+        let out = self
+            .run_control(self.argv(|c| c.forward(tunnel)), &format!("forward {spec}"))
+            .await?;
         if !out.status.success() {
             return Err(SshError::Forward {
                 host: self.target.display_name(),
-                spec: format!("{flag} {spec}"),
+                spec,
                 message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
@@ -502,35 +414,31 @@ impl Master {
     }
 
     /// Forward `127.0.0.1:<local_port>` here to `host:port` as seen from the remote host
-    /// (`-L`, bound to loopback explicitly).
+    /// (`-L`, bound to loopback explicitly); local port 0: a free one, replaced when it is
+    /// taken between choosing and binding it (three tries). The local port.
     pub async fn forward_local(
         &self,
         local_port: u16,
         host: &str,
         port: u16,
-    ) -> Result<(), SshError> {
+    ) -> Result<u16, SshError> {
         check_ssh_name("forward target", host).map_err(SshError::Invalid)?;
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.to_string()
+        let tunnel = |local_port| Tunnel::Local {
+            local_port,
+            host: host.to_string(),
+            remote_port: port,
         };
-        self.forward("-L", &format!("127.0.0.1:{local_port}:{host}:{port}"))
-            .await
-            .map(|_| ())
-    }
-
-    /// Forward a free local port to `host:port` on the remote side; the local port.
-    /// A port taken between choosing and binding it is replaced (three tries).
-    pub async fn forward_local_any(&self, host: &str, port: u16) -> Result<u16, SshError> {
+        if local_port != 0 {
+            return self.forward(&tunnel(local_port)).await.map(|_| local_port);
+        }
         let mut last = None;
         for _ in 0..3 {
             let local = std::net::TcpListener::bind(("127.0.0.1", 0))
                 .and_then(|l| l.local_addr())
                 .map_err(SshError::io("find a free local port"))?
                 .port();
-            match self.forward_local(local, host, port).await {
-                Ok(()) => return Ok(local),
+            match self.forward(&tunnel(local)).await {
+                Ok(_) => return Ok(local),
                 Err(e @ SshError::Forward { .. }) => last = Some(e),
                 Err(e) => return Err(e),
             }
@@ -538,35 +446,27 @@ impl Master {
         Err(last.expect("three tries were made"))
     }
 
-    /// Forward a port chosen by the remote side (`-R 127.0.0.1:0:…`, bound to the remote
-    /// loopback) to `127.0.0.1:<local_port>` here; the remote port it chose.
-    pub async fn forward_remote(&self, local_port: u16) -> Result<u16, SshError> {
-        let spec = format!("127.0.0.1:0:127.0.0.1:{local_port}");
-        let out = self.forward("-R", &spec).await?;
+    /// Forward `127.0.0.1:<remote_port>` on the remote host (bound to its loopback) to
+    /// `127.0.0.1:<local_port>` here (`-R`); remote port 0: the remote side chooses, and
+    /// the port it chose is read back. The remote port.
+    pub async fn forward_remote(&self, remote_port: u16, local_port: u16) -> Result<u16, SshError> {
+        let tunnel = Tunnel::Remote {
+            remote_port,
+            local_port,
+        };
+        let out = self.forward(&tunnel).await?;
+        if remote_port != 0 {
+            return Ok(remote_port);
+        }
         out.lines()
             .last()
             .and_then(|l| l.trim().parse::<u16>().ok())
             .filter(|p| *p != 0)
             .ok_or_else(|| SshError::Forward {
                 host: self.target.display_name(),
-                spec: format!("-R {spec}"),
+                spec: format!("-R {}", tunnel.spec()),
                 message: format!("ssh did not report the allocated port (printed {out:?})"),
             })
-    }
-
-    /// Forward `127.0.0.1:<remote_port>` on the remote host (bound to its loopback) to
-    /// `127.0.0.1:<local_port>` here (`-R`, a fixed port).
-    pub async fn forward_remote_at(
-        &self,
-        remote_port: u16,
-        local_port: u16,
-    ) -> Result<(), SshError> {
-        self.forward(
-            "-R",
-            &format!("127.0.0.1:{remote_port}:127.0.0.1:{local_port}"),
-        )
-        .await
-        .map(|_| ())
     }
 
     /// Stop the master (`-O exit`), wait for it to go (SIGKILL after the control
@@ -595,10 +495,9 @@ impl Drop for Master {
             return;
         }
         self.closed = true;
-        let args = self.client_args();
-        let exit = std::process::Command::new(&args[0])
-            .args(&args[1..])
-            .args(["-O", "exit", "--", self.target.host()])
+        let argv = self.argv(|c| c.control(&["exit"]));
+        let exit = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

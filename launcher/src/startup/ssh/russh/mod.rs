@@ -21,7 +21,7 @@
 //! the plan's ssh options onto [`RusshOptions`] and refuses the ones this backend cannot
 //! honour.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -36,13 +36,15 @@ use russh::keys::{
     known_hosts::learn_known_hosts_path, load_secret_key,
 };
 use russh::{Channel, ChannelMsg, MethodKind};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use super::askpass_bridge::prompt_option;
-use super::remote::{RemoteOutput, STOP_GRACE, StdoutRouter, wrap_remote_command};
-use super::{SshError, SshTarget};
-use crate::prompt::{PromptRequest, Prompter};
+use super::{AskpassProgram, SshOptions, find_askpass};
+use super::{RemoteOutcome, STOP_GRACE, SshError, SshTarget, remote_start, wrap_remote_command};
+use crate::plan::RusshSettings;
+use crate::prompt::{PromptError, PromptRequest, Prompter};
+use crate::startup::channel::{self as launch_channel, OutputSink, StderrTail};
 
 /// How the russh connection is made.
 #[derive(Clone)]
@@ -391,6 +393,11 @@ impl RusshConnection {
         self.handle.is_closed()
     }
 
+    /// `user@host`, for messages.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// Run `command` (a POSIX sh command line), wrapped for cleanup like the OpenSSH
     /// backend's ([`wrap_remote_command`]); the secrets line (or an empty line) goes in on
     /// the channel's stdin. With `ready_timeout`, wait for the ready line (a command that
@@ -400,7 +407,7 @@ impl RusshConnection {
         command: &str,
         secrets: Option<&Secrets>,
         ready_timeout: Option<Duration>,
-        output: Option<mpsc::UnboundedSender<RemoteOutput>>,
+        output: OutputSink,
     ) -> Result<(RusshRemote, Option<ReadyLine>), SshError> {
         let host = self.host.clone();
         let channel = self
@@ -412,93 +419,36 @@ impl RusshConnection {
             .exec(true, wrap_remote_command(command))
             .await
             .map_err(russh_err(&host, "exec"))?;
-        let line = Zeroizing::new(secrets.map(Secrets::to_line).unwrap_or_default());
-        let mut bytes = Zeroizing::new(line.as_bytes().to_vec());
-        if bytes.last() != Some(&b'\n') {
-            bytes.push(b'\n');
-        }
         channel
-            .data_bytes(bytes.to_vec())
+            .data_bytes(launch_channel::secrets_line(secrets).to_vec())
             .await
             .map_err(russh_err(&host, "write the secrets line"))?;
-        let (mut read, write) = channel.split();
-        let (pgid_tx, pgid_rx) = oneshot::channel::<u32>();
-        let (ready_tx, ready_rx) = oneshot::channel::<Result<ReadyLine, String>>();
+        let (read, write) = channel.split();
         let (status_tx, status_rx) = watch::channel::<Option<Option<u32>>>(None);
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
-        let reader = {
-            let tail = Arc::clone(&tail);
-            tokio::spawn(async move {
-                let mut router = StdoutRouter::new(pgid_tx, ready_tx, output.clone());
-                let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
-                let mut exit = None;
-                while let Some(msg) = read.wait().await {
-                    match msg {
-                        ChannelMsg::Data { data } => {
-                            out_buf.extend_from_slice(&data);
-                            while let Some(i) = out_buf.iter().position(|&b| b == b'\n') {
-                                let line: Vec<u8> = out_buf.drain(..=i).collect();
-                                let line = String::from_utf8_lossy(&line[..i]).into_owned();
-                                router.route(line);
-                            }
-                        }
-                        ChannelMsg::ExtendedData { data, ext: 1 } => {
-                            err_buf.extend_from_slice(&data);
-                            while let Some(i) = err_buf.iter().position(|&b| b == b'\n') {
-                                let line: Vec<u8> = err_buf.drain(..=i).collect();
-                                let line = String::from_utf8_lossy(&line[..i]).into_owned();
-                                {
-                                    let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
-                                    if t.len() == 20 {
-                                        t.pop_front();
-                                    }
-                                    t.push_back(line.clone());
-                                }
-                                if let Some(o) = &output {
-                                    let _ = o.send(RemoteOutput::Stderr(line));
-                                }
-                            }
-                        }
-                        ChannelMsg::ExitStatus { exit_status } => exit = Some(exit_status),
-                        _ => {}
-                    }
-                }
-                let _ = status_tx.send(Some(exit));
-            })
-        };
+        // The channel's messages become two byte streams, read by the launch channel's
+        // own line readers like any process's stdout and stderr.
+        let (out_w, out_r) = tokio::io::duplex(64 * 1024);
+        let (err_w, err_r) = tokio::io::duplex(64 * 1024);
+        let reader = tokio::spawn(pump_channel(read, out_w, err_w, status_tx));
+        let readers = launch_channel::spawn_readers(out_r, err_r, output, true);
         let mut remote = RusshRemote {
             write: Some(write),
             pgid: None,
             host: host.clone(),
-            tail,
+            tail: readers.tail.clone(),
             status: status_rx,
             reader,
         };
-        let first = tokio::select! {
-            p = pgid_rx => p.ok(),
-            _ = tokio::time::sleep(ready_timeout.unwrap_or(STOP_GRACE * 5)) => None,
-        };
-        let Some(pgid) = first else {
-            return Err(remote.ended_early(self).await);
-        };
-        remote.pgid = Some(pgid);
-        let Some(wait) = ready_timeout else {
-            return Ok((remote, None));
-        };
-        tokio::select! {
-            ready = ready_rx => match ready {
-                Ok(Ok(ready)) => Ok((remote, Some(ready))),
-                Ok(Err(message)) => Err(SshError::BadReadyLine { host, message }),
-                // Exit 0 before a ready line: the command detached its server.
-                Err(_) => match tokio::time::timeout(STOP_GRACE, remote.wait()).await {
-                    Ok(Some(0)) => Ok((remote, None)),
-                    _ => Err(remote.ended_early(self).await),
-                },
-            },
-            _ = tokio::time::sleep(wait) => {
+        let started = remote_start(readers, remote.exit_status(), ready_timeout).await;
+        remote.pgid = started.pgid;
+        match started.outcome() {
+            RemoteOutcome::Started(ready) => Ok((remote, ready)),
+            RemoteOutcome::EndedEarly => Err(remote.ended_early(self).await),
+            RemoteOutcome::BadLine(message) => Err(SshError::BadReadyLine { host, message }),
+            RemoteOutcome::TimedOut(waited) => {
                 let log_tail = remote.stderr_tail();
                 remote.stop(Some(self)).await;
-                Err(SshError::Timeout { host, what: "waiting for the server's ready line".to_string(), waited: wait, log_tail })
+                Err(SshError::ready_timeout(host, waited, log_tail))
             }
         }
     }
@@ -773,12 +723,38 @@ async fn authenticate(
     Err(denied(&tried))
 }
 
+/// Copy a session channel's stdout and stderr into `out` and `err` until it closes; then
+/// publish its exit status (`None` inside: it sent none).
+async fn pump_channel(
+    mut read: russh::ChannelReadHalf,
+    mut out: tokio::io::DuplexStream,
+    mut err: tokio::io::DuplexStream,
+    status: watch::Sender<Option<Option<u32>>>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let mut exit = None;
+    while let Some(msg) = read.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => {
+                let _ = out.write_all(&data).await;
+            }
+            ChannelMsg::ExtendedData { data, ext: 1 } => {
+                let _ = err.write_all(&data).await;
+            }
+            ChannelMsg::ExitStatus { exit_status } => exit = Some(exit_status),
+            _ => {}
+        }
+    }
+    drop((out, err));
+    let _ = status.send(Some(exit));
+}
+
 /// A remote server started through a [`RusshConnection`].
 pub struct RusshRemote {
     write: Option<russh::ChannelWriteHalf<Msg>>,
     pgid: Option<u32>,
     host: String,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    tail: StderrTail,
     status: watch::Receiver<Option<Option<u32>>>,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -819,12 +795,15 @@ impl RusshRemote {
 
     /// The last lines of the remote stderr.
     pub fn stderr_tail(&self) -> Vec<String> {
-        self.tail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.tail.lines()
+    }
+
+    /// [`RusshRemote::wait`] as a process exit status: no status (a signal, a lost
+    /// channel) reads as 255, as OpenSSH's client reports it.
+    pub async fn exit_status(&mut self) -> std::process::ExitStatus {
+        use std::os::unix::process::ExitStatusExt;
+        let code = self.wait().await.unwrap_or(255) & 0xff;
+        std::process::ExitStatus::from_raw((code as i32) << 8)
     }
 
     /// Wait until the channel closes: the remote exit status, if it sent one.
@@ -877,4 +856,77 @@ impl Drop for RusshRemote {
 /// The address of a `-L` tunnel's local end.
 pub fn local_address(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+impl RusshOptions {
+    /// The connection options for a plan's `settings` (checked when the plan was made)
+    /// and the launch's `options`: prompts go to `options.prompter`; without one, to the
+    /// askpass helper run as ssh runs it (the prompt as its argument, the answer on its
+    /// stdout, a non-zero exit cancels); in batch mode, nowhere.
+    pub fn for_launch(
+        settings: &RusshSettings,
+        batch_mode: bool,
+        options: &SshOptions,
+    ) -> RusshOptions {
+        let prompter: Option<Arc<dyn Prompter + Send + Sync>> = if batch_mode {
+            None
+        } else {
+            Some(
+                options
+                    .prompter
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(AskpassProgramPrompter(options.askpass.clone()))),
+            )
+        };
+        let defaults = RusshOptions::new();
+        RusshOptions {
+            known_hosts: settings.known_hosts.clone().unwrap_or(defaults.known_hosts),
+            identity_files: settings.identity_files.clone(),
+            prompter,
+            connect_timeout: settings.connect_timeout.unwrap_or(options.connect_timeout),
+            auth_timeout: options.auth_timeout,
+            keepalive: (
+                Duration::from_secs(
+                    settings
+                        .alive_interval
+                        .unwrap_or(options.server_alive.0)
+                        .into(),
+                ),
+                settings.alive_count.unwrap_or(options.server_alive.1) as usize,
+            ),
+            methods: settings.methods.clone(),
+            ask_unknown_host: !settings.refuse_unknown_hosts,
+        }
+    }
+}
+
+/// Asks like OpenSSH does without a prompter: the askpass helper runs with the prompt
+/// as its argument and prints the answer on stdout; a non-zero exit cancels.
+struct AskpassProgramPrompter(AskpassProgram);
+
+impl Prompter for AskpassProgramPrompter {
+    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
+        let program = match &self.0 {
+            AskpassProgram::Path(p) => p.clone(),
+            AskpassProgram::Auto => {
+                find_askpass().map_err(|e| PromptError::NoAnswer(e.to_string()))?
+            }
+        };
+        let out = std::process::Command::new(&program)
+            .arg(&request.option.label)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| PromptError::NoAnswer(format!("{}: {e}", program.display())))?;
+        let mut answer = zeroize::Zeroizing::new(out.stdout);
+        if !out.status.success() {
+            return Err(PromptError::Cancelled);
+        }
+        while matches!(answer.last(), Some(b'\n' | b'\r')) {
+            answer.pop();
+        }
+        String::from_utf8(answer.to_vec()).map_err(|_| {
+            PromptError::NoAnswer(format!("{} answered with invalid UTF-8", program.display()))
+        })
+    }
 }

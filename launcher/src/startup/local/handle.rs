@@ -1,18 +1,15 @@
 //! A started process and its process group.
 
-use std::collections::VecDeque;
 use std::process::ExitStatus;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::process::{Child, ChildStdin};
 
-use super::StartError;
+use super::TERMINATE_GRACE;
 use super::group::GroupStop;
-
-/// How long [`ServerHandle::cleanup`] waits after SIGTERM before SIGKILL.
-pub const TERMINATE_GRACE: Duration = Duration::from_secs(2);
+use crate::startup::channel::StderrTail;
+use crate::startup::{StartError, describe_status};
 
 /// A running process started by pv-launch, leader of its own process group. Dropping the
 /// handle without [`cleanup`](Self::cleanup) stops the whole group all the same (SIGTERM,
@@ -25,7 +22,7 @@ pub struct ServerHandle {
     /// Stops the group if the handle is dropped before `cleanup` did.
     group: GroupStop,
     stdin: Option<ChildStdin>,
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_tail: StderrTail,
     program: String,
     status: Option<ExitStatus>,
     stderr_reader: Option<tokio::task::JoinHandle<()>>,
@@ -36,7 +33,7 @@ impl ServerHandle {
         child: Child,
         group: GroupStop,
         stdin: Option<ChildStdin>,
-        stderr_tail: Arc<Mutex<VecDeque<String>>>,
+        stderr_tail: StderrTail,
         stderr_reader: Option<tokio::task::JoinHandle<()>>,
         program: String,
     ) -> Self {
@@ -119,15 +116,10 @@ impl ServerHandle {
 
     /// The last lines of the process's stderr.
     pub fn stderr_tail(&self) -> Vec<String> {
-        self.stderr_tail
-            .lock()
-            .expect("stderr tail lock")
-            .iter()
-            .cloned()
-            .collect()
+        self.stderr_tail.lines()
     }
 
-    pub(super) async fn exit_error(&mut self, status: ExitStatus) -> StartError {
+    pub(crate) async fn exit_error(&mut self, status: ExitStatus) -> StartError {
         // Stop what is left of the group, then let the stderr reader reach end of file so
         // the tail holds everything the process wrote.
         let _ = self.signal(Signal::SIGKILL);
@@ -137,18 +129,8 @@ impl ServerHandle {
         }
         StartError::Exited {
             program: self.program.clone(),
-            status: describe(status),
+            status: describe_status(status),
             stderr_tail: self.stderr_tail(),
         }
-    }
-}
-
-/// An exit status in words.
-pub fn describe(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exit code {c}"),
-        (None, Some(s)) => format!("signal {s}"),
-        _ => "an unknown status".to_string(),
     }
 }

@@ -47,7 +47,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use super::handle::TERMINATE_GRACE;
+use super::TERMINATE_GRACE;
 
 /// How often the stopping thread looks whether the group is gone.
 const POLL: Duration = Duration::from_millis(20);

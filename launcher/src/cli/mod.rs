@@ -1,4 +1,10 @@
-//! The `pv-launch` command line, parsed in one place.
+//! The `pv-launch` command line, parsed in one place, and what runs it: [`run`] (start,
+//! supervise, clean up) and [`progress`] (the terminal, plain and JSON displays). These
+//! live in the binary, not the library, so an application embedding `pv_launch` builds
+//! without clap, clap_complete or indicatif.
+
+pub mod progress;
+pub mod run;
 
 use std::path::PathBuf;
 
@@ -106,7 +112,9 @@ pub enum Command {
 
 fn parse_assignment(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, v)) if crate::template::is_variable_name(k) => Ok((k.to_string(), v.to_string())),
+        Some((k, v)) if pv_launch::template::is_variable_name(k) => {
+            Ok((k.to_string(), v.to_string()))
+        }
         Some((k, _)) => Err(format!("{k:?} is not a variable name")),
         None => Err("expected NAME=VALUE".to_string()),
     }

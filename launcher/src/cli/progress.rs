@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use crate::events::{Event, Stage};
+use pv_launch::events::{Event, Stage};
 
 /// What a stage is called on the screen and in the plain lines.
 pub fn stage_text(stage: Stage) -> &'static str {

@@ -1,0 +1,333 @@
+//! Sessions: the last two steps of the data flow. After the plan's process is started (or
+//! before, for a reverse connection, where the client must listen first), the expected
+//! connection is handed to pv-transport: dial with retry or wait for the server's dial,
+//! TLS pinned to the certificate the server announced on the launch channel, and the
+//! handshake. The result is a [`Session`]: the handshaken connection(s), the server handle
+//! and the URL.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use pv_launch::{LaunchContext, NonInteractive, Profile};
+//! use pv_launch::plan::Plan;
+//! use tokio::io::AsyncWriteExt;
+//!
+//! let profile = Profile::load("examples/profiles/local.toml".as_ref())?;
+//! let entry = profile.select(None)?;
+//! let plan = Plan::resolve(entry, &LaunchContext::from_host(), &NonInteractive)?;
+//! let (events, _progress) = tokio::sync::mpsc::unbounded_channel();
+//! let mut session = pv_launch::session::launch(&plan, &events).await?;
+//! println!("connected to {}", session.url());
+//! session.connection().expect("one connection").write_all(b"hello").await?;
+//! session.cleanup().await;
+//! # Ok(()) }
+//! ```
+
+mod connect;
+
+pub use crate::startup::StartOptions as LaunchOptions;
+pub use connect::{connection_target, needs_token};
+
+use std::time::Duration;
+
+use pv_transport::{
+    ConnectError, Connection, ConnectionManager, ConnectionMode, Direction, Listener, Resource,
+    Token,
+};
+
+use crate::events::{Event, EventSender, Stage};
+use crate::plan::{Launch, Plan};
+use crate::startup::ssh::{SshError, SshSession};
+use crate::startup::{DEFAULT_READY_TIMEOUT, Server, ServerHandle, StartError};
+use connect::{connection_config, dial_retrying_closed, retry_policy, wait_deadline};
+
+/// A launch that did not produce a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// Starting the server failed.
+    #[error(transparent)]
+    Start(StartError),
+    /// The connection could not be made or was refused.
+    #[error("{url}: {source}")]
+    Connect {
+        /// What was dialled or listened on.
+        url: String,
+        /// Why it failed.
+        #[source]
+        source: ConnectError,
+    },
+    /// The client could not listen for a reverse connection.
+    #[error("cannot listen on 127.0.0.1:{port} for the server to dial back: {source}")]
+    Listen {
+        /// The port.
+        port: u16,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The plan's settings cannot make a connection.
+    #[error("{0}")]
+    Config(String),
+    /// Starting the server over ssh failed, or the ssh connection was lost.
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+}
+
+impl From<StartError> for LaunchError {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::Ssh(e) => LaunchError::Ssh(e),
+            other => LaunchError::Start(other),
+        }
+    }
+}
+
+/// A launched server and the live, handshaken connection(s) to it.
+#[derive(Debug)]
+pub struct Session {
+    url: String,
+    connections: Vec<Connection>,
+    server: Option<Server>,
+    builtin_server: Option<Connection>,
+}
+
+impl Session {
+    /// The connection URL (the local end of the connection as the client sees it).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The first (for a data/render pair: the data server's) connection.
+    pub fn connection(&mut self) -> Option<&mut Connection> {
+        self.connections.first_mut()
+    }
+
+    /// Every connection: one, or two for a data server + render server pair.
+    pub fn connections(&mut self) -> &mut [Connection] {
+        &mut self.connections
+    }
+
+    /// Take the connections out (the session keeps supervising the server).
+    pub fn take_connections(&mut self) -> Vec<Connection> {
+        std::mem::take(&mut self.connections)
+    }
+
+    /// The server pv-launch started and supervises, wherever it runs (`None`: a manual
+    /// start, a local command that detached, `builtin:`).
+    pub fn started(&mut self) -> Option<&mut Server> {
+        self.server.as_mut()
+    }
+
+    /// The started server process, when pv-launch started one on this host that is still
+    /// attached.
+    pub fn server(&mut self) -> Option<&mut ServerHandle> {
+        self.server.as_mut().and_then(Server::local)
+    }
+
+    /// The ssh session (connection, tunnels, remote process group), when the server was
+    /// started over ssh, with either backend.
+    pub fn ssh(&mut self) -> Option<&mut SshSession> {
+        self.server.as_mut().and_then(Server::ssh)
+    }
+
+    /// Wait until the supervised server ends: its exit status, or an error when the ssh
+    /// connection carrying it (and its tunnels) was lost. Never returns when nothing is
+    /// supervised (a manual start, a detached local command, `builtin:`).
+    pub async fn wait_server(&mut self) -> Result<std::process::ExitStatus, LaunchError> {
+        match self.server.as_mut() {
+            Some(s) => Ok(s.wait().await?),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// For `builtin:`: the server's end of the in-process connection, for the embedding
+    /// application to serve.
+    pub fn take_builtin_server(&mut self) -> Option<Connection> {
+        self.builtin_server.take()
+    }
+
+    /// Close the connections and stop the server's whole process group.
+    pub async fn cleanup(mut self) {
+        self.connections.clear();
+        self.builtin_server = None;
+        if let Some(server) = self.server.take() {
+            server.cleanup().await;
+        }
+    }
+}
+
+fn stage(events: &EventSender, stage: Stage, begun: std::time::Instant) {
+    let _ = events.send(Event::Stage {
+        stage,
+        elapsed: begun.elapsed(),
+    });
+}
+
+/// Start what `plan` says and connect to it, with the default [`LaunchOptions`] (ssh
+/// prompts are asked by pv-askpass itself). Progress goes to `events`.
+pub async fn launch(plan: &Plan, events: &EventSender) -> Result<Session, LaunchError> {
+    launch_with(plan, events, &LaunchOptions::default()).await
+}
+
+/// Start what `plan` says and connect to it. Progress goes to `events`.
+///
+/// Forward: start, wait for the ready line (or the delay), then dial with retry.
+/// Reverse: listen first, start, then wait for the server to dial back.
+/// Over ssh: the control master authenticates first (prompts through
+/// `options.ssh.prompter`), then the remote command runs and the tunnels open; the client
+/// dials the local end of a forward tunnel.
+/// Dropping the future at any point stops everything started so far.
+pub async fn launch_with(
+    plan: &Plan,
+    events: &EventSender,
+    options: &LaunchOptions,
+) -> Result<Session, LaunchError> {
+    let begun = std::time::Instant::now();
+    let expected = plan.connection();
+    if expected.resource == Resource::Builtin {
+        let (server, client) = Connection::builtin_pair();
+        let _ = events.send(Event::Connected {
+            url: "builtin:".into(),
+        });
+        return Ok(Session {
+            url: "builtin:".into(),
+            connections: vec![client],
+            server: None,
+            builtin_server: Some(server),
+        });
+    }
+    let token = needs_token(expected).then(Token::generate);
+    let direction = expected.resource.direction().unwrap_or(Direction::Forward);
+
+    // Reverse: the client listens before anything starts.
+    let mut listeners = Vec::new();
+    if direction == Direction::Reverse {
+        for (_, port) in expected.resource.endpoints() {
+            let l = Listener::bind(pv_transport::loopback(port), Some(Default::default()))
+                .await
+                .map_err(|source| LaunchError::Listen { port, source })?;
+            listeners.push(l);
+        }
+    }
+    let listening: Vec<u16> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.port())
+        .collect();
+
+    let (server, ready) = match plan.launch() {
+        Launch::Nothing => (None, None),
+        Launch::Process(process) => {
+            let secrets = token.as_ref().map(|token| pv_transport::launch::Secrets {
+                token: token.clone(),
+                client_cert: None,
+            });
+            let ready_timeout = plan
+                .timeouts()
+                .process_start
+                .unwrap_or(DEFAULT_READY_TIMEOUT)
+                .max(Duration::from_secs(1));
+            crate::startup::start(
+                process,
+                secrets.as_ref(),
+                ready_timeout,
+                options,
+                &listening,
+                events,
+            )
+            .await?
+        }
+    };
+    let config = connection_config(expected, token.as_ref(), ready.as_ref())?;
+    let manager = ConnectionManager::new(ConnectionMode::Single, config);
+    stage(events, Stage::Connect, begun);
+
+    let mut target = connection_target(expected, ready.as_ref());
+    // Through a forward ssh tunnel the client dials the tunnel's local end.
+    let tunnel = server.as_ref().and_then(Server::tunnel_address);
+    if let (Some(local), Resource::ClientServer { server: ep, .. }) = (tunnel, &mut target) {
+        ep.host = Some(pv_transport::resource::Host::Ipv4(
+            std::net::Ipv4Addr::LOCALHOST,
+        ));
+        ep.port = Some(local.port());
+    }
+    let url = match direction {
+        Direction::Forward => target.to_string(),
+        Direction::Reverse => {
+            let ports: Vec<String> = listening.iter().map(|p| format!(":{p}")).collect();
+            format!("{}://{}", target.scheme(), ports.join("//"))
+        }
+    };
+    let connect_error = |source| LaunchError::Connect {
+        url: url.clone(),
+        source,
+    };
+    let connections = match (direction, &target) {
+        (Direction::Forward, Resource::ClientServer { server: ep, .. }) => {
+            let host = ep
+                .host
+                .as_ref()
+                .map(|h| h.to_lookup_string())
+                .unwrap_or_else(|| "localhost".into());
+            let port = ep.port_or(pv_transport::resource::DEFAULT_SERVER_PORT);
+            let policy = retry_policy(&expected.timeout);
+            // An ssh tunnel accepts at once, then closes when nothing listens at its far
+            // end yet: without a ready line saying the server listens, such a close is
+            // retried like a refused dial.
+            let retry_closed = tunnel.is_some() && ready.is_none();
+            let conn = dial_retrying_closed(&manager, &host, port, policy, retry_closed, events)
+                .await
+                .map_err(connect_error)?;
+            vec![conn]
+        }
+        (Direction::Forward, Resource::DataRender { .. }) => {
+            let eps = target.endpoints();
+            let host = |i: usize| {
+                eps[i]
+                    .0
+                    .map(|h| h.to_lookup_string())
+                    .unwrap_or_else(|| "localhost".into())
+            };
+            let (d, r) = manager
+                .connect_data_render(
+                    (&host(0), eps[0].1),
+                    (&host(1), eps[1].1),
+                    retry_policy(&expected.timeout),
+                )
+                .await
+                .map_err(connect_error)?;
+            vec![d, r]
+        }
+        (Direction::Reverse, _) => {
+            let deadline = wait_deadline(&expected.timeout);
+            let mut ls = listeners.into_iter();
+            match (ls.next(), ls.next()) {
+                (Some(one), None) => vec![
+                    manager
+                        .wait_for_server(one, deadline)
+                        .await
+                        .map_err(connect_error)?,
+                ],
+                (Some(d), Some(r)) => {
+                    let (d, r) = manager
+                        .wait_for_data_render(d, r, deadline)
+                        .await
+                        .map_err(connect_error)?;
+                    vec![d, r]
+                }
+                _ => {
+                    return Err(LaunchError::Config(
+                        "a reverse resource without a port".into(),
+                    ));
+                }
+            }
+        }
+        (Direction::Forward, Resource::Builtin) => unreachable!("handled above"),
+    };
+    let _ = events.send(Event::Connected { url: url.clone() });
+    Ok(Session {
+        url,
+        connections,
+        server,
+        builtin_server: None,
+    })
+}

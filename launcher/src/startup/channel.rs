@@ -1,0 +1,346 @@
+//! The launch channel's exchange with a started command, written once for every start
+//! (a local child, an OpenSSH mux client, a russh channel): the secrets line in; the
+//! output read line by line, with the ready line (and, from the remote cleanup wrapper,
+//! its process-group line) picked out, every other line passed on and the last stderr
+//! lines kept for error messages; then ParaView's rules for how a start is awaited — a
+//! ready line within a timeout, or a delay, or the command's exit, where exit 0 before
+//! the server is ready means the server detached.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pv_transport::launch::{ReadyLine, Secrets};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroizing;
+
+use crate::events::{Event, EventSender, Stage};
+use crate::plan::ssh::PGID_PREFIX;
+use crate::profile::Delay;
+
+/// How many stderr lines a failure report keeps.
+pub const STDERR_TAIL_LINES: usize = 20;
+
+/// How long to wait for a ready line when the plan gives no process start timeout.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a command that closed its output may take to exit before it counts as
+/// still running.
+pub(crate) const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// A line the started command wrote (the ready line and the wrapper's own line
+/// excluded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputLine {
+    /// On stdout.
+    Stdout(String),
+    /// On stderr.
+    Stderr(String),
+}
+
+/// Where a start's output lines go.
+pub type OutputSink = Option<mpsc::UnboundedSender<OutputLine>>;
+
+/// A sink that turns output lines into [`Event::Stdout`] / [`Event::Stderr`].
+pub fn events_sink(events: &EventSender) -> mpsc::UnboundedSender<OutputLine> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let forward = events.clone();
+    tokio::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            let _ = forward.send(match line {
+                OutputLine::Stdout(line) => Event::Stdout { line },
+                OutputLine::Stderr(line) => Event::Stderr { line },
+            });
+        }
+    });
+    tx
+}
+
+/// The secrets line as the channel carries it: the line and its newline, or an empty
+/// line when there are no secrets (the remote wrapper always reads one line). Wiped on
+/// drop.
+pub fn secrets_line(secrets: Option<&Secrets>) -> Zeroizing<Vec<u8>> {
+    let line = Zeroizing::new(secrets.map(Secrets::to_line).unwrap_or_default());
+    let mut bytes = Zeroizing::new(line.as_bytes().to_vec());
+    if bytes.last() != Some(&b'\n') {
+        bytes.push(b'\n');
+    }
+    bytes
+}
+
+/// The last stderr lines of a command, shared with its reader.
+#[derive(Clone, Debug, Default)]
+pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+
+impl StderrTail {
+    fn push(&self, line: &str) {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if t.len() == STDERR_TAIL_LINES {
+            t.pop_front();
+        }
+        t.push_back(line.to_string());
+    }
+
+    /// The lines kept, oldest first.
+    pub fn lines(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// What the output readers found: the ready line (or why it was bad), the remote
+/// wrapper's process group, and the stderr tail.
+pub struct Readers {
+    /// The first ready line; closed without a value when stdout ended without one.
+    pub ready: oneshot::Receiver<Result<ReadyLine, String>>,
+    /// The remote wrapper's process group (first `pv-launch-pgid` line), when routed.
+    pub pgid: oneshot::Receiver<u32>,
+    /// The last stderr lines.
+    pub tail: StderrTail,
+    /// The stderr reader, done once stderr closed.
+    pub stderr_done: tokio::task::JoinHandle<()>,
+}
+
+/// Read `stdout` and `stderr` line by line until they close. On stdout the first ready
+/// line and (with `wrapper`, the remote cleanup wrapper's stream) the first
+/// process-group line are picked out; every other line goes to `sink` (a local server's
+/// ready line too). Stderr lines go to `sink` and to the tail.
+pub fn spawn_readers(
+    stdout: impl AsyncRead + Unpin + Send + 'static,
+    stderr: impl AsyncRead + Unpin + Send + 'static,
+    sink: OutputSink,
+    wrapper: bool,
+) -> Readers {
+    let (ready_tx, ready) = oneshot::channel();
+    let (pgid_tx, pgid) = oneshot::channel();
+    let out_sink = sink.clone();
+    tokio::spawn(async move {
+        let (mut ready_tx, mut pgid_tx) = (Some(ready_tx), wrapper.then_some(pgid_tx));
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(n) = line.strip_prefix(PGID_PREFIX).map(str::trim) {
+                if let (Some(tx), Ok(n)) =
+                    (pgid_tx.take_if(|_| n.parse::<u32>().is_ok()), n.parse())
+                {
+                    let _ = tx.send(n);
+                    continue;
+                }
+            }
+            if let Some(parsed) = ReadyLine::parse(&line) {
+                if let Some(tx) = ready_tx.take() {
+                    let _ = tx.send(parsed.map_err(|e| e.to_string()));
+                    // A local server's ready line is also shown as its output; the
+                    // remote wrapper's protocol lines are not.
+                    if wrapper {
+                        continue;
+                    }
+                }
+            }
+            if let Some(o) = &out_sink {
+                let _ = o.send(OutputLine::Stdout(line));
+            }
+        }
+    });
+    let tail = StderrTail::default();
+    let stderr_done = {
+        let tail = tail.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tail.push(&line);
+                if let Some(o) = &sink {
+                    let _ = o.send(OutputLine::Stderr(line));
+                }
+            }
+        })
+    };
+    Readers {
+        ready,
+        pgid,
+        tail,
+        stderr_done,
+    }
+}
+
+/// How the wait for a ready line ended.
+#[derive(Debug)]
+pub enum Awaited {
+    /// The ready line came.
+    Ready(ReadyLine),
+    /// A ready line came but was malformed.
+    BadLine(String),
+    /// The command exited 0 before a ready line: its server detached (e.g. a script
+    /// that submitted a batch job), as ParaView treats it.
+    Detached,
+    /// The command ended (or closed its output) without a ready line: its exit status,
+    /// `None` when it still runs with its stdout closed.
+    Failed(Option<ExitStatus>),
+    /// No ready line within the time allowed.
+    TimedOut(Duration),
+}
+
+/// Wait up to `timeout` for the ready line, while `exit` (the command's exit) may come
+/// first.
+pub async fn await_ready<F>(
+    ready: oneshot::Receiver<Result<ReadyLine, String>>,
+    exit: F,
+    timeout: Duration,
+) -> Awaited
+where
+    F: Future<Output = ExitStatus>,
+{
+    tokio::pin!(exit);
+    let exited = |s: ExitStatus| {
+        if s.success() {
+            Awaited::Detached
+        } else {
+            Awaited::Failed(Some(s))
+        }
+    };
+    tokio::select! {
+        ready = ready => match ready {
+            Ok(Ok(ready)) => Awaited::Ready(ready),
+            Ok(Err(message)) => Awaited::BadLine(message),
+            // stdout closed without a ready line: how did the command end?
+            Err(_) => match tokio::time::timeout(EXIT_GRACE, &mut exit).await {
+                Ok(s) => exited(s),
+                Err(_) => Awaited::Failed(None),
+            },
+        },
+        s = &mut exit => exited(s),
+        _ = tokio::time::sleep(timeout) => Awaited::TimedOut(timeout),
+    }
+}
+
+/// How a start without a ready line went, by ParaView's delay rules.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AfterDelay {
+    /// The command runs: connect now.
+    Running,
+    /// The command exited 0 during the wait: its server detached.
+    Detached,
+    /// The command failed during the wait, with this status.
+    Failed(ExitStatus),
+}
+
+/// Follow `delay` while `exit` may come: connect at once; or wait the delay, an exit 0
+/// meaning the server detached and any other a failure; or (`-1`) wait for the exit.
+pub async fn follow_delay<F, E>(
+    delay: &Delay,
+    exit: F,
+    events: &EventSender,
+    begun: std::time::Instant,
+) -> Result<AfterDelay, E>
+where
+    F: Future<Output = Result<ExitStatus, E>>,
+{
+    let ended = |s: ExitStatus| {
+        if s.success() {
+            AfterDelay::Detached
+        } else {
+            AfterDelay::Failed(s)
+        }
+    };
+    let stage = |stage| {
+        let _ = events.send(Event::Stage {
+            stage,
+            elapsed: begun.elapsed(),
+        });
+    };
+    match delay {
+        Delay::None => Ok(AfterDelay::Running),
+        Delay::Wait(d) => {
+            stage(Stage::Delay);
+            tokio::select! {
+                s = exit => Ok(ended(s?)),
+                _ = tokio::time::sleep(*d) => Ok(AfterDelay::Running),
+            }
+        }
+        Delay::UntilExit => {
+            stage(Stage::WaitExit);
+            Ok(ended(exit.await?))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    fn status(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    #[tokio::test]
+    async fn readers_pick_out_the_ready_and_group_lines_and_keep_the_stderr_tail() {
+        let (mut out_w, out_r) = tokio::io::duplex(1024);
+        let (mut err_w, err_r) = tokio::io::duplex(1024);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let readers = spawn_readers(out_r, err_r, Some(tx), true);
+        use tokio::io::AsyncWriteExt;
+        out_w
+            .write_all(b"pv-launch-pgid 42\nhello\npv-launch-ready v1 port=5\n")
+            .await
+            .unwrap();
+        for i in 0..25 {
+            err_w.write_all(format!("e{i}\n").as_bytes()).await.unwrap();
+        }
+        drop((out_w, err_w));
+        assert_eq!(readers.pgid.await.unwrap(), 42);
+        assert_eq!(readers.ready.await.unwrap().unwrap().port, 5);
+        readers.stderr_done.await.unwrap();
+        let tail = readers.tail.lines();
+        assert_eq!(tail.len(), STDERR_TAIL_LINES);
+        assert_eq!(tail.last().unwrap(), "e24");
+        assert_eq!(rx.recv().await, Some(OutputLine::Stdout("hello".into())));
+    }
+
+    #[tokio::test]
+    async fn exit_zero_before_the_ready_line_is_a_detached_server() {
+        let (_tx, rx) = oneshot::channel();
+        let got = await_ready(rx, async { status(0) }, Duration::from_secs(5)).await;
+        assert!(matches!(got, Awaited::Detached), "{got:?}");
+        let (_tx, rx) = oneshot::channel();
+        let got = await_ready(rx, async { status(3) }, Duration::from_secs(5)).await;
+        assert!(
+            matches!(got, Awaited::Failed(Some(s)) if s.code() == Some(3)),
+            "{got:?}"
+        );
+        let (_tx, rx) = oneshot::channel();
+        let got = await_ready(rx, std::future::pending(), Duration::from_millis(10)).await;
+        assert!(matches!(got, Awaited::TimedOut(_)), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn the_delay_rules() {
+        let (events, _rx) = mpsc::unbounded_channel();
+        let now = std::time::Instant::now();
+        let ok = |c| async move { Ok::<_, ()>(status(c)) };
+        assert_eq!(
+            follow_delay(&Delay::None, ok(1), &events, now).await,
+            Ok(AfterDelay::Running)
+        );
+        assert_eq!(
+            follow_delay(&Delay::UntilExit, ok(0), &events, now).await,
+            Ok(AfterDelay::Detached)
+        );
+        assert_eq!(
+            follow_delay(&Delay::Wait(Duration::from_secs(5)), ok(2), &events, now).await,
+            Ok(AfterDelay::Failed(status(2)))
+        );
+        let never = std::future::pending::<Result<ExitStatus, ()>>();
+        assert_eq!(
+            follow_delay(&Delay::Wait(Duration::from_millis(10)), never, &events, now).await,
+            Ok(AfterDelay::Running)
+        );
+    }
+}

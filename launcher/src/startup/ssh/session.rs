@@ -1,0 +1,399 @@
+//! One launch over ssh from start to cleanup, whichever backend carries it: the
+//! connection ([`SshHost`]), the tunnels, the remote server ([`SshSession`]).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pv_transport::launch::{ReadyLine, Secrets};
+
+use super::openssh::{Master, RemoteServer};
+#[cfg(feature = "russh")]
+use super::russh::{RusshConnection, RusshOptions, RusshRemote};
+use super::{SshError, SshOptions, SshTarget, Tunnel};
+use crate::plan::BackendPlan;
+use crate::startup::channel::OutputSink;
+use crate::startup::describe_status;
+
+/// An authenticated ssh connection to one host: the one face of both backends.
+#[derive(Debug)]
+pub enum SshHost {
+    /// pv-launch's own OpenSSH control master (shareable between launches to the host).
+    OpenSsh(Arc<Master>),
+    /// An in-process russh connection.
+    #[cfg(feature = "russh")]
+    Russh(RusshConnection),
+}
+
+/// The remote server, as each backend runs it.
+#[derive(Debug)]
+enum RemoteProcess {
+    OpenSsh(RemoteServer),
+    #[cfg(feature = "russh")]
+    Russh(RusshRemote),
+}
+
+impl SshHost {
+    /// Connect to `target` with `backend` and authenticate once, prompts through
+    /// `options` (never retried by pv-launch).
+    pub async fn connect(
+        target: &SshTarget,
+        backend: &BackendPlan,
+        options: &SshOptions,
+    ) -> Result<SshHost, SshError> {
+        match backend {
+            BackendPlan::OpenSsh => Ok(SshHost::OpenSsh(Arc::new(
+                Master::connect(target, options).await?,
+            ))),
+            #[cfg(feature = "russh")]
+            BackendPlan::Russh(settings) => {
+                let o = RusshOptions::for_launch(settings, target.batch_mode(), options);
+                Ok(SshHost::Russh(RusshConnection::connect(target, &o).await?))
+            }
+            #[cfg(not(feature = "russh"))]
+            BackendPlan::Russh(_) => Err(SshError::BackendUnavailable("russh")),
+        }
+    }
+
+    /// `user@host`, for messages.
+    pub fn display_name(&self) -> String {
+        match self {
+            SshHost::OpenSsh(m) => m.target().display_name(),
+            #[cfg(feature = "russh")]
+            SshHost::Russh(c) => c.host().to_string(),
+        }
+    }
+
+    /// Open `-R 127.0.0.1:<remote_port>:127.0.0.1:<local_port>` (remote port 0: the
+    /// remote side chooses): the remote port.
+    async fn forward_remote(&self, remote_port: u16, local_port: u16) -> Result<u16, SshError> {
+        match self {
+            SshHost::OpenSsh(m) => m.forward_remote(remote_port, local_port).await,
+            #[cfg(feature = "russh")]
+            SshHost::Russh(c) => c.forward_remote_at(remote_port, local_port).await,
+        }
+    }
+
+    /// Open `-L 127.0.0.1:<local_port>:<host>:<port>` (local port 0: a free one): the
+    /// local port.
+    async fn forward_local(
+        &mut self,
+        local_port: u16,
+        host: &str,
+        port: u16,
+    ) -> Result<u16, SshError> {
+        match self {
+            SshHost::OpenSsh(m) => m.forward_local(local_port, host, port).await,
+            #[cfg(feature = "russh")]
+            SshHost::Russh(c) => c.forward_local(local_port, host, port).await,
+        }
+    }
+
+    async fn start_server(
+        &self,
+        command: &str,
+        secrets: Option<&Secrets>,
+        ready_timeout: Option<Duration>,
+        output: OutputSink,
+    ) -> Result<(RemoteProcess, Option<ReadyLine>), SshError> {
+        Ok(match self {
+            SshHost::OpenSsh(m) => {
+                let (s, r) =
+                    RemoteServer::start(m, command, secrets, ready_timeout, output).await?;
+                (RemoteProcess::OpenSsh(s), r)
+            }
+            #[cfg(feature = "russh")]
+            SshHost::Russh(c) => {
+                let (s, r) = c
+                    .start_server(command, secrets, ready_timeout, output)
+                    .await?;
+                (RemoteProcess::Russh(s), r)
+            }
+        })
+    }
+
+    /// Stop `server`'s remote process group through this connection.
+    async fn stop(&self, server: &mut RemoteProcess) {
+        match (self, server) {
+            (SshHost::OpenSsh(m), RemoteProcess::OpenSsh(s)) => s.stop(Some(m)).await,
+            #[cfg(feature = "russh")]
+            (SshHost::Russh(c), RemoteProcess::Russh(s)) => s.stop(Some(c)).await,
+            #[cfg(feature = "russh")]
+            _ => unreachable!("a server runs on the connection that started it"),
+        }
+    }
+
+    /// Close the connection (the master only when no other session shares it).
+    async fn close(self) {
+        match self {
+            SshHost::OpenSsh(m) => {
+                if let Ok(m) = Arc::try_unwrap(m) {
+                    m.close().await;
+                }
+            }
+            #[cfg(feature = "russh")]
+            SshHost::Russh(c) => c.close().await,
+        }
+    }
+
+    /// Wait until the connection (and with it the tunnels) is lost. OpenSSH: checks the
+    /// master process twice a second (it exits when ssh's `ServerAlive` checks fail) and
+    /// its control socket every 10 s; russh: the connection's own state, twice a second.
+    async fn connection_lost(&self, log_tail: impl Fn() -> Vec<String>) -> SshError {
+        let mut checks = 0u32;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            checks += 1;
+            let gone = match self {
+                SshHost::OpenSsh(m) if checks % 20 == 0 => m.is_gone().await,
+                SshHost::OpenSsh(m) => !m.is_alive(),
+                #[cfg(feature = "russh")]
+                SshHost::Russh(c) => c.is_closed(),
+            };
+            if gone {
+                return SshError::ConnectionLost {
+                    host: self.display_name(),
+                    log_tail: log_tail(),
+                };
+            }
+        }
+    }
+}
+
+/// What one ssh launch needs: the destination, how to authenticate, the tunnel and how
+/// long the server may take to print its ready line.
+#[derive(Clone, Debug)]
+pub struct SshLaunch {
+    /// Where ssh goes.
+    pub target: SshTarget,
+    /// How the connection is made (askpass, prompter, timeouts).
+    pub options: SshOptions,
+    /// The tunnel. A [`Tunnel::Local`] with remote port 0 goes to the port in the
+    /// server's ready line; a [`Tunnel::Remote`] with remote port 0 lets the remote side
+    /// choose, and the command builder gets the port.
+    pub tunnel: Option<Tunnel>,
+    /// How long to wait for the ready line (`None`: do not wait for one).
+    pub ready_timeout: Option<Duration>,
+}
+
+impl SshLaunch {
+    /// Connect with the OpenSSH backend (authenticating once, prompts through the
+    /// prompter) and start the server: [`SshLaunch::start_on`].
+    pub async fn start(
+        &self,
+        command: impl FnOnce(Option<u16>) -> String,
+        secrets: Option<&Secrets>,
+        output: OutputSink,
+    ) -> Result<SshSession, SshError> {
+        let host = SshHost::connect(&self.target, &BackendPlan::OpenSsh, &self.options).await?;
+        self.start_on(host, command, secrets, output).await
+    }
+
+    /// On `host` (either backend): the reverse tunnel, the remote command (built by
+    /// `command` from the reverse tunnel's remote port) with `secrets` on its stdin, then
+    /// the forward tunnel to the port of the ready line (else the tunnel's). On failure
+    /// everything started so far is stopped.
+    pub async fn start_on(
+        &self,
+        mut host: SshHost,
+        command: impl FnOnce(Option<u16>) -> String,
+        secrets: Option<&Secrets>,
+        output: OutputSink,
+    ) -> Result<SshSession, SshError> {
+        let remote_port = match &self.tunnel {
+            Some(Tunnel::Remote {
+                remote_port,
+                local_port,
+            }) => Some(host.forward_remote(*remote_port, *local_port).await?),
+            _ => None,
+        };
+        let (mut server, ready) = host
+            .start_server(&command(remote_port), secrets, self.ready_timeout, output)
+            .await?;
+        let mut local_port = None;
+        if let Some(Tunnel::Local {
+            local_port: local,
+            host: server_host,
+            remote_port: fixed,
+        }) = &self.tunnel
+        {
+            let port = ready
+                .as_ref()
+                .map(|r| r.port)
+                .or(Some(*fixed).filter(|p| *p != 0));
+            let forwarded = match port {
+                Some(port) => host.forward_local(*local, server_host, port).await,
+                None => Err(SshError::Invalid(
+                    "a forward tunnel needs the server's port: a ready line or a fixed port"
+                        .to_string(),
+                )),
+            };
+            match forwarded {
+                Ok(p) => local_port = Some(p),
+                Err(e) => {
+                    host.stop(&mut server).await;
+                    host.close().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(SshSession {
+            host,
+            server,
+            ready,
+            local_port,
+            remote_port,
+        })
+    }
+}
+
+/// A server running on a remote host, reached through ssh (either backend). Dropping it
+/// ends the remote process group (its channel closes), the tunnels and the connection
+/// (when this session holds the last reference to it); [`SshSession::close`] does the
+/// same and waits.
+#[derive(Debug)]
+pub struct SshSession {
+    host: SshHost,
+    server: RemoteProcess,
+    ready: Option<ReadyLine>,
+    local_port: Option<u16>,
+    remote_port: Option<u16>,
+}
+
+impl SshSession {
+    /// The server's ready line, when it was awaited.
+    pub fn ready(&self) -> Option<&ReadyLine> {
+        self.ready.as_ref()
+    }
+
+    /// The local end of the forward tunnel, `127.0.0.1:<port>`: the address the client
+    /// dials. `None` without a forward tunnel.
+    pub fn local_address(&self) -> Option<SocketAddr> {
+        self.local_port
+            .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)))
+    }
+
+    /// The remote port of the reverse tunnel (what the server dials on its host).
+    pub fn remote_port(&self) -> Option<u16> {
+        self.remote_port
+    }
+
+    /// The connection URL the user is shown: `cs://127.0.0.1:<local port>` through a
+    /// forward tunnel (`cs+tls` when the ready line carries a certificate fingerprint).
+    pub fn url(&self) -> Option<String> {
+        let addr = self.local_address()?;
+        let tls = self.ready.as_ref().is_some_and(|r| r.tls.is_some());
+        Some(format!("{}://{addr}", if tls { "cs+tls" } else { "cs" }))
+    }
+
+    /// The connection this session runs on.
+    pub fn host(&self) -> &SshHost {
+        &self.host
+    }
+
+    /// The OpenSSH master this session runs on (share it for another launch to the same
+    /// host); `None` with the russh backend.
+    pub fn master(&self) -> Option<&Arc<Master>> {
+        match &self.host {
+            SshHost::OpenSsh(m) => Some(m),
+            #[cfg(feature = "russh")]
+            SshHost::Russh(_) => None,
+        }
+    }
+
+    /// The remote process group (ended on close).
+    pub fn remote_pgid(&self) -> Option<u32> {
+        match &self.server {
+            RemoteProcess::OpenSsh(s) => s.remote_pgid(),
+            #[cfg(feature = "russh")]
+            RemoteProcess::Russh(s) => s.remote_pgid(),
+        }
+    }
+
+    /// The last lines of the remote stderr.
+    pub fn stderr_tail(&self) -> Vec<String> {
+        match &self.server {
+            RemoteProcess::OpenSsh(s) => s.stderr_tail(),
+            #[cfg(feature = "russh")]
+            RemoteProcess::Russh(s) => s.stderr_tail(),
+        }
+    }
+
+    /// The error for a remote server that ended with `status` during the start.
+    pub(crate) fn exit_error(&self, status: ExitStatus) -> SshError {
+        SshError::RemoteExited {
+            host: self.host.display_name(),
+            status: describe_status(status),
+            stderr_tail: self.stderr_tail(),
+        }
+    }
+
+    /// Wait until the session ends: `Ok(status)` when the remote command ended by itself,
+    /// [`SshError::ConnectionLost`] when the ssh connection (and with it the tunnels)
+    /// went away.
+    pub async fn wait(&mut self) -> Result<ExitStatus, SshError> {
+        match (&self.host, &mut self.server) {
+            (SshHost::OpenSsh(master), RemoteProcess::OpenSsh(server)) => {
+                let status = server.wait().await;
+                // 255: ssh itself failed, most likely because the master went away.
+                let grace = if status.code() == Some(255) {
+                    Duration::from_secs(2)
+                } else {
+                    Duration::ZERO
+                };
+                if master.gone_within(grace).await {
+                    return Err(SshError::ConnectionLost {
+                        host: master.target().display_name(),
+                        log_tail: master.log_tail(),
+                    });
+                }
+                Ok(status)
+            }
+            #[cfg(feature = "russh")]
+            (SshHost::Russh(conn), RemoteProcess::Russh(remote)) => {
+                if remote.wait().await.is_none() {
+                    // The channel ended without an exit status: a lost connection ends it
+                    // first, and the connection's own task notices a moment later.
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                    while !conn.is_closed() && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    if conn.is_closed() {
+                        return Err(SshError::ConnectionLost {
+                            host: conn.host().to_string(),
+                            log_tail: remote.stderr_tail(),
+                        });
+                    }
+                }
+                Ok(remote.exit_status().await)
+            }
+            #[cfg(feature = "russh")]
+            _ => unreachable!("a server runs on the connection that started it"),
+        }
+    }
+
+    /// Wait until the ssh connection (and with it the tunnels) is lost, whatever the
+    /// remote command does: for a server that detached from its command and still uses
+    /// the tunnels.
+    pub async fn connection_lost(&self) -> SshError {
+        self.host
+            .connection_lost(|| match &self.host {
+                SshHost::OpenSsh(m) => m.log_tail(),
+                #[cfg(feature = "russh")]
+                SshHost::Russh(_) => self.stderr_tail(),
+            })
+            .await
+    }
+
+    /// End everything: the remote process group, the tunnels and, when no other session
+    /// shares it, the connection.
+    pub async fn close(self) {
+        let SshSession {
+            host, mut server, ..
+        } = self;
+        host.stop(&mut server).await;
+        drop(server);
+        host.close().await;
+    }
+}
