@@ -19,7 +19,6 @@ pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod prompt;
-pub mod pvsc;
 pub mod run;
 pub mod session;
 pub mod source;

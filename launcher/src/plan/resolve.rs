@@ -18,8 +18,8 @@ use super::*;
 use crate::profile::options::format_double;
 use crate::profile::*;
 use crate::prompt::{PromptError, PromptRequest, Prompter};
-use crate::pvsc::line;
 use crate::source::Located;
+use crate::template::paraview_line as line;
 use crate::template::{Template, Text};
 use crate::variables::{LaunchContext, PREDEFINED, predefined};
 
@@ -847,7 +847,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::profile::toml_format::load_str;
+    use crate::profile::toml::load_str;
 
     fn resolve(ssh_extra: &str) -> Result<Plan, PlanError> {
         let text = format!(

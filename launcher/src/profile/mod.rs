@@ -2,13 +2,14 @@
 //! how it is started (manual, or a command through a mechanism), which options the user is
 //! asked for, and the timeouts and handshake of the connection.
 //!
-//! Both file formats load into this one model: pv-launch's TOML ([`toml_format`]) and
-//! ParaView's `.pvsc` XML ([`crate::pvsc`]). Nothing here is resolved yet: option values,
+//! Both file formats load into this one model: pv-launch's TOML ([`toml`]) and
+//! ParaView's `.pvsc` XML ([`pvsc`]). Nothing here is resolved yet: option values,
 //! variables and final ports are decided when a [`crate::plan::Plan`] is made.
 
 pub mod find;
 pub mod options;
-pub mod toml_format;
+pub mod pvsc;
+pub mod toml;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,9 +55,9 @@ impl Profile {
             source,
         })?;
         if text.trim_start().starts_with('<') {
-            crate::pvsc::load_str(path, &text)
+            pvsc::load_str(path, &text)
         } else {
-            toml_format::load_str(path, &text)
+            toml::load_str(path, &text)
         }
     }
 
@@ -271,7 +272,7 @@ pub enum CommandLine {
     Argv(Vec<Located<Template>>),
     /// ParaView's (`.pvsc`): `exec` and arguments joined into one line (arguments with
     /// whitespace wrapped in double quotes), `$NAME$` substituted over the whole line,
-    /// then re-split into argv. See [`crate::pvsc::line`].
+    /// then re-split into argv. See [`crate::template::paraview_line`].
     ParaViewLine {
         /// The `exec` attribute.
         exec: Located<String>,

@@ -506,8 +506,7 @@ mod tests {
         let text = "[[server]]\nname = \"r\"\nresource = \"cs://127.0.0.1:0\"\n\
                     [server.startup]\nmechanism = \"ssh\"\nargv = [\"pvserver\"]\n\
                     [server.startup.ssh]\nhost = \"nowhere.invalid\"\nbackend = \"russh\"\n";
-        let profile =
-            crate::profile::toml_format::load_str(std::path::Path::new("p.toml"), text).unwrap();
+        let profile = crate::profile::toml::load_str(std::path::Path::new("p.toml"), text).unwrap();
         let plan = crate::plan::Plan::resolve(
             &profile.servers[0],
             &crate::LaunchContext::fixed(),

@@ -15,7 +15,6 @@
 //! lifetime say nothing about ssh's.
 
 pub mod import;
-pub mod line;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

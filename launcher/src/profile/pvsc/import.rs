@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use crate::profile::*;
-use crate::pvsc::line::first_placeholder;
+use crate::template::paraview_line::first_placeholder;
 use crate::template::{Text, is_variable_name};
 use crate::variables::PREDEFINED;
 

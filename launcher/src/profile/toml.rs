@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::toml::{Spanned, Value};
 use serde::Deserialize;
-use toml::Spanned;
 
 use super::options::check_int;
 use super::*;
@@ -33,7 +33,7 @@ struct RawServer {
     resource: Spanned<String>,
     tls: Option<bool>,
     handshake: Option<Spanned<String>>,
-    connect_timeout: Option<Spanned<toml::Value>>,
+    connect_timeout: Option<Spanned<Value>>,
     paraview_version: Option<Spanned<String>>,
     vtk_hash: Option<Spanned<String>>,
     startup: Option<Spanned<RawStartup>>,
@@ -96,10 +96,10 @@ struct RawOption {
     label: Option<String>,
     #[serde(rename = "type")]
     kind: Spanned<String>,
-    min: Option<Spanned<toml::Value>>,
-    max: Option<Spanned<toml::Value>>,
-    step: Option<Spanned<toml::Value>>,
-    default: Option<Spanned<toml::Value>>,
+    min: Option<Spanned<Value>>,
+    max: Option<Spanned<Value>>,
+    step: Option<Spanned<Value>>,
+    default: Option<Spanned<Value>>,
     #[serde(rename = "true")]
     true_value: Option<String>,
     #[serde(rename = "false")]
@@ -136,7 +136,7 @@ struct RawSwitch {
 pub fn load_str(path: &Path, text: &str) -> Result<Profile, ProfileError> {
     let file = Arc::new(path.to_path_buf());
     let loader = Loader { file: &file, text };
-    let raw: RawProfile = toml::from_str(text).map_err(|e| {
+    let raw: RawProfile = ::toml::from_str(text).map_err(|e| {
         let at = SourcePos::at_offset(&file, text, e.span().map_or(0, |s| s.start));
         ProfileError::at(&at, e.message().trim_end().to_string())
     })?;
@@ -339,11 +339,11 @@ impl Loader<'_> {
         }
     }
 
-    fn connect_timeout(&self, c: &Spanned<toml::Value>) -> Result<ConnectTimeout, ProfileError> {
+    fn connect_timeout(&self, c: &Spanned<Value>) -> Result<ConnectTimeout, ProfileError> {
         let secs = match c.get_ref() {
-            toml::Value::String(s) if s == "forever" => return Ok(ConnectTimeout::Forever),
-            toml::Value::Integer(i) => *i as f64,
-            toml::Value::Float(f) => *f,
+            Value::String(s) if s == "forever" => return Ok(ConnectTimeout::Forever),
+            Value::Integer(i) => *i as f64,
+            Value::Float(f) => *f,
             _ => {
                 return Err(self.err(
                     c,
@@ -535,14 +535,14 @@ impl Loader<'_> {
             match &r.default {
                 None => Ok(None),
                 Some(d) => match d.get_ref() {
-                    toml::Value::String(s) => Ok(Some(s.clone())),
+                    Value::String(s) => Ok(Some(s.clone())),
                     _ => Err(self.err(d, format!("the default of a {what} option is a string"))),
                 },
             }
         };
         let kind = match ty {
             "int" => {
-                let int = |v: &Option<Spanned<toml::Value>>, d: i64, what: &str| match v {
+                let int = |v: &Option<Spanned<Value>>, d: i64, what: &str| match v {
                     None => Ok(d),
                     Some(s) => s
                         .get_ref()
@@ -560,8 +560,8 @@ impl Loader<'_> {
                 let default = match &r.default {
                     None => RangeDefault::Value(min),
                     Some(d) => match d.get_ref() {
-                        toml::Value::String(s) if s == "random" => RangeDefault::Random,
-                        toml::Value::Integer(v) => {
+                        Value::String(s) if s == "random" => RangeDefault::Random,
+                        Value::Integer(v) => {
                             check_int(*v, min, max, step)
                                 .map_err(|m| self.err(d, format!("default {m}")))?;
                             RangeDefault::Value(*v)
@@ -582,11 +582,11 @@ impl Loader<'_> {
                 }
             }
             "double" => {
-                let num = |v: &Option<Spanned<toml::Value>>, d: f64, what: &str| match v {
+                let num = |v: &Option<Spanned<Value>>, d: f64, what: &str| match v {
                     None => Ok(d),
                     Some(s) => match s.get_ref() {
-                        toml::Value::Integer(i) => Ok(*i as f64),
-                        toml::Value::Float(f) => Ok(*f),
+                        Value::Integer(i) => Ok(*i as f64),
+                        Value::Float(f) => Ok(*f),
                         _ => Err(self.err(s, format!("{what}: a number"))),
                     },
                 };
@@ -601,8 +601,8 @@ impl Loader<'_> {
                 let default = match &r.default {
                     None => RangeDefault::Value(min),
                     Some(d) => match d.get_ref() {
-                        toml::Value::String(s) if s == "random" => RangeDefault::Random,
-                        v @ (toml::Value::Integer(_) | toml::Value::Float(_)) => {
+                        Value::String(s) if s == "random" => RangeDefault::Random,
+                        v @ (Value::Integer(_) | Value::Float(_)) => {
                             let x = v
                                 .as_float()
                                 .unwrap_or_else(|| v.as_integer().unwrap_or(0) as f64);
@@ -643,9 +643,9 @@ impl Loader<'_> {
                 let default = match &r.default {
                     None => false,
                     Some(d) => match d.get_ref() {
-                        toml::Value::Boolean(b) => *b,
-                        toml::Value::String(s) if *s == true_value => true,
-                        toml::Value::String(s) if *s == false_value => false,
+                        Value::Boolean(b) => *b,
+                        Value::String(s) if *s == true_value => true,
+                        Value::String(s) if *s == false_value => false,
                         _ => return Err(self.err(d, format!("the default of a boolean option is true, false, {true_value:?} or {false_value:?}"))),
                     },
                 };
