@@ -21,7 +21,7 @@ use crate::prompt::{PromptError, PromptRequest, Prompter};
 use crate::source::Located;
 use crate::template::paraview_line as line;
 use crate::template::{Template, Text};
-use crate::variables::{LaunchContext, PREDEFINED, predefined};
+use crate::variables::{LaunchContext, predefined};
 
 /// Small deterministic generator for `random` defaults (not for secrets).
 struct SplitMix(u64);

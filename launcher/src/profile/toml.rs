@@ -9,13 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::toml::{Spanned, Value};
+use pv_transport::Resource;
 use serde::Deserialize;
+use toml::{Spanned, Value};
 
-use super::options::check_int;
-use super::*;
+use super::error::ProfileError;
+use super::model::*;
+use super::options::{EnumEntry, OptionKind, OptionSpec, RangeDefault, check_int};
+use crate::source::{Located, SourcePos};
 use crate::template::{Template, Text, is_variable_name};
-use crate::variables::PREDEFINED;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,7 +138,7 @@ struct RawSwitch {
 pub fn load_str(path: &Path, text: &str) -> Result<Profile, ProfileError> {
     let file = Arc::new(path.to_path_buf());
     let loader = Loader { file: &file, text };
-    let raw: RawProfile = ::toml::from_str(text).map_err(|e| {
+    let raw: RawProfile = toml::from_str(text).map_err(|e| {
         let at = SourcePos::at_offset(&file, text, e.span().map_or(0, |s| s.start));
         ProfileError::at(&at, e.message().trim_end().to_string())
     })?;

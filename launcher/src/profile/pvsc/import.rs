@@ -10,10 +10,10 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-use crate::profile::*;
+use crate::profile::model::*;
+use crate::profile::options::{OptionKind, OptionSpec, RangeDefault};
 use crate::template::paraview_line::first_placeholder;
 use crate::template::{Text, is_variable_name};
-use crate::variables::PREDEFINED;
 
 /// A TOML basic string.
 pub fn toml_string(s: &str) -> String {

@@ -23,8 +23,9 @@ use std::time::Duration;
 use pv_transport::{Direction, Resource};
 use roxmltree::{Document, Node};
 
-use crate::profile::options::check_int;
-use crate::profile::*;
+use crate::profile::error::ProfileError;
+use crate::profile::model::*;
+use crate::profile::options::{EnumEntry, OptionKind, OptionSpec, RangeDefault, check_int};
 use crate::source::{Located, SourcePos, Warning};
 use crate::template::Text;
 
