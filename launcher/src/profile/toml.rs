@@ -242,6 +242,49 @@ impl Loader<'_> {
         if name.is_empty() {
             return Err(self.err(&raw.name, "a server name may not be empty"));
         }
+        let resource = self.resource(raw)?;
+        let paraview_version = match &raw.paraview_version {
+            Some(v) => self.version(v)?,
+            None => default_version.clone(),
+        };
+        let vtk_hash = match &raw.vtk_hash {
+            Some(h) => self.vtk_hash(h)?,
+            None => default_hash.to_string(),
+        };
+        let handshake = self.handshake(raw.handshake.as_ref(), vtk_hash)?;
+        let mut timeouts = Timeouts::default();
+        if let Some(c) = &raw.connect_timeout {
+            timeouts.connect = self.connect_timeout(c)?;
+        }
+        let options = raw
+            .option
+            .iter()
+            .map(|o| self.option(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        let assignments = self.assignments(raw)?;
+        let environment = self.environment(&raw.env)?;
+        let startup = match &raw.startup {
+            None => Startup::Manual,
+            Some(st) => self.startup(st, &mut timeouts)?,
+        };
+        let entry = ServerEntry {
+            name,
+            at,
+            resource: Located::new(resource, self.pos(&raw.resource)),
+            startup,
+            options,
+            assignments,
+            environment,
+            timeouts,
+            handshake,
+            paraview_version,
+        };
+        check_variables(&entry)?;
+        Ok(entry)
+    }
+
+    /// The server's `resource`, with `tls` applied.
+    fn resource(&self, raw: &RawServer) -> Result<Resource, ProfileError> {
         let mut resource = Resource::parse(raw.resource.get_ref()).map_err(|e| {
             ProfileError::at(&self.pos_in_string(&raw.resource, e.offset), e.message)
         })?;
@@ -252,34 +295,27 @@ impl Loader<'_> {
             let was_tls = resource.is_tls();
             resource = resource.with_tls(tls || was_tls);
         }
-        let paraview_version = match &raw.paraview_version {
-            Some(v) => self.version(v)?,
-            None => default_version.clone(),
-        };
-        let vtk_hash = match &raw.vtk_hash {
-            Some(h) => self.vtk_hash(h)?,
-            None => default_hash.to_string(),
-        };
-        let handshake = match raw.handshake.as_ref().map(|h| (h, h.get_ref().as_str())) {
-            None | Some((_, "native")) => Handshake::Native,
-            Some((_, "paraview")) => Handshake::ParaView { vtk_hash },
-            Some((_, "none")) => Handshake::None,
-            Some((h, other)) => {
-                return Err(self.err(
-                    h,
-                    format!("handshake {other:?}: expected \"native\", \"paraview\" or \"none\""),
-                ));
-            }
-        };
-        let mut timeouts = Timeouts::default();
-        if let Some(c) = &raw.connect_timeout {
-            timeouts.connect = self.connect_timeout(c)?;
+        Ok(resource)
+    }
+
+    fn handshake(
+        &self,
+        handshake: Option<&Spanned<String>>,
+        vtk_hash: String,
+    ) -> Result<Handshake, ProfileError> {
+        match handshake.map(|h| (h, h.get_ref().as_str())) {
+            None | Some((_, "native")) => Ok(Handshake::Native),
+            Some((_, "paraview")) => Ok(Handshake::ParaView { vtk_hash }),
+            Some((_, "none")) => Ok(Handshake::None),
+            Some((h, other)) => Err(self.err(
+                h,
+                format!("handshake {other:?}: expected \"native\", \"paraview\" or \"none\""),
+            )),
         }
-        let options = raw
-            .option
-            .iter()
-            .map(|o| self.option(o))
-            .collect::<Result<Vec<_>, _>>()?;
+    }
+
+    /// The `set` assignments (in name order, as TOML tables are read), then the switches.
+    fn assignments(&self, raw: &RawServer) -> Result<Vec<Assignment>, ProfileError> {
         let mut assignments = Vec::new();
         for (k, v) in &raw.set {
             self.check_name(k, v)?;
@@ -305,32 +341,21 @@ impl Loader<'_> {
                 at: self.pos(&r.variable),
             });
         }
-        let environment = raw
-            .env
-            .iter()
+        Ok(assignments)
+    }
+
+    /// An `env` table (the server's, or the remote one under `ssh`): names checked, values
+    /// parsed as templates.
+    fn environment(
+        &self,
+        env: &BTreeMap<String, Spanned<String>>,
+    ) -> Result<Vec<(String, Located<Template>)>, ProfileError> {
+        env.iter()
             .map(|(k, v)| {
                 self.check_name(k, v)?;
                 Ok((k.clone(), self.template(v)?))
             })
-            .collect::<Result<Vec<_>, ProfileError>>()?;
-        let startup = match &raw.startup {
-            None => Startup::Manual,
-            Some(st) => self.startup(st, &mut timeouts)?,
-        };
-        let entry = ServerEntry {
-            name,
-            at,
-            resource: Located::new(resource, self.pos(&raw.resource)),
-            startup,
-            options,
-            assignments,
-            environment,
-            timeouts,
-            handshake,
-            paraview_version,
-        };
-        check_variables(&entry)?;
-        Ok(entry)
+            .collect()
     }
 
     fn check_name(&self, name: &str, value: &Spanned<String>) -> Result<(), ProfileError> {
@@ -361,13 +386,56 @@ impl Loader<'_> {
             ConnectTimeout::Within(Duration::from_secs_f64(secs))
         })
     }
+}
 
+/// `[server.startup]`: the timeouts it sets, then the mechanism and the fields it needs.
+impl Loader<'_> {
     fn startup(
         &self,
         st: &Spanned<RawStartup>,
         timeouts: &mut Timeouts,
     ) -> Result<Startup, ProfileError> {
         let r = st.get_ref();
+        self.startup_timeouts(r, timeouts)?;
+        let mech = r.mechanism.get_ref().as_str();
+        self.check_mechanism_fields(r, mech)?;
+        let mechanism = match mech {
+            "manual" => return Ok(Startup::Manual),
+            "local" => Mechanism::LocalDirect {
+                command: self.argv(r, mech)?,
+            },
+            "local-script" => {
+                let (script, args) = self.script(r, mech)?;
+                Mechanism::LocalScript { script, args }
+            }
+            "ssh" => Mechanism::SshDirect {
+                ssh: self.mechanism_ssh(r)?,
+                command: self.argv(r, mech)?,
+            },
+            "ssh-script" => {
+                let (script, args) = self.script(r, mech)?;
+                Mechanism::SshScript {
+                    ssh: self.mechanism_ssh(r)?,
+                    script,
+                    args,
+                }
+            }
+            other => {
+                return Err(self.err(
+                    &r.mechanism,
+                    format!("mechanism {other:?}: expected \"manual\", \"local\", \"local-script\", \"ssh\" or \"ssh-script\""),
+                ));
+            }
+        };
+        Ok(Startup::Command(mechanism))
+    }
+
+    /// `process_start_timeout` and `delay`.
+    fn startup_timeouts(
+        &self,
+        r: &RawStartup,
+        timeouts: &mut Timeouts,
+    ) -> Result<(), ProfileError> {
         if let Some(p) = &r.process_start_timeout {
             let v = *p.get_ref();
             timeouts.process_start = (v > 0.0).then(|| Duration::from_secs_f64(v));
@@ -384,48 +452,12 @@ impl Loader<'_> {
                 Delay::Wait(Duration::from_secs_f64(v))
             };
         }
-        let mech = r.mechanism.get_ref().as_str();
-        let argv = |what: &str| -> Result<CommandLine, ProfileError> {
-            let Some(argv) = &r.argv else {
-                return Err(self.err(
-                    &r.mechanism,
-                    format!("mechanism {what:?} needs argv = [...]"),
-                ));
-            };
-            if argv.is_empty() {
-                return Err(self.err(&r.mechanism, "argv may not be empty"));
-            }
-            Ok(CommandLine::Argv(
-                argv.iter()
-                    .map(|a| self.template(a))
-                    .collect::<Result<_, _>>()?,
-            ))
-        };
-        let script =
-            |what: &str| -> Result<(Located<Template>, Vec<Located<Template>>), ProfileError> {
-                let Some(s) = &r.script else {
-                    return Err(self.err(
-                        &r.mechanism,
-                        format!("mechanism {what:?} needs script = \"...\""),
-                    ));
-                };
-                Ok((
-                    self.template(s)?,
-                    r.args
-                        .iter()
-                        .map(|a| self.template(a))
-                        .collect::<Result<_, _>>()?,
-                ))
-            };
-        let ssh = || -> Result<SshSettings, ProfileError> {
-            let Some(s) = &r.ssh else {
-                return Err(self.err(
-                    &r.mechanism,
-                    "an ssh mechanism needs a [server.startup.ssh] table",
-                ));
-            };
-            self.ssh(s)
-        };
+        Ok(())
+    }
+
+    /// A field written for another mechanism (`argv` for a script, `ssh` for a local
+    /// start, …) is an error, checked before the mechanism's own fields.
+    fn check_mechanism_fields(&self, r: &RawStartup, mech: &str) -> Result<(), ProfileError> {
         let wrong = |field: &str, allowed: bool| -> Result<(), ProfileError> {
             if allowed {
                 Ok(())
@@ -440,36 +472,57 @@ impl Loader<'_> {
         wrong("argv", r.argv.is_none() || !is_script)?;
         wrong("script", r.script.is_none() || is_script)?;
         wrong("args", r.args.is_empty() || is_script)?;
-        wrong("ssh", r.ssh.is_none() || mech.starts_with("ssh"))?;
-        let mechanism = match mech {
-            "manual" => return Ok(Startup::Manual),
-            "local" => Mechanism::LocalDirect {
-                command: argv(mech)?,
-            },
-            "local-script" => {
-                let (script, args) = script(mech)?;
-                Mechanism::LocalScript { script, args }
-            }
-            "ssh" => Mechanism::SshDirect {
-                ssh: ssh()?,
-                command: argv(mech)?,
-            },
-            "ssh-script" => {
-                let (script, args) = script(mech)?;
-                Mechanism::SshScript {
-                    ssh: ssh()?,
-                    script,
-                    args,
-                }
-            }
-            other => {
-                return Err(self.err(
-                    &r.mechanism,
-                    format!("mechanism {other:?}: expected \"manual\", \"local\", \"local-script\", \"ssh\" or \"ssh-script\""),
-                ));
-            }
+        wrong("ssh", r.ssh.is_none() || mech.starts_with("ssh"))
+    }
+
+    /// The `argv` a direct mechanism `what` needs.
+    fn argv(&self, r: &RawStartup, what: &str) -> Result<CommandLine, ProfileError> {
+        let Some(argv) = &r.argv else {
+            return Err(self.err(
+                &r.mechanism,
+                format!("mechanism {what:?} needs argv = [...]"),
+            ));
         };
-        Ok(Startup::Command(mechanism))
+        if argv.is_empty() {
+            return Err(self.err(&r.mechanism, "argv may not be empty"));
+        }
+        Ok(CommandLine::Argv(
+            argv.iter()
+                .map(|a| self.template(a))
+                .collect::<Result<_, _>>()?,
+        ))
+    }
+
+    /// The `script` and `args` a script mechanism `what` needs.
+    fn script(
+        &self,
+        r: &RawStartup,
+        what: &str,
+    ) -> Result<(Located<Template>, Vec<Located<Template>>), ProfileError> {
+        let Some(s) = &r.script else {
+            return Err(self.err(
+                &r.mechanism,
+                format!("mechanism {what:?} needs script = \"...\""),
+            ));
+        };
+        Ok((
+            self.template(s)?,
+            r.args
+                .iter()
+                .map(|a| self.template(a))
+                .collect::<Result<_, _>>()?,
+        ))
+    }
+
+    /// The `[server.startup.ssh]` table an ssh mechanism needs.
+    fn mechanism_ssh(&self, r: &RawStartup) -> Result<SshSettings, ProfileError> {
+        let Some(s) = &r.ssh else {
+            return Err(self.err(
+                &r.mechanism,
+                "an ssh mechanism needs a [server.startup.ssh] table",
+            ));
+        };
+        self.ssh(s)
     }
 
     fn ssh(&self, s: &Spanned<RawSsh>) -> Result<SshSettings, ProfileError> {
@@ -488,14 +541,7 @@ impl Loader<'_> {
             program: r.program.clone(),
             backend: r.backend,
             remote_workdir: opt(&r.workdir)?,
-            remote_env: r
-                .env
-                .iter()
-                .map(|(k, v)| {
-                    self.check_name(k, v)?;
-                    Ok((k.clone(), self.template(v)?))
-                })
-                .collect::<Result<_, ProfileError>>()?,
+            remote_env: self.environment(&r.env)?,
             port_forwarding: match &r.port_forwarding {
                 None | Some(RawForwarding::On(false)) => None,
                 Some(RawForwarding::On(true)) => Some(PortForwarding { local_port: None }),
@@ -506,7 +552,10 @@ impl Loader<'_> {
             prompts: r.prompts,
         })
     }
+}
 
+/// `[[server.option]]`: the checks every option gets, then one function per option type.
+impl Loader<'_> {
     fn option(&self, o: &Spanned<RawOption>) -> Result<OptionSpec, ProfileError> {
         let r = o.get_ref();
         let name = r.name.get_ref().clone();
@@ -514,182 +563,21 @@ impl Loader<'_> {
             return Err(self.err(&r.name, format!("{name:?} is not a variable name")));
         }
         let ty = r.kind.get_ref().as_str();
-        let numeric = matches!(ty, "int" | "double");
-        for (field, present) in [
-            ("min", r.min.is_some()),
-            ("max", r.max.is_some()),
-            ("step", r.step.is_some()),
-        ] {
-            if present && !numeric {
-                return Err(self.err(
-                    &r.kind,
-                    format!("`{field}` applies only to int and double options"),
-                ));
-            }
-        }
-        if (r.true_value.is_some() || r.false_value.is_some()) && ty != "boolean" {
-            return Err(self.err(&r.kind, "`true`/`false` apply only to boolean options"));
-        }
-        if r.entries.is_some() && ty != "enumeration" {
-            return Err(self.err(&r.kind, "`entries` applies only to enumeration options"));
-        }
-        let text_default = |what: &str| -> Result<Option<String>, ProfileError> {
-            match &r.default {
-                None => Ok(None),
-                Some(d) => match d.get_ref() {
-                    Value::String(s) => Ok(Some(s.clone())),
-                    _ => Err(self.err(d, format!("the default of a {what} option is a string"))),
-                },
-            }
-        };
+        self.check_option_fields(r, ty)?;
         let kind = match ty {
-            "int" => {
-                let int = |v: &Option<Spanned<Value>>, d: i64, what: &str| match v {
-                    None => Ok(d),
-                    Some(s) => s
-                        .get_ref()
-                        .as_integer()
-                        .ok_or_else(|| self.err(s, format!("{what}: an integer"))),
-                };
-                let (min, max, step) = (
-                    int(&r.min, 0, "min")?,
-                    int(&r.max, 99_999_999_999, "max")?,
-                    int(&r.step, 1, "step")?,
-                );
-                if min > max || step < 1 {
-                    return Err(self.err(&r.kind, format!("an int range needs min <= max and step >= 1 (min {min}, max {max}, step {step})")));
-                }
-                let default = match &r.default {
-                    None => RangeDefault::Value(min),
-                    Some(d) => match d.get_ref() {
-                        Value::String(s) if s == "random" => RangeDefault::Random,
-                        Value::Integer(v) => {
-                            check_int(*v, min, max, step)
-                                .map_err(|m| self.err(d, format!("default {m}")))?;
-                            RangeDefault::Value(*v)
-                        }
-                        _ => {
-                            return Err(self.err(
-                                d,
-                                "the default of an int option is an integer or \"random\"",
-                            ));
-                        }
-                    },
-                };
-                OptionKind::Int {
-                    min,
-                    max,
-                    step,
-                    default,
-                }
-            }
-            "double" => {
-                let num = |v: &Option<Spanned<Value>>, d: f64, what: &str| match v {
-                    None => Ok(d),
-                    Some(s) => match s.get_ref() {
-                        Value::Integer(i) => Ok(*i as f64),
-                        Value::Float(f) => Ok(*f),
-                        _ => Err(self.err(s, format!("{what}: a number"))),
-                    },
-                };
-                let (min, max, step) = (
-                    num(&r.min, 0.0, "min")?,
-                    num(&r.max, 99_999_999_999.0, "max")?,
-                    num(&r.step, 1.0, "step")?,
-                );
-                if min > max || step <= 0.0 {
-                    return Err(self.err(&r.kind, "a double range needs min <= max and step > 0"));
-                }
-                let default = match &r.default {
-                    None => RangeDefault::Value(min),
-                    Some(d) => match d.get_ref() {
-                        Value::String(s) if s == "random" => RangeDefault::Random,
-                        v @ (Value::Integer(_) | Value::Float(_)) => {
-                            let x = v
-                                .as_float()
-                                .unwrap_or_else(|| v.as_integer().unwrap_or(0) as f64);
-                            if x < min || x > max {
-                                return Err(
-                                    self.err(d, format!("default {x} is outside {min}..={max}"))
-                                );
-                            }
-                            RangeDefault::Value(x)
-                        }
-                        _ => {
-                            return Err(self.err(
-                                d,
-                                "the default of a double option is a number or \"random\"",
-                            ));
-                        }
-                    },
-                };
-                OptionKind::Double {
-                    min,
-                    max,
-                    step,
-                    default,
-                }
-            }
+            "int" => self.int_option(r)?,
+            "double" => self.double_option(r)?,
             "string" => OptionKind::String {
-                default: text_default(ty)?,
+                default: self.text_default(r, ty)?,
             },
             "password" => OptionKind::Password {
-                default: text_default(ty)?,
+                default: self.text_default(r, ty)?,
             },
             "file" => OptionKind::File {
-                default: text_default(ty)?,
+                default: self.text_default(r, ty)?,
             },
-            "boolean" => {
-                let true_value = r.true_value.clone().unwrap_or_else(|| "1".into());
-                let false_value = r.false_value.clone().unwrap_or_else(|| "0".into());
-                let default = match &r.default {
-                    None => false,
-                    Some(d) => match d.get_ref() {
-                        Value::Boolean(b) => *b,
-                        Value::String(s) if *s == true_value => true,
-                        Value::String(s) if *s == false_value => false,
-                        _ => return Err(self.err(d, format!("the default of a boolean option is true, false, {true_value:?} or {false_value:?}"))),
-                    },
-                };
-                OptionKind::Boolean {
-                    true_value,
-                    false_value,
-                    default,
-                }
-            }
-            "enumeration" => {
-                let entries: Vec<EnumEntry> = r
-                    .entries
-                    .iter()
-                    .flatten()
-                    .map(|e| match e {
-                        RawEntry::Value(v) => EnumEntry {
-                            value: v.clone(),
-                            label: v.clone(),
-                        },
-                        RawEntry::Full { value, label } => EnumEntry {
-                            value: value.clone(),
-                            label: label.clone().unwrap_or_else(|| value.clone()),
-                        },
-                    })
-                    .collect();
-                if entries.is_empty() {
-                    return Err(self.err(&r.kind, "an enumeration needs entries = [...]"));
-                }
-                let default = match (text_default(ty)?, &r.default) {
-                    (Some(v), Some(d)) => {
-                        if !entries.iter().any(|e| e.value == v) {
-                            return Err(self.err(
-                                d,
-                                format!("default {v:?} is not one of the entries' values"),
-                            ));
-                        }
-                        Some(v)
-                    }
-                    _ => Some(entries[0].value.clone()),
-                };
-                OptionKind::Enumeration { entries, default }
-            }
+            "boolean" => self.boolean_option(r)?,
+            "enumeration" => self.enumeration_option(r)?,
             other => {
                 return Err(self.err(
                     &r.kind,
@@ -715,6 +603,181 @@ impl Loader<'_> {
             save: r.save && !is_random,
             at: self.pos(o),
         })
+    }
+
+    /// A field that belongs to another option type (`min` on a string, …) is an error.
+    fn check_option_fields(&self, r: &RawOption, ty: &str) -> Result<(), ProfileError> {
+        let numeric = matches!(ty, "int" | "double");
+        for (field, present) in [
+            ("min", r.min.is_some()),
+            ("max", r.max.is_some()),
+            ("step", r.step.is_some()),
+        ] {
+            if present && !numeric {
+                return Err(self.err(
+                    &r.kind,
+                    format!("`{field}` applies only to int and double options"),
+                ));
+            }
+        }
+        if (r.true_value.is_some() || r.false_value.is_some()) && ty != "boolean" {
+            return Err(self.err(&r.kind, "`true`/`false` apply only to boolean options"));
+        }
+        if r.entries.is_some() && ty != "enumeration" {
+            return Err(self.err(&r.kind, "`entries` applies only to enumeration options"));
+        }
+        Ok(())
+    }
+
+    /// The default of a text-valued option of type `what`, if one is written.
+    fn text_default(&self, r: &RawOption, what: &str) -> Result<Option<String>, ProfileError> {
+        match &r.default {
+            None => Ok(None),
+            Some(d) => match d.get_ref() {
+                Value::String(s) => Ok(Some(s.clone())),
+                _ => Err(self.err(d, format!("the default of a {what} option is a string"))),
+            },
+        }
+    }
+
+    fn int_option(&self, r: &RawOption) -> Result<OptionKind, ProfileError> {
+        let int = |v: &Option<Spanned<Value>>, d: i64, what: &str| match v {
+            None => Ok(d),
+            Some(s) => s
+                .get_ref()
+                .as_integer()
+                .ok_or_else(|| self.err(s, format!("{what}: an integer"))),
+        };
+        let (min, max, step) = (
+            int(&r.min, 0, "min")?,
+            int(&r.max, 99_999_999_999, "max")?,
+            int(&r.step, 1, "step")?,
+        );
+        if min > max || step < 1 {
+            return Err(self.err(&r.kind, format!("an int range needs min <= max and step >= 1 (min {min}, max {max}, step {step})")));
+        }
+        let default = match &r.default {
+            None => RangeDefault::Value(min),
+            Some(d) => match d.get_ref() {
+                Value::String(s) if s == "random" => RangeDefault::Random,
+                Value::Integer(v) => {
+                    check_int(*v, min, max, step)
+                        .map_err(|m| self.err(d, format!("default {m}")))?;
+                    RangeDefault::Value(*v)
+                }
+                _ => {
+                    return Err(self.err(
+                        d,
+                        "the default of an int option is an integer or \"random\"",
+                    ));
+                }
+            },
+        };
+        Ok(OptionKind::Int {
+            min,
+            max,
+            step,
+            default,
+        })
+    }
+
+    fn double_option(&self, r: &RawOption) -> Result<OptionKind, ProfileError> {
+        let num = |v: &Option<Spanned<Value>>, d: f64, what: &str| match v {
+            None => Ok(d),
+            Some(s) => match s.get_ref() {
+                Value::Integer(i) => Ok(*i as f64),
+                Value::Float(f) => Ok(*f),
+                _ => Err(self.err(s, format!("{what}: a number"))),
+            },
+        };
+        let (min, max, step) = (
+            num(&r.min, 0.0, "min")?,
+            num(&r.max, 99_999_999_999.0, "max")?,
+            num(&r.step, 1.0, "step")?,
+        );
+        if min > max || step <= 0.0 {
+            return Err(self.err(&r.kind, "a double range needs min <= max and step > 0"));
+        }
+        let default = match &r.default {
+            None => RangeDefault::Value(min),
+            Some(d) => match d.get_ref() {
+                Value::String(s) if s == "random" => RangeDefault::Random,
+                v @ (Value::Integer(_) | Value::Float(_)) => {
+                    let x = v
+                        .as_float()
+                        .unwrap_or_else(|| v.as_integer().unwrap_or(0) as f64);
+                    if x < min || x > max {
+                        return Err(self.err(d, format!("default {x} is outside {min}..={max}")));
+                    }
+                    RangeDefault::Value(x)
+                }
+                _ => {
+                    return Err(self.err(
+                        d,
+                        "the default of a double option is a number or \"random\"",
+                    ));
+                }
+            },
+        };
+        Ok(OptionKind::Double {
+            min,
+            max,
+            step,
+            default,
+        })
+    }
+
+    fn boolean_option(&self, r: &RawOption) -> Result<OptionKind, ProfileError> {
+        let true_value = r.true_value.clone().unwrap_or_else(|| "1".into());
+        let false_value = r.false_value.clone().unwrap_or_else(|| "0".into());
+        let default = match &r.default {
+            None => false,
+            Some(d) => match d.get_ref() {
+                Value::Boolean(b) => *b,
+                Value::String(s) if *s == true_value => true,
+                Value::String(s) if *s == false_value => false,
+                _ => return Err(self.err(d, format!("the default of a boolean option is true, false, {true_value:?} or {false_value:?}"))),
+            },
+        };
+        Ok(OptionKind::Boolean {
+            true_value,
+            false_value,
+            default,
+        })
+    }
+
+    fn enumeration_option(&self, r: &RawOption) -> Result<OptionKind, ProfileError> {
+        let entries: Vec<EnumEntry> = r
+            .entries
+            .iter()
+            .flatten()
+            .map(|e| match e {
+                RawEntry::Value(v) => EnumEntry {
+                    value: v.clone(),
+                    label: v.clone(),
+                },
+                RawEntry::Full { value, label } => EnumEntry {
+                    value: value.clone(),
+                    label: label.clone().unwrap_or_else(|| value.clone()),
+                },
+            })
+            .collect();
+        if entries.is_empty() {
+            return Err(self.err(&r.kind, "an enumeration needs entries = [...]"));
+        }
+        let default = match (self.text_default(r, "enumeration")?, &r.default) {
+            (Some(v), Some(d)) => {
+                if !entries.iter().any(|e| e.value == v) {
+                    return Err(self.err(
+                        d,
+                        format!("default {v:?} is not one of the entries' values"),
+                    ));
+                }
+                Some(v)
+            }
+            _ => Some(entries[0].value.clone()),
+        };
+        Ok(OptionKind::Enumeration { entries, default })
     }
 }
 
