@@ -847,3 +847,179 @@ fn check_variables(entry: &ServerEntry) -> Result<(), ProfileError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server `a` at `cs://h` (lines 1-3), then `rest` from line 4 on.
+    fn server(rest: &str) -> String {
+        format!("[[server]]\nname = \"a\"\nresource = \"cs://h\"\n{rest}")
+    }
+
+    fn entry(rest: &str) -> ServerEntry {
+        let mut p = load_str(Path::new("p.toml"), &server(rest)).unwrap();
+        p.servers.remove(0)
+    }
+
+    fn error(rest: &str) -> String {
+        load_str(Path::new("p.toml"), &server(rest))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_nested_table_names_its_line_and_column() {
+        let e = error(
+            "[server.startup]\nmechanism = \"ssh\"\nargv = [\"pvserver\"]\n\
+             [server.startup.ssh]\nhost = \"h\"\n  hots = \"typo\"\n",
+        );
+        assert!(e.starts_with("p.toml:9:3: unknown field `hots`"), "{e}");
+    }
+
+    #[test]
+    fn a_default_that_does_not_fit_its_option_type_is_refused_at_the_default() {
+        let option = |kind_and_default: &str| {
+            error(&format!(
+                "[[server.option]]\nname = \"X\"\n{kind_and_default}"
+            ))
+        };
+        assert_eq!(
+            option("type = \"boolean\"\ntrue = \"yes\"\nfalse = \"no\"\ndefault = \"1\"\n"),
+            "p.toml:9:11: the default of a boolean option is true, false, \"yes\" or \"no\""
+        );
+        assert_eq!(
+            option("type = \"enumeration\"\nentries = [\"x\", \"y\"]\ndefault = \"z\"\n"),
+            "p.toml:8:11: default \"z\" is not one of the entries' values"
+        );
+        assert_eq!(
+            option("type = \"double\"\ndefault = true\n"),
+            "p.toml:7:11: the default of a double option is a number or \"random\""
+        );
+        assert_eq!(
+            option("type = \"file\"\ndefault = 3\n"),
+            "p.toml:7:11: the default of a file option is a string"
+        );
+        // A field of another option type is refused at `type`.
+        assert_eq!(
+            option("type = \"string\"\nmax = 3\n"),
+            "p.toml:6:8: `max` applies only to int and double options"
+        );
+    }
+
+    #[test]
+    fn option_defaults_when_none_is_written() {
+        let e = entry(
+            "[[server.option]]\nname = \"N\"\ntype = \"int\"\nmin = 2\nmax = 9\n\
+             [[server.option]]\nname = \"E\"\ntype = \"enumeration\"\nentries = [{ value = \"q\", label = \"Queue\" }, \"r\"]\n\
+             [[server.option]]\nname = \"R\"\ntype = \"double\"\ndefault = \"random\"\n",
+        );
+        let kinds: Vec<&OptionKind> = e.options.iter().map(|o| &o.kind).collect();
+        assert!(
+            matches!(
+                kinds[0],
+                OptionKind::Int {
+                    min: 2,
+                    max: 9,
+                    step: 1,
+                    default: RangeDefault::Value(2)
+                }
+            ),
+            "{kinds:?}"
+        );
+        let OptionKind::Enumeration { entries, default } = kinds[1] else {
+            panic!("{kinds:?}")
+        };
+        assert_eq!(
+            (entries[0].label.as_str(), entries[1].label.as_str()),
+            ("Queue", "r")
+        );
+        assert_eq!(default.as_deref(), Some("q"));
+        // A random default is never saved as the next run's answer.
+        assert!(e.options[0].save && !e.options[2].save);
+    }
+
+    #[test]
+    fn a_variable_set_only_in_a_switch_case_may_be_used() {
+        let e = entry(
+            "[server.startup]\nmechanism = \"local\"\nargv = [\"run\", \"--queue=${QUEUE}\"]\n\
+             [[server.switch]]\nvariable = \"PV_CLIENT_PLATFORM\"\n\
+             [server.switch.cases.Windows]\nQUEUE = \"win\"\n\
+             [server.switch.cases.Linux]\nQUEUE = \"lin\"\nEXTRA = \"1\"\n",
+        );
+        let [
+            Assignment::Switch {
+                variable,
+                cases,
+                at,
+            },
+        ] = e.assignments.as_slice()
+        else {
+            panic!("{:?}", e.assignments)
+        };
+        assert_eq!(variable, "PV_CLIENT_PLATFORM");
+        assert_eq!(at.to_string(), "p.toml:8:12");
+        // Cases in name order (a TOML table), their sets in name order too.
+        assert_eq!(cases[0].value, "Linux");
+        assert_eq!(
+            cases[0].sets,
+            [("EXTRA".into(), "1".into()), ("QUEUE".into(), "lin".into())]
+        );
+        assert_eq!(cases[1].value, "Windows");
+    }
+
+    #[test]
+    fn a_table_or_field_of_another_mechanism_is_refused_at_the_mechanism() {
+        let startup = |body: &str| error(&format!("[server.startup]\n{body}"));
+        assert_eq!(
+            startup(
+                "mechanism = \"local\"\nargv = [\"run\"]\n[server.startup.ssh]\nhost = \"h\"\n"
+            ),
+            "p.toml:5:13: `ssh` does not apply to mechanism \"local\""
+        );
+        assert_eq!(
+            startup("mechanism = \"ssh-script\"\nscript = \"run.sh\"\n"),
+            "p.toml:5:13: an ssh mechanism needs a [server.startup.ssh] table"
+        );
+        assert_eq!(
+            startup("mechanism = \"local-script\"\nscript = \"run.sh\"\nargv = [\"x\"]\n"),
+            "p.toml:5:13: `argv` does not apply to mechanism \"local-script\""
+        );
+        assert_eq!(
+            startup("mechanism = \"manual\"\nargs = [\"x\"]\n"),
+            "p.toml:5:13: `args` does not apply to mechanism \"manual\""
+        );
+        assert!(matches!(
+            entry("[server.startup]\nmechanism = \"manual\"\n").startup,
+            Startup::Manual
+        ));
+    }
+
+    #[test]
+    fn startup_timeouts() {
+        let e = entry(
+            "[server.startup]\nmechanism = \"local\"\nargv = [\"run\"]\nprocess_start_timeout = 0\ndelay = -1\n",
+        );
+        assert_eq!(e.timeouts.process_start, None);
+        assert_eq!(e.timeouts.delay, Delay::UntilExit);
+        assert_eq!(
+            error("[server.startup]\nmechanism = \"local\"\nargv = [\"run\"]\ndelay = -2.5\n"),
+            "p.toml:7:9: delay: seconds, or -1 to wait for the command to exit"
+        );
+    }
+
+    #[test]
+    fn environment_names_are_checked_in_both_env_tables() {
+        assert_eq!(
+            error("[server.env]\n\"1X\" = \"v\"\n"),
+            "p.toml:5:8: \"1X\" is not a variable name"
+        );
+        assert_eq!(
+            error(
+                "[server.startup]\nmechanism = \"ssh\"\nargv = [\"run\"]\n\
+                 [server.startup.ssh]\nenv = { \"A-B\" = \"v\" }\n"
+            ),
+            "p.toml:8:17: \"A-B\" is not a variable name"
+        );
+    }
+}
