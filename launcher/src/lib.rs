@@ -25,7 +25,6 @@ pub mod events;
 pub mod plan;
 pub mod profile;
 pub mod prompt;
-pub mod pvsc;
 pub mod session;
 pub mod source;
 pub mod startup;

@@ -108,14 +108,14 @@ fn import(pvsc: &std::path::Path, output: Option<&std::path::Path>) -> i32 {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot read {}: {e}", pvsc.display()), EXIT_USAGE),
     };
-    let profile = match pv_launch::pvsc::load_str(pvsc, &text) {
+    let profile = match pv_launch::profile::pvsc::load_str(pvsc, &text) {
         Ok(p) => p,
         Err(e) => return fail(e, EXIT_USAGE),
     };
     for w in &profile.warnings {
         eprintln!("{w}");
     }
-    let toml = pv_launch::pvsc::import::to_toml(&profile);
+    let toml = pv_launch::profile::pvsc::import::to_toml(&profile);
     match output {
         None => {
             print!("{toml}");

@@ -1,4 +1,5 @@
-//! Predefined variables (ParaView's list) and the context a launch runs in.
+//! Predefined variables (ParaView's list) and the context a launch runs in. The names alone
+//! are [`crate::profile::PREDEFINED`], beside the model the loaders check names against.
 //!
 //! | variable | value |
 //! | --- | --- |
@@ -24,28 +25,6 @@ use pv_transport::Resource;
 use pv_transport::resource::{DEFAULT_RENDER_SERVER_PORT, DEFAULT_SERVER_PORT};
 
 use crate::profile::ParaViewVersion;
-
-/// The names of the predefined variables.
-pub const PREDEFINED: &[&str] = &[
-    "PV_CLIENT_HOST",
-    "PV_CLIENT_PLATFORM",
-    "PV_CONNECTION_URI",
-    "PV_CONNECTION_SCHEME",
-    "PV_SERVER_HOST",
-    "PV_SERVER_PORT",
-    "PV_DATA_SERVER_HOST",
-    "PV_DATA_SERVER_PORT",
-    "PV_RENDER_SERVER_HOST",
-    "PV_RENDER_SERVER_PORT",
-    "PV_SSH_PF_SERVER_PORT",
-    "PV_VERSION_MAJOR",
-    "PV_VERSION_MINOR",
-    "PV_VERSION_PATCH",
-    "PV_VERSION",
-    "PV_VERSION_FULL",
-    "PV_APPLICATION_NAME",
-    "PV_APPLICATION_DIR",
-];
 
 /// The facts about this host a plan depends on. [`LaunchContext::from_host`] reads them;
 /// tests and dry-run golden files build one by hand so output is deterministic.
@@ -185,6 +164,7 @@ pub fn predefined(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profile::PREDEFINED;
 
     #[test]
     fn every_predefined_name_gets_a_value() {

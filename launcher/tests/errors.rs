@@ -5,13 +5,13 @@ use std::path::Path;
 use pv_launch::Profile;
 
 fn pvsc(text: &str) -> String {
-    pv_launch::pvsc::load_str(Path::new("bad.pvsc"), text)
+    pv_launch::profile::pvsc::load_str(Path::new("bad.pvsc"), text)
         .unwrap_err()
         .to_string()
 }
 
 fn toml(text: &str) -> String {
-    pv_launch::profile::toml_format::load_str(Path::new("bad.toml"), text)
+    pv_launch::profile::toml::load_str(Path::new("bad.toml"), text)
         .unwrap_err()
         .to_string()
 }
@@ -58,7 +58,7 @@ fn pvsc_errors_have_line_and_column() {
 #[test]
 fn a_self_referencing_pvsc_variable_is_an_error() {
     let text = "<Servers><Server name='a' resource='cs://h'><CommandStartup><Options><Set name='A' value='x$A$'/></Options><Command exec='run'><Arguments><Argument value='$A$'/></Arguments></Command></CommandStartup></Server></Servers>";
-    let profile = pv_launch::pvsc::load_str(Path::new("loop.pvsc"), text).unwrap();
+    let profile = pv_launch::profile::pvsc::load_str(Path::new("loop.pvsc"), text).unwrap();
     let err = pv_launch::Plan::resolve(
         &profile.servers[0],
         &pv_launch::LaunchContext::fixed(),
@@ -98,7 +98,7 @@ fn toml_errors_have_line_and_column() {
 #[test]
 fn secrets_never_reach_argv_or_dry_run_output() {
     let text = "[[server]]\nname = \"a\"\nresource = \"cs://h\"\n[server.startup]\nmechanism = \"local\"\nargv = [\"run\"]\n[[server.option]]\nname = \"PW\"\ntype = \"password\"\ndefault = \"hunter2\"\n";
-    let p = pv_launch::profile::toml_format::load_str(Path::new("pw.toml"), text).unwrap();
+    let p = pv_launch::profile::toml::load_str(Path::new("pw.toml"), text).unwrap();
     let plan = pv_launch::Plan::resolve(
         &p.servers[0],
         &pv_launch::LaunchContext::fixed(),
@@ -109,7 +109,7 @@ fn secrets_never_reach_argv_or_dry_run_output() {
     assert!(!out.contains("hunter2"), "{out}");
     assert!(out.contains("PW=<secret>"));
     let bad = text.replace("argv = [\"run\"]", "argv = [\"run\", \"${PW}\"]");
-    let p = pv_launch::profile::toml_format::load_str(Path::new("pw.toml"), &bad).unwrap();
+    let p = pv_launch::profile::toml::load_str(Path::new("pw.toml"), &bad).unwrap();
     let err = pv_launch::Plan::resolve(
         &p.servers[0],
         &pv_launch::LaunchContext::fixed(),
@@ -148,10 +148,9 @@ fn import_writes_a_profile_that_loads_with_the_same_argv() {
     ] {
         let path = Path::new("tests/data/pvsc-corpus").join(f);
         let original = Profile::load(&path).unwrap();
-        let toml_text = pv_launch::pvsc::import::to_toml(&original);
-        let imported =
-            pv_launch::profile::toml_format::load_str(Path::new("imported.toml"), &toml_text)
-                .unwrap_or_else(|e| panic!("{f}: {e}\n{toml_text}"));
+        let toml_text = pv_launch::profile::pvsc::import::to_toml(&original);
+        let imported = pv_launch::profile::toml::load_str(Path::new("imported.toml"), &toml_text)
+            .unwrap_or_else(|e| panic!("{f}: {e}\n{toml_text}"));
         assert_eq!(imported.servers.len(), original.servers.len());
         for (a, b) in original.servers.iter().zip(&imported.servers) {
             let ctx = pv_launch::LaunchContext::fixed();

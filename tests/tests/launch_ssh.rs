@@ -94,7 +94,7 @@ async fn launch_plan_with(
 }
 
 fn plan_of(text: &str) -> Plan {
-    let profile = pv_launch::profile::toml_format::load_str(Path::new("ssh.toml"), text).unwrap();
+    let profile = pv_launch::profile::toml::load_str(Path::new("ssh.toml"), text).unwrap();
     Plan::resolve(
         &profile.servers[0],
         &LaunchContext::from_host(),

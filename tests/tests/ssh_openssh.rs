@@ -447,7 +447,7 @@ fn ssh_plan(sshd: &Sshd, startup: &str) -> pv_launch::Plan {
         port = sshd.port(),
         key = sshd.plain_key().display(),
     );
-    let p = pv_launch::profile::toml_format::load_str(Path::new("ssh.toml"), &text).unwrap();
+    let p = pv_launch::profile::toml::load_str(Path::new("ssh.toml"), &text).unwrap();
     pv_launch::Plan::resolve(
         &p.servers[0],
         &pv_launch::LaunchContext::fixed(),
@@ -587,7 +587,7 @@ async fn launch_plan_runs_profiles_with_port_forwarding_both_ways() {
             port = sshd.port(),
             key = sshd.plain_key().display(),
         );
-        let p = pv_launch::profile::toml_format::load_str(Path::new("pf.toml"), &text).unwrap();
+        let p = pv_launch::profile::toml::load_str(Path::new("pf.toml"), &text).unwrap();
         let plan = pv_launch::Plan::resolve(
             &p.servers[0],
             &pv_launch::LaunchContext::fixed(),

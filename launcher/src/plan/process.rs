@@ -70,9 +70,9 @@ impl Resolver<'_> {
             Text::Template(tpl) => self.template(&Located::new(tpl.clone(), t.at.clone())),
             Text::ParaView(s) => {
                 let vars = self.plain_map();
-                crate::pvsc::line::substitute(
+                crate::template::paraview_line::substitute(
                     s,
-                    &crate::pvsc::line::lookup_in(&self.ctx.process_env, &vars),
+                    &crate::template::paraview_line::lookup_in(&self.ctx.process_env, &vars),
                 )
                 .map_err(|e| PlanError::at(&t.at, e.to_string()))
             }
@@ -84,7 +84,7 @@ impl Resolver<'_> {
         command: &CommandLine,
         warnings: &mut Vec<Warning>,
     ) -> Result<Vec<String>, PlanError> {
-        use crate::pvsc::line;
+        use crate::template::paraview_line as line;
         match command {
             CommandLine::Argv(argv) => argv.iter().map(|t| self.template(t)).collect(),
             CommandLine::ParaViewLine { exec, arguments } => {
@@ -320,7 +320,7 @@ impl Resolver<'_> {
         let mut extra = ssh.extra_options.clone();
         if self.pvsc {
             if let Some(o) = self.ctx.process_env.get("PARAVIEW_SSH_OPTIONS") {
-                extra.extend(crate::pvsc::line::split_command(o));
+                extra.extend(crate::template::paraview_line::split_command(o));
             }
         }
         for o in extra {

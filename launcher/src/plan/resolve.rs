@@ -8,9 +8,9 @@
 //! `PV_SSH_PF_SERVER_PORT` the ssh forwarding port and `PV_CONNECT_ID` the ParaView
 //! handshake's connect id.
 
-use pv_transport::Resource;
 use std::collections::{BTreeMap, BTreeSet};
 
+use pv_transport::Resource;
 use pv_transport::handshake::paraview::{ParaViewHandshake, VtkHash};
 
 use super::process::Resolver;
@@ -18,7 +18,7 @@ use super::*;
 use crate::profile::options::format_double;
 use crate::profile::*;
 use crate::prompt::{PromptError, PromptRequest, Prompter};
-use crate::variables::{LaunchContext, PREDEFINED, predefined};
+use crate::variables::{LaunchContext, predefined};
 
 /// Small deterministic generator for `random` defaults (not for secrets).
 struct SplitMix(u64);
@@ -493,7 +493,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::profile::toml_format::load_str;
+    use crate::profile::toml::load_str;
 
     fn resolve(ssh_extra: &str) -> Result<Plan, PlanError> {
         let text = format!(

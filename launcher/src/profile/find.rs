@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::ProfileError;
+use super::error::ProfileError;
 
 /// The directory named profiles are looked up in, if one can be worked out.
 pub fn config_dir() -> Option<PathBuf> {

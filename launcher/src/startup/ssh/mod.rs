@@ -390,3 +390,46 @@ impl SshError {
         move |source| SshError::Io { what, source }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_backend_a_build_has() {
+        assert!(super::require_backend(crate::profile::SshBackend::Openssh).is_ok());
+        assert_eq!(
+            super::require_backend(crate::profile::SshBackend::Russh).is_ok(),
+            cfg!(feature = "russh")
+        );
+    }
+
+    /// A build without the backend refuses a russh plan before anything starts (no
+    /// connection is tried: the host does not exist).
+    #[cfg(not(feature = "russh"))]
+    #[tokio::test]
+    async fn a_build_without_russh_refuses_the_launch() {
+        let text = "[[server]]\nname = \"r\"\nresource = \"cs://127.0.0.1:0\"\n\
+                    [server.startup]\nmechanism = \"ssh\"\nargv = [\"pvserver\"]\n\
+                    [server.startup.ssh]\nhost = \"nowhere.invalid\"\nbackend = \"russh\"\n";
+        let profile = crate::profile::toml::load_str(std::path::Path::new("p.toml"), text).unwrap();
+        let plan = crate::plan::Plan::resolve(
+            &profile.servers[0],
+            &crate::LaunchContext::fixed(),
+            &crate::prompt::NonInteractive,
+        )
+        .unwrap();
+        let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let e = crate::session::launch(&plan, &events).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                crate::session::LaunchError::Ssh(
+                    crate::startup::ssh::SshError::BackendUnavailable("russh")
+                )
+            ),
+            "{e}"
+        );
+        drop(events);
+        // Not even the ssh-connect stage began.
+        assert!(rx.recv().await.is_none());
+    }
+}

@@ -10,10 +10,10 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-use crate::profile::*;
-use crate::pvsc::line::first_placeholder;
+use crate::profile::model::*;
+use crate::profile::options::{EnumEntry, OptionKind, OptionSpec, RangeDefault};
+use crate::template::paraview_line::first_placeholder;
 use crate::template::{Text, is_variable_name};
-use crate::variables::PREDEFINED;
 
 /// A TOML basic string.
 pub fn toml_string(s: &str) -> String {
@@ -84,21 +84,7 @@ pub fn to_toml(profile: &Profile) -> String {
 }
 
 fn server(w: &mut String, s: &ServerEntry) {
-    let mut known: BTreeSet<String> = PREDEFINED.iter().map(|p| p.to_string()).collect();
-    known.extend(s.options.iter().map(|o| o.name.clone()));
-    for a in &s.assignments {
-        match a {
-            Assignment::Set { name, .. } => {
-                known.insert(name.clone());
-            }
-            Assignment::Switch { cases, .. } => known.extend(
-                cases
-                    .iter()
-                    .flat_map(|c| c.sets.iter().map(|(k, _)| k.clone())),
-            ),
-        }
-    }
-    known.retain(|k| is_variable_name(k));
+    let known = known_names(s);
     let mut notes = vec![];
     let _ = writeln!(w, "\n[[server]]");
     let _ = writeln!(w, "name = {}", toml_string(&s.name));
@@ -117,94 +103,139 @@ fn server(w: &mut String, s: &ServerEntry) {
             ConnectTimeout::Forever => "\"forever\"".to_string(),
         }
     );
+    // The body is written first because converting it collects the notes, which go
+    // above it.
     let mut body = String::new();
     if let Startup::Command(m) = &s.startup {
-        let b = &mut body;
-        let _ = writeln!(b, "\n[server.startup]");
-        let (command, ssh) = match m {
-            Mechanism::LocalDirect { command } => (command, None),
-            Mechanism::SshDirect { command, ssh } => (command, Some(ssh)),
-            _ => unreachable!("a .pvsc file only yields local and ssh commands"),
-        };
-        let _ = writeln!(
-            b,
-            "mechanism = {}",
-            if ssh.is_some() {
-                "\"ssh\""
-            } else {
-                "\"local\""
+        startup(&mut body, m, &s.timeouts, &known, &mut notes);
+    }
+    sets(&mut body, &s.assignments);
+    for o in &s.options {
+        option(&mut body, o);
+    }
+    switches(&mut body, &s.assignments);
+    notes.sort();
+    notes.dedup();
+    for n in &notes {
+        let _ = writeln!(w, "# note: {n}");
+    }
+    w.push_str(&body);
+}
+
+/// The variable names a `${NAME}` may refer to in `s`: predefined ones, options, and
+/// the variables sets and switches assign (those pv-launch accepts as names).
+fn known_names(s: &ServerEntry) -> BTreeSet<String> {
+    let mut known: BTreeSet<String> = PREDEFINED.iter().map(|p| p.to_string()).collect();
+    known.extend(s.options.iter().map(|o| o.name.clone()));
+    for a in &s.assignments {
+        match a {
+            Assignment::Set { name, .. } => {
+                known.insert(name.clone());
             }
-        );
-        if let CommandLine::ParaViewLine { exec, arguments } = command {
-            let _ = writeln!(b, "argv = [");
-            let _ = writeln!(
-                b,
-                "  {},",
-                toml_string(&convert(&exec.value, &known, &mut notes))
-            );
-            for a in arguments {
-                let _ = writeln!(
-                    b,
-                    "  {},",
-                    toml_string(&convert(&a.value, &known, &mut notes))
-                );
-            }
-            let _ = writeln!(b, "]");
-        }
-        let _ = writeln!(
-            b,
-            "process_start_timeout = {}",
-            s.timeouts
-                .process_start
-                .as_ref()
-                .map_or("0".to_string(), seconds)
-        );
-        let _ = writeln!(
-            b,
-            "delay = {}",
-            match &s.timeouts.delay {
-                Delay::None => "0".to_string(),
-                Delay::Wait(d) => seconds(d),
-                Delay::UntilExit => "-1".to_string(),
-            }
-        );
-        if let Some(ssh) = ssh {
-            let _ = writeln!(b, "\n[server.startup.ssh]");
-            let _ = writeln!(b, "# host: the resource's host, as in ParaView");
-            if let Some(u) = &ssh.user {
-                let _ = writeln!(
-                    b,
-                    "user = {}",
-                    toml_string(&convert(u.value.source(), &known, &mut notes))
-                );
-                if let Text::Template(_) = u.value {
-                    unreachable!("a .pvsc user is ParaView text");
-                }
-            }
-            if let Some(p) = ssh.port {
-                let _ = writeln!(b, "port = {p}");
-            }
-            if let Some(p) = &ssh.program {
-                let _ = writeln!(b, "program = {}", toml_string(p));
-            }
-            match &ssh.port_forwarding {
-                None => {}
-                Some(PortForwarding { local_port: None }) => {
-                    let _ = writeln!(b, "port_forwarding = true");
-                }
-                Some(PortForwarding {
-                    local_port: Some(p),
-                }) => {
-                    let _ = writeln!(b, "port_forwarding = {{ local_port = {p} }}");
-                }
-            }
-            let _ = writeln!(
-                b,
-                "prompts = \"askpass\"  # <Terminal>/<Askpass>: pv-askpass answers ssh's prompts"
-            );
+            Assignment::Switch { cases, .. } => known.extend(
+                cases
+                    .iter()
+                    .flat_map(|c| c.sets.iter().map(|(k, _)| k.clone())),
+            ),
         }
     }
-    for a in &s.assignments {
+    known.retain(|k| is_variable_name(k));
+    known
+}
+
+/// `[server.startup]` (and its `ssh` table) for a `.pvsc` command.
+fn startup(
+    b: &mut String,
+    m: &Mechanism,
+    timeouts: &Timeouts,
+    known: &BTreeSet<String>,
+    notes: &mut Vec<String>,
+) {
+    let _ = writeln!(b, "\n[server.startup]");
+    let (command, ssh) = match m {
+        Mechanism::LocalDirect { command } => (command, None),
+        Mechanism::SshDirect { command, ssh } => (command, Some(ssh)),
+        _ => unreachable!("a .pvsc file only yields local and ssh commands"),
+    };
+    let _ = writeln!(
+        b,
+        "mechanism = {}",
+        if ssh.is_some() {
+            "\"ssh\""
+        } else {
+            "\"local\""
+        }
+    );
+    if let CommandLine::ParaViewLine { exec, arguments } = command {
+        let _ = writeln!(b, "argv = [");
+        let _ = writeln!(b, "  {},", toml_string(&convert(&exec.value, known, notes)));
+        for a in arguments {
+            let _ = writeln!(b, "  {},", toml_string(&convert(&a.value, known, notes)));
+        }
+        let _ = writeln!(b, "]");
+    }
+    let _ = writeln!(
+        b,
+        "process_start_timeout = {}",
+        timeouts
+            .process_start
+            .as_ref()
+            .map_or("0".to_string(), seconds)
+    );
+    let _ = writeln!(
+        b,
+        "delay = {}",
+        match &timeouts.delay {
+            Delay::None => "0".to_string(),
+            Delay::Wait(d) => seconds(d),
+            Delay::UntilExit => "-1".to_string(),
+        }
+    );
+    if let Some(ssh) = ssh {
+        ssh_table(b, ssh, known, notes);
+    }
+}
+
+/// `[server.startup.ssh]`.
+fn ssh_table(b: &mut String, ssh: &SshSettings, known: &BTreeSet<String>, notes: &mut Vec<String>) {
+    let _ = writeln!(b, "\n[server.startup.ssh]");
+    let _ = writeln!(b, "# host: the resource's host, as in ParaView");
+    if let Some(u) = &ssh.user {
+        let _ = writeln!(
+            b,
+            "user = {}",
+            toml_string(&convert(u.value.source(), known, notes))
+        );
+        if let Text::Template(_) = u.value {
+            unreachable!("a .pvsc user is ParaView text");
+        }
+    }
+    if let Some(p) = ssh.port {
+        let _ = writeln!(b, "port = {p}");
+    }
+    if let Some(p) = &ssh.program {
+        let _ = writeln!(b, "program = {}", toml_string(p));
+    }
+    match &ssh.port_forwarding {
+        None => {}
+        Some(PortForwarding { local_port: None }) => {
+            let _ = writeln!(b, "port_forwarding = true");
+        }
+        Some(PortForwarding {
+            local_port: Some(p),
+        }) => {
+            let _ = writeln!(b, "port_forwarding = {{ local_port = {p} }}");
+        }
+    }
+    let _ = writeln!(
+        b,
+        "prompts = \"askpass\"  # <Terminal>/<Askpass>: pv-askpass answers ssh's prompts"
+    );
+}
+
+/// `[server.set]`, from ParaView's `<Set>`s.
+fn sets(body: &mut String, assignments: &[Assignment]) {
+    for a in assignments {
         if let Assignment::Set { name, value, .. } = a {
             if !body.contains("\n[server.set]") {
                 body.push_str("\n[server.set]\n");
@@ -219,10 +250,11 @@ fn server(w: &mut String, s: &ServerEntry) {
             }
         }
     }
-    for o in &s.options {
-        option(&mut body, o);
-    }
-    for a in &s.assignments {
+}
+
+/// One `[[server.switch]]` per ParaView `<Switch>`.
+fn switches(body: &mut String, assignments: &[Assignment]) {
+    for a in assignments {
         if let Assignment::Switch {
             variable, cases, ..
         } = a
@@ -237,12 +269,6 @@ fn server(w: &mut String, s: &ServerEntry) {
             }
         }
     }
-    notes.sort();
-    notes.dedup();
-    for n in &notes {
-        let _ = writeln!(w, "# note: {n}");
-    }
-    w.push_str(&body);
 }
 
 fn option(w: &mut String, o: &OptionSpec) {
@@ -260,7 +286,18 @@ fn option(w: &mut String, o: &OptionSpec) {
         let _ = writeln!(w, "label = {}", toml_string(&o.label));
     }
     let _ = writeln!(w, "type = {}", toml_string(o.kind.type_name()));
-    match &o.kind {
+    kind_fields(w, &o.kind);
+    if o.readonly {
+        let _ = writeln!(w, "readonly = true");
+    }
+    if !o.save {
+        let _ = writeln!(w, "save = false");
+    }
+}
+
+/// The fields of an option that depend on its type.
+fn kind_fields(w: &mut String, kind: &OptionKind) {
+    match kind {
         OptionKind::Int {
             min,
             max,
@@ -317,34 +354,30 @@ fn option(w: &mut String, o: &OptionSpec) {
                 toml_string(false_value)
             );
         }
-        OptionKind::Enumeration { entries, default } => {
-            let _ = writeln!(w, "entries = [");
-            for e in entries {
-                let _ = writeln!(
-                    w,
-                    "  {{ value = {}, label = {} }},",
-                    toml_string(&e.value),
-                    toml_string(&e.label)
-                );
-            }
-            let _ = writeln!(w, "]");
-            match default {
-                Some(d) => {
-                    let _ = writeln!(w, "default = {}", toml_string(d));
-                }
-                None => {
-                    let _ = writeln!(
-                        w,
-                        "# ParaView selected no entry (the value was empty); the first entry is the default here"
-                    );
-                }
-            }
+        OptionKind::Enumeration { entries, default } => enumeration_fields(w, entries, default),
+    }
+}
+
+fn enumeration_fields(w: &mut String, entries: &[EnumEntry], default: &Option<String>) {
+    let _ = writeln!(w, "entries = [");
+    for e in entries {
+        let _ = writeln!(
+            w,
+            "  {{ value = {}, label = {} }},",
+            toml_string(&e.value),
+            toml_string(&e.label)
+        );
+    }
+    let _ = writeln!(w, "]");
+    match default {
+        Some(d) => {
+            let _ = writeln!(w, "default = {}", toml_string(d));
         }
-    }
-    if o.readonly {
-        let _ = writeln!(w, "readonly = true");
-    }
-    if !o.save {
-        let _ = writeln!(w, "save = false");
+        None => {
+            let _ = writeln!(
+                w,
+                "# ParaView selected no entry (the value was empty); the first entry is the default here"
+            );
+        }
     }
 }

@@ -14,12 +14,17 @@
 //! A name is a letter or `_` followed by letters, digits and `_`. An unknown name is an
 //! error that points at the `$`.
 //!
+//! ParaView's own `$NAME$` syntax, which `.pvsc` command lines use (substituted over the whole
+//! line, then re-split into argv), is in [`paraview_line`].
+//!
 //! ```
 //! use pv_launch::template::Template;
 //! let t = Template::parse("--title=${TITLE}; echo $$HOME").unwrap();
 //! let out = t.render(&|name: &str| (name == "TITLE").then(|| "a b".to_string()), &|_| None);
 //! assert_eq!(out.unwrap(), "--title=a b; echo $HOME");
 //! ```
+
+pub mod paraview_line;
 
 use std::fmt;
 
@@ -194,7 +199,7 @@ impl Template {
 
 /// A single value in either variable syntax: pv-launch's `${NAME}` templates, or a `.pvsc`
 /// attribute in ParaView's `$NAME$` syntax (substituted with rescanning, unknown names
-/// becoming their bare name; see [`crate::pvsc::line`]).
+/// becoming their bare name; see [`paraview_line`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Text {
     /// `${NAME}` syntax.

@@ -15,7 +15,6 @@
 //! lifetime say nothing about ssh's.
 
 pub mod import;
-pub mod line;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,8 +23,9 @@ use std::time::Duration;
 use pv_transport::{Direction, Resource};
 use roxmltree::{Document, Node};
 
-use crate::profile::options::check_int;
-use crate::profile::*;
+use crate::profile::error::ProfileError;
+use crate::profile::model::*;
+use crate::profile::options::{EnumEntry, OptionKind, OptionSpec, RangeDefault, check_int};
 use crate::source::{Located, SourcePos, Warning};
 use crate::template::Text;
 
@@ -238,31 +238,7 @@ impl<'a, 'input> Loader<'a, 'input> {
         server: &str,
         timeouts: &mut Timeouts,
     ) -> Result<Mechanism, ProfileError> {
-        for child in node.children().filter(Node::is_element) {
-            let n = child.tag_name().name();
-            if !matches!(n, "Options" | "Command" | "SSHCommand") {
-                self.warn(child, format!("ignoring <{n}> under <CommandStartup>"));
-            }
-        }
-        let ssh = first_child(node, "SSHCommand");
-        let ssh_config = ssh.and_then(|s| first_child(s, "SSHConfig"));
-        let (cmd, ssh_config) = match (ssh, ssh_config, first_child(node, "Command")) {
-            (Some(s), Some(cfg), _) => (s, Some(cfg)),
-            (Some(s), None, Some(c)) => {
-                self.warn(s, "<SSHCommand> without <SSHConfig> is not treated as ssh; using <Command>, as ParaView does");
-                (c, None)
-            }
-            (Some(s), None, None) => {
-                return Err(self.err(s, "<SSHCommand> needs an <SSHConfig> child (ParaView: \"Could not determine command to launch the server\")"));
-            }
-            (None, _, Some(c)) => (c, None),
-            (None, _, None) => {
-                return Err(self.err(
-                    node,
-                    format!("server {server:?}: <CommandStartup> has no <Command> or <SSHCommand>"),
-                ));
-            }
-        };
+        let (cmd, ssh_config) = self.command_element(node, server)?;
         let Some(exec) = self
             .located(cmd, "exec")
             .filter(|e| !e.value.trim().is_empty())
@@ -275,6 +251,52 @@ impl<'a, 'input> Loader<'a, 'input> {
                 ),
             ));
         };
+        self.command_timeouts(cmd, timeouts)?;
+        let arguments = self.arguments(cmd);
+        let command = CommandLine::ParaViewLine { exec, arguments };
+        match ssh_config {
+            None => Ok(Mechanism::LocalDirect { command }),
+            Some(cfg) => Ok(Mechanism::SshDirect {
+                ssh: self.ssh_config(cfg)?,
+                command,
+            }),
+        }
+    }
+
+    /// The element under `<CommandStartup>` that holds the command: `<SSHCommand>` (with
+    /// its `<SSHConfig>`) when it is complete, else `<Command>`, as ParaView chooses.
+    fn command_element<'n, 'i>(
+        &self,
+        node: N<'n, 'i>,
+        server: &str,
+    ) -> Result<(N<'n, 'i>, Option<N<'n, 'i>>), ProfileError> {
+        for child in node.children().filter(Node::is_element) {
+            let n = child.tag_name().name();
+            if !matches!(n, "Options" | "Command" | "SSHCommand") {
+                self.warn(child, format!("ignoring <{n}> under <CommandStartup>"));
+            }
+        }
+        let ssh = first_child(node, "SSHCommand");
+        let ssh_config = ssh.and_then(|s| first_child(s, "SSHConfig"));
+        match (ssh, ssh_config, first_child(node, "Command")) {
+            (Some(s), Some(cfg), _) => Ok((s, Some(cfg))),
+            (Some(s), None, Some(c)) => {
+                self.warn(s, "<SSHCommand> without <SSHConfig> is not treated as ssh; using <Command>, as ParaView does");
+                Ok((c, None))
+            }
+            (Some(s), None, None) => {
+                Err(self.err(s, "<SSHCommand> needs an <SSHConfig> child (ParaView: \"Could not determine command to launch the server\")"))
+            }
+            (None, _, Some(c)) => Ok((c, None)),
+            (None, _, None) => Err(self.err(
+                node,
+                format!("server {server:?}: <CommandStartup> has no <Command> or <SSHCommand>"),
+            )),
+        }
+    }
+
+    /// The command's `process_wait` (or the deprecated `timeout`) and `delay`.
+    fn command_timeouts(&self, cmd: N, timeouts: &mut Timeouts) -> Result<(), ProfileError> {
         let process_wait = match (
             self.number(cmd, "process_wait")?,
             self.number(cmd, "timeout")?,
@@ -311,6 +333,12 @@ impl<'a, 'input> Loader<'a, 'input> {
             Some(0.0) => Delay::None,
             Some(d) => Delay::Wait(Duration::from_secs_f64(d)),
         };
+        Ok(())
+    }
+
+    /// The command's `<Arguments>` values, leniently as ParaView reads them; then a warning
+    /// for each other element under the command.
+    fn arguments(&self, cmd: N) -> Vec<Located<String>> {
         let mut arguments = vec![];
         if let Some(args) = first_child(cmd, "Arguments") {
             for a in args.children().filter(Node::is_element) {
@@ -336,14 +364,7 @@ impl<'a, 'input> Loader<'a, 'input> {
                 );
             }
         }
-        let command = CommandLine::ParaViewLine { exec, arguments };
-        match ssh_config {
-            None => Ok(Mechanism::LocalDirect { command }),
-            Some(cfg) => Ok(Mechanism::SshDirect {
-                ssh: self.ssh_config(cfg)?,
-                command,
-            }),
-        }
+        arguments
     }
 
     fn ssh_config(&self, cfg: N) -> Result<SshSettings, ProfileError> {
