@@ -8,6 +8,7 @@
 //! `-1` wait for the command to exit, exit 0 meaning the server detached and anything else
 //! a failure whose error carries the last lines of stderr.
 
+pub mod batch;
 mod group;
 mod handle;
 #[cfg(test)]
