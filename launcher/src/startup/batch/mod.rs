@@ -78,7 +78,9 @@ mod track;
 use std::future::Future;
 use std::time::Duration;
 
-pub use runner::{CommandOutput, CountingRunner, DEFAULT_COMMAND_TIMEOUT, LocalRunner, RunError, Runner};
+pub use runner::{
+    CommandOutput, CountingRunner, DEFAULT_COMMAND_TIMEOUT, LocalRunner, RunError, Runner,
+};
 pub use script::{
     EXIT_NO_SECRETS, FilesError, JobFiles, ReadFileError, find_ready_line, job_script, sh_quote,
     tail_lines,
@@ -138,7 +140,7 @@ pub enum BatchError {
     #[error("job {} was cancelled but still shows {} after {within:?}", last.id, last.state)]
     CancelNotConfirmed {
         /// The last status seen.
-        last: JobStatus,
+        last: Box<JobStatus>,
         /// How long we waited.
         within: Duration,
     },
@@ -158,7 +160,10 @@ pub trait Scheduler: Send + Sync {
     ) -> impl Future<Output = Result<JobId, BatchError>> + Send;
 
     /// The status of each of `ids`, in order (one query to the controller).
-    fn status(&self, ids: &[JobId]) -> impl Future<Output = Result<Vec<JobStatus>, BatchError>> + Send;
+    fn status(
+        &self,
+        ids: &[JobId],
+    ) -> impl Future<Output = Result<Vec<JobStatus>, BatchError>> + Send;
 
     /// Cancel `id` and confirm it ended within `within`; its final status.
     fn cancel(

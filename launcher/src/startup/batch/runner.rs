@@ -92,7 +92,10 @@ pub trait Runner: Send + Sync {
     ) -> impl Future<Output = Result<CommandOutput, RunError>> + Send;
 
     /// Read a whole file; `Ok(None)` when it does not exist (yet).
-    fn read_file(&self, path: &str) -> impl Future<Output = Result<Option<Vec<u8>>, RunError>> + Send;
+    fn read_file(
+        &self,
+        path: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, RunError>> + Send;
 }
 
 /// Runs commands on this host with `tokio::process`, each bounded by a timeout.
@@ -136,8 +139,9 @@ impl LocalRunner {
 
 impl Runner for LocalRunner {
     async fn run(&self, argv: &[String], stdin: Option<&[u8]>) -> Result<CommandOutput, RunError> {
-        let program = argv.first().cloned().unwrap_or_default();
-        let mut cmd = tokio::process::Command::new(&program);
+        let mut cmd = tokio::process::Command::new(argv.first().map_or("", String::as_str));
+        // Errors name the program that matters (`squeue`, not the `env` in front of it).
+        let program = program_of(argv).to_string();
         cmd.args(&argv[1.min(argv.len())..])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -300,7 +304,10 @@ mod tests {
 
     #[test]
     fn program_of_skips_env_assignments() {
-        assert_eq!(program_of(&argv(&["env", "A=1", "B=2", "squeue", "-h"])), "squeue");
+        assert_eq!(
+            program_of(&argv(&["env", "A=1", "B=2", "squeue", "-h"])),
+            "squeue"
+        );
         assert_eq!(program_of(&argv(&["sbatch", "--parsable"])), "sbatch");
         assert_eq!(program_of(&argv(&[])), "");
     }
@@ -309,7 +316,10 @@ mod tests {
     async fn local_runner_feeds_stdin_and_collects_output() {
         let r = CountingRunner::new(LocalRunner::default());
         let out = r
-            .run(&argv(&["sh", "-c", "cat; echo err >&2; exit 3"]), Some(b"in"))
+            .run(
+                &argv(&["sh", "-c", "cat; echo err >&2; exit 3"]),
+                Some(b"in"),
+            )
             .await
             .unwrap();
         assert_eq!(out.status, Some(3));

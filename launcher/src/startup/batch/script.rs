@@ -64,10 +64,14 @@ impl JobFiles {
     /// compute nodes share, e.g. `$HOME/.pv-launch/jobs`).
     pub fn new(base: &str, id: &LaunchId) -> Result<JobFiles, FilesError> {
         if !base.starts_with('/') {
-            return Err(FilesError::Path(format!("{base:?} is not an absolute path")));
+            return Err(FilesError::Path(format!(
+                "{base:?} is not an absolute path"
+            )));
         }
         if base.chars().any(|c| c.is_control()) {
-            return Err(FilesError::Path(format!("{base:?} has a control character")));
+            return Err(FilesError::Path(format!(
+                "{base:?} has a control character"
+            )));
         }
         let dir = format!("{}/{}", base.trim_end_matches('/'), id.as_str());
         Ok(JobFiles {
@@ -93,7 +97,11 @@ impl JobFiles {
 
     /// Create the directory (0700, must not exist yet) and write `secrets_line` into the 0600
     /// secrets file, on the host `runner` reaches. The line travels on the command's stdin.
-    pub async fn stage<R: Runner>(&self, runner: &R, secrets_line: &[u8]) -> Result<(), FilesError> {
+    pub async fn stage<R: Runner>(
+        &self,
+        runner: &R,
+        secrets_line: &[u8],
+    ) -> Result<(), FilesError> {
         // mkdir without -p for the last component: it fails when the directory exists, so the
         // directory is ours and new (nothing planted, no symlink); parents get umask 077.
         const STAGE: &str = "set -eu; umask 077; d=$1; mkdir -p -- \"${d%/*}\"; \
@@ -183,7 +191,11 @@ pub fn find_ready_line(bytes: &[u8], path: &str) -> Result<Option<ReadyLine>, Re
 }
 
 /// The last `n` lines of a file (empty when it does not exist).
-pub async fn tail_lines<R: Runner>(runner: &R, path: &str, n: usize) -> Result<Vec<String>, RunError> {
+pub async fn tail_lines<R: Runner>(
+    runner: &R,
+    path: &str,
+    n: usize,
+) -> Result<Vec<String>, RunError> {
     let Some(bytes) = runner.read_file(path).await? else {
         return Ok(Vec::new());
     };
@@ -242,7 +254,9 @@ pub fn job_script(
         if name == TOKEN_ENV {
             return Err(err(
                 "env",
-                format!("{TOKEN_ENV} would put the token into the job script; it goes through the secrets file"),
+                format!(
+                    "{TOKEN_ENV} would put the token into the job script; it goes through the secrets file"
+                ),
             ));
         }
         if value.contains('\0') {

@@ -120,7 +120,10 @@ pub fn parse_squeue_line(text: &str, line: usize) -> Result<JobStatus, ParseErro
         return Err(err(
             "line",
             text,
-            &format!("{} fields, expected 7 (id, state, reason, start, time left, nodes, name)", fields.len()),
+            &format!(
+                "{} fields, expected 7 (id, state, reason, start, time left, nodes, name)",
+                fields.len()
+            ),
         ));
     };
     let id = JobId::new(id.trim()).ok_or_else(|| err("id", id, "not a job id"))?;
@@ -356,7 +359,14 @@ impl<R: Runner> Slurm<R> {
     /// How a job that `squeue` no longer lists ended: `sacct`, then `scontrol show job`.
     async fn ended(&self, id: &JobId) -> Result<JobStatus, BatchError> {
         let sacct = [
-            "sacct", "-n", "-P", "-X", "-j", id.as_str(), "-o", "JobIDRaw,State,ExitCode",
+            "sacct",
+            "-n",
+            "-P",
+            "-X",
+            "-j",
+            id.as_str(),
+            "-o",
+            "JobIDRaw,State,ExitCode",
         ]
         .map(String::from);
         // sacct is optional (no accounting storage on many small clusters): any failure
@@ -382,7 +392,11 @@ impl<R: Runner> Slurm<R> {
                 Some(format!("scontrol: {}", out.stderr_text())),
             )),
             Err(e @ RunError::Spawn { .. }) => Err(BatchError::Run(e)),
-            Err(e) => Ok(JobStatus::bare(id.clone(), JobState::Unknown, Some(e.to_string()))),
+            Err(e) => Ok(JobStatus::bare(
+                id.clone(),
+                JobState::Unknown,
+                Some(e.to_string()),
+            )),
         }
     }
 
@@ -393,7 +407,7 @@ impl<R: Runner> Slurm<R> {
         // "already completing or completed" is fine: the confirmation below says how it ended.
         if !out.success() && !out.stderr_text().contains("already") {
             if invalid_job_id(&out) {
-                return Ok(self.status_one(id).await?);
+                return self.status_one(id).await;
             }
             return Err(BatchError::Cancel {
                 id: id.clone(),
@@ -409,7 +423,10 @@ impl<R: Runner> Slurm<R> {
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return Err(BatchError::CancelNotConfirmed { last: st, within });
+                return Err(BatchError::CancelNotConfirmed {
+                    last: Box::new(st),
+                    within,
+                });
             }
             tokio::time::sleep(schedule.next_delay().min(deadline - now)).await;
         }
@@ -430,7 +447,10 @@ impl<R: Runner> Slurm<R> {
         .map(String::from);
         let out = self.runner.run(&argv, None).await?;
         if !out.success() {
-            return Err(BatchError::Controller(format!("squeue: {}", out.stderr_text())));
+            return Err(BatchError::Controller(format!(
+                "squeue: {}",
+                out.stderr_text()
+            )));
         }
         let mut jobs = Vec::new();
         for (i, line) in out.stdout_text().lines().enumerate() {
@@ -438,7 +458,11 @@ impl<R: Runner> Slurm<R> {
                 continue;
             }
             let st = parse_squeue_line(line, i + 1)?;
-            if st.name.as_deref().is_some_and(|n| n.starts_with(name_prefix)) {
+            if st
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(name_prefix))
+            {
                 jobs.push(st);
             }
         }

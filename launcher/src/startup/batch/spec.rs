@@ -66,7 +66,9 @@ pub enum WallTime {
 
 /// A duration string that is not one of Slurm's forms.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("time {input:?}: {reason} (expected minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes, days-hours:minutes:seconds or UNLIMITED)")]
+#[error(
+    "time {input:?}: {reason} (expected minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes, days-hours:minutes:seconds or UNLIMITED)"
+)]
 pub struct TimeError {
     /// The text that was read.
     pub input: String,
@@ -111,7 +113,9 @@ impl FromStr for WallTime {
         let parts: Vec<&str> = rest.split(':').collect();
         let secs = match (days, parts.as_slice()) {
             (None, [m]) => number(m, "minutes")? * 60,
-            (None, [m, s]) => number(m, "minutes")? * 60 + below(number(s, "seconds")?, 60, "seconds")?,
+            (None, [m, s]) => {
+                number(m, "minutes")? * 60 + below(number(s, "seconds")?, 60, "seconds")?
+            }
             (None, [h, m, s]) => {
                 number(h, "hours")? * 3600
                     + below(number(m, "minutes")?, 60, "minutes")? * 60
@@ -133,7 +137,11 @@ impl FromStr for WallTime {
                 return Err(err(format!(
                     "{} colon-separated fields{}",
                     parts.len(),
-                    if days.is_some() { " after the days" } else { "" }
+                    if days.is_some() {
+                        " after the days"
+                    } else {
+                        ""
+                    }
                 )));
             }
         };
@@ -179,9 +187,15 @@ impl LaunchId {
     pub fn new(id: impl Into<String>) -> Result<LaunchId, SpecError> {
         let id = id.into();
         if id.is_empty() || id.len() > 64 {
-            return Err(spec_error("launch id", format!("{id:?} must be 1-64 characters")));
+            return Err(spec_error(
+                "launch id",
+                format!("{id:?} must be 1-64 characters"),
+            ));
         }
-        if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        if let Some(c) = id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
             return Err(spec_error(
                 "launch id",
                 format!("{id:?} has {c:?}; only letters, digits, '-' and '_' are allowed"),
@@ -343,7 +357,9 @@ fn check_output_pattern(out: &str) -> Result<(), SpecError> {
     if !out.starts_with('/') {
         return Err(spec_error(
             "output",
-            format!("{out:?} must be an absolute path (sbatch would resolve it in the job's working directory)"),
+            format!(
+                "{out:?} must be an absolute path (sbatch would resolve it in the job's working directory)"
+            ),
         ));
     }
     let mut chars = out.char_indices();

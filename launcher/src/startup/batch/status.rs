@@ -85,7 +85,11 @@ impl JobState {
     /// Read Slurm's long state name (`%T`, `JobState=`, sacct's `State`, which may add
     /// ` by <uid>` to CANCELLED).
     pub fn from_slurm(s: &str) -> JobState {
-        let word = s.split_whitespace().next().unwrap_or("").trim_end_matches('+');
+        let word = s
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('+');
         match word {
             "PENDING" => JobState::Pending,
             "CONFIGURING" => JobState::Configuring,

@@ -44,18 +44,41 @@ fn wall_times_in_every_slurm_form() {
     assert_eq!(secs("364-23:59:58"), 364 * 86400 + 23 * 3600 + 59 * 60 + 58);
     assert_eq!(secs("UNLIMITED"), u64::MAX);
     assert_eq!(secs("infinite"), u64::MAX);
-    assert_eq!("1-02:03:04".parse::<WallTime>().unwrap().to_string(), "1-02:03:04");
+    assert_eq!(
+        "1-02:03:04".parse::<WallTime>().unwrap().to_string(),
+        "1-02:03:04"
+    );
     assert_eq!("90".parse::<WallTime>().unwrap().to_string(), "01:30:00");
 }
 
 #[test]
 fn bad_wall_times_say_what_and_where() {
     let e = |s: &str| s.parse::<WallTime>().unwrap_err().to_string();
-    assert!(e("1-25:00").contains("hours 25 is out of range 0-23"), "{}", e("1-25:00"));
-    assert!(e("10:61").contains("seconds 61 is out of range 0-59"), "{}", e("10:61"));
-    assert!(e("1:2:3:4").contains("4 colon-separated fields"), "{}", e("1:2:3:4"));
-    assert!(e("1-1:2:3:4").contains("after the days"), "{}", e("1-1:2:3:4"));
-    assert!(e("ten").contains("minutes \"ten\" is not a number"), "{}", e("ten"));
+    assert!(
+        e("1-25:00").contains("hours 25 is out of range 0-23"),
+        "{}",
+        e("1-25:00")
+    );
+    assert!(
+        e("10:61").contains("seconds 61 is out of range 0-59"),
+        "{}",
+        e("10:61")
+    );
+    assert!(
+        e("1:2:3:4").contains("4 colon-separated fields"),
+        "{}",
+        e("1:2:3:4")
+    );
+    assert!(
+        e("1-1:2:3:4").contains("after the days"),
+        "{}",
+        e("1-1:2:3:4")
+    );
+    assert!(
+        e("ten").contains("minutes \"ten\" is not a number"),
+        "{}",
+        e("ten")
+    );
     assert!(e("").contains("empty"));
     assert!(e("-5").contains("days \"\" is not a number"), "{}", e("-5"));
     assert!(e("1:-5").contains("seconds \"-5\""), "{}", e("1:-5"));
@@ -76,12 +99,21 @@ fn spec_from_toml_and_its_errors() {
     .unwrap();
     assert_eq!(spec.nodes, Some(2));
     assert_eq!(spec.in_job, InJob::Direct);
-    assert_eq!(spec.time, Some(WallTime::Limited(Duration::from_secs(93784))));
-    let e = toml::from_str::<BatchSpec>("time = \"1-99\"").unwrap_err().to_string();
+    assert_eq!(
+        spec.time,
+        Some(WallTime::Limited(Duration::from_secs(93784)))
+    );
+    let e = toml::from_str::<BatchSpec>("time = \"1-99\"")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("hours 99 is out of range"), "{e}");
-    let e = toml::from_str::<BatchSpec>("ntask = 3").unwrap_err().to_string();
+    let e = toml::from_str::<BatchSpec>("ntask = 3")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("unknown field `ntask`"), "{e}");
-    let e = toml::from_str::<BatchSpec>("scheduler = \"pbs\"").unwrap_err().to_string();
+    let e = toml::from_str::<BatchSpec>("scheduler = \"pbs\"")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("unknown variant `pbs`"), "{e}");
 }
 
@@ -97,8 +129,18 @@ fn spec_validation_names_the_field() {
         partition: Some("a\nb".into()),
         ..BatchSpec::default()
     });
-    assert!(e.starts_with("batch field `partition`: ") && e.contains("control character"), "{e}");
-    for bad in ["--output=/tmp/x", "-o/tmp/x", "--wrap=hostname", "--job-name=x", "-W", "--parsable"] {
+    assert!(
+        e.starts_with("batch field `partition`: ") && e.contains("control character"),
+        "{e}"
+    );
+    for bad in [
+        "--output=/tmp/x",
+        "-o/tmp/x",
+        "--wrap=hostname",
+        "--job-name=x",
+        "-W",
+        "--parsable",
+    ] {
         let e = check(BatchSpec {
             extra_options: words(&[bad]),
             ..BatchSpec::default()
@@ -136,7 +178,12 @@ fn spec_validation_names_the_field() {
 fn launch_ids_are_safe_words() {
     assert!(LaunchId::new("ok_id-1").is_ok());
     assert!(LaunchId::new("").is_err());
-    assert!(LaunchId::new("a b").unwrap_err().to_string().contains("' '"));
+    assert!(
+        LaunchId::new("a b")
+            .unwrap_err()
+            .to_string()
+            .contains("' '")
+    );
     assert!(LaunchId::new("x".repeat(65)).is_err());
     assert_eq!(id().job_name(), "pvl-a1b2c3");
 }
@@ -255,7 +302,10 @@ fn job_script_refuses_secret_carriers_and_bad_argv() {
 
 #[test]
 fn quoting_for_bash() {
-    assert_eq!(sh_quote("plain-word_1.2/x=y:z,a+b@c%d"), "plain-word_1.2/x=y:z,a+b@c%d");
+    assert_eq!(
+        sh_quote("plain-word_1.2/x=y:z,a+b@c%d"),
+        "plain-word_1.2/x=y:z,a+b@c%d"
+    );
     assert_eq!(sh_quote(""), "''");
     assert_eq!(sh_quote("a b"), "'a b'");
     assert_eq!(sh_quote("it's"), r"'it'\''s'");
@@ -266,9 +316,17 @@ fn quoting_for_bash() {
 fn sbatch_output() {
     assert_eq!(parse_sbatch("123\n").unwrap().as_str(), "123");
     assert_eq!(parse_sbatch("45;cluster2\n").unwrap().as_str(), "45");
-    assert_eq!(parse_sbatch("note: plugin says hi\n46\n").unwrap().as_str(), "46");
-    let e = parse_sbatch("Submitted batch job 9\n").unwrap_err().to_string();
-    assert!(e.starts_with("sbatch output, line 1, field `job id`"), "{e}");
+    assert_eq!(
+        parse_sbatch("note: plugin says hi\n46\n").unwrap().as_str(),
+        "46"
+    );
+    let e = parse_sbatch("Submitted batch job 9\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("sbatch output, line 1, field `job id`"),
+        "{e}"
+    );
     assert!(parse_sbatch("").is_err());
 }
 
@@ -279,20 +337,42 @@ fn sq(fields: &[&str]) -> String {
 #[test]
 fn squeue_lines() {
     let st = parse_squeue_line(
-        &sq(&["2", "PENDING", "Resources", "1796134488", "1:00", "", "pvl-a1b2c3"]),
+        &sq(&[
+            "2",
+            "PENDING",
+            "Resources",
+            "1796134488",
+            "1:00",
+            "",
+            "pvl-a1b2c3",
+        ]),
         1,
     )
     .unwrap();
     assert_eq!(st.id.as_str(), "2");
     assert_eq!(st.state, JobState::Pending);
     assert_eq!(st.reason.as_deref(), Some("Resources"));
-    assert_eq!(st.estimated_start, Some(UNIX_EPOCH + Duration::from_secs(1796134488)));
-    assert_eq!(st.time_left, None, "a pending job's %L is its limit, not time left");
+    assert_eq!(
+        st.estimated_start,
+        Some(UNIX_EPOCH + Duration::from_secs(1796134488))
+    );
+    assert_eq!(
+        st.time_left, None,
+        "a pending job's %L is its limit, not time left"
+    );
     assert_eq!(st.nodes, None);
     assert_eq!(st.name.as_deref(), Some("pvl-a1b2c3"));
 
     let st = parse_squeue_line(
-        &sq(&["7", "RUNNING", "None", "1796134428", "364-23:59:58", "node[01-04]", "x"]),
+        &sq(&[
+            "7",
+            "RUNNING",
+            "None",
+            "1796134428",
+            "364-23:59:58",
+            "node[01-04]",
+            "x",
+        ]),
         2,
     )
     .unwrap();
@@ -322,16 +402,24 @@ fn squeue_lines() {
     );
     assert_eq!(st.estimated_start, None);
 
-    let st = parse_squeue_line(&sq(&["9", "RUNNING", "None", "N/A", "UNLIMITED", "n1", "j"]), 1)
-        .unwrap();
+    let st = parse_squeue_line(
+        &sq(&["9", "RUNNING", "None", "N/A", "UNLIMITED", "n1", "j"]),
+        1,
+    )
+    .unwrap();
     assert_eq!(st.time_left, None);
-    let st = parse_squeue_line(&sq(&["9", "RUNNING", "None", "N/A", "0:59", "n1", "j"]), 1).unwrap();
+    let st =
+        parse_squeue_line(&sq(&["9", "RUNNING", "None", "N/A", "0:59", "n1", "j"]), 1).unwrap();
     assert_eq!(st.time_left, Some(Duration::from_secs(59)));
-    let st = parse_squeue_line(&sq(&["9", "CANCELLED", "Priority", "N/A", "1:00", "", "j"]), 1)
-        .unwrap();
+    let st = parse_squeue_line(
+        &sq(&["9", "CANCELLED", "Priority", "N/A", "1:00", "", "j"]),
+        1,
+    )
+    .unwrap();
     assert!(st.state.is_final());
     assert_eq!(st.reason.as_deref(), Some("Priority"));
-    let st = parse_squeue_line(&sq(&["9", "STAGE_OUT", "None", "N/A", "1:00", "", "j"]), 1).unwrap();
+    let st =
+        parse_squeue_line(&sq(&["9", "STAGE_OUT", "None", "N/A", "1:00", "", "j"]), 1).unwrap();
     assert_eq!(st.state, JobState::Other("STAGE_OUT".into()));
     assert!(!st.state.is_final());
 }
@@ -345,10 +433,16 @@ fn squeue_errors_say_what_and_where() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("field `id` (\"x1\")"), "{e}");
-    let e = parse_squeue_line(&sq(&["1", "PENDING", "", "2026-12-01T14:12:00", "", "", ""]), 1)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("field `start`") && e.contains("SLURM_TIME_FORMAT"), "{e}");
+    let e = parse_squeue_line(
+        &sq(&["1", "PENDING", "", "2026-12-01T14:12:00", "", "", ""]),
+        1,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("field `start`") && e.contains("SLURM_TIME_FORMAT"),
+        "{e}"
+    );
     let e = parse_squeue_line(&sq(&["1", "RUNNING", "", "", "1-2-3", "", ""]), 1)
         .unwrap_err()
         .to_string();
@@ -360,7 +454,10 @@ fn time_left_column() {
     assert_eq!(parse_time_left("NOT_SET").unwrap(), None);
     assert_eq!(parse_time_left("INVALID").unwrap(), None);
     assert_eq!(parse_time_left("UNLIMITED").unwrap(), None);
-    assert_eq!(parse_time_left("1:02:03").unwrap(), Some(Duration::from_secs(3723)));
+    assert_eq!(
+        parse_time_left("1:02:03").unwrap(),
+        Some(Duration::from_secs(3723))
+    );
     assert!(parse_time_left("soon").is_err());
 }
 
@@ -373,10 +470,16 @@ fn scontrol_and_sacct_output() {
     assert_eq!(st.id.as_str(), "1");
     assert_eq!(st.state, JobState::Cancelled);
     assert_eq!(st.reason, None);
-    assert_eq!(st.exit_code, Some(ExitCode { status: 0, signal: 15 }));
+    assert_eq!(
+        st.exit_code,
+        Some(ExitCode {
+            status: 0,
+            signal: 15
+        })
+    );
     assert_eq!(st.nodes.as_deref(), Some("localhost"));
-    let st = parse_scontrol_job("JobId=3 JobState=FAILED Reason=NonZeroExitCode ExitCode=3:0")
-        .unwrap();
+    let st =
+        parse_scontrol_job("JobId=3 JobState=FAILED Reason=NonZeroExitCode ExitCode=3:0").unwrap();
     assert_eq!(st.reason.as_deref(), Some("NonZeroExitCode"));
     assert_eq!(st.exit_code.unwrap().to_string(), "3:0");
     let e = parse_scontrol_job("JobName=x").unwrap_err().to_string();
@@ -385,13 +488,22 @@ fn scontrol_and_sacct_output() {
     let jid = JobId::new("5").unwrap();
     let st = parse_sacct("4|COMPLETED|0:0\n5|CANCELLED by 0|0:15\n", &jid).unwrap();
     assert_eq!(st.state, JobState::Cancelled);
-    assert_eq!(st.exit_code, Some(ExitCode { status: 0, signal: 15 }));
+    assert_eq!(
+        st.exit_code,
+        Some(ExitCode {
+            status: 0,
+            signal: 15
+        })
+    );
     assert!(parse_sacct("", &jid).is_none());
 }
 
 #[test]
 fn states_and_changes() {
-    assert_eq!(JobState::from_slurm("CANCELLED by 1000"), JobState::Cancelled);
+    assert_eq!(
+        JobState::from_slurm("CANCELLED by 1000"),
+        JobState::Cancelled
+    );
     assert_eq!(JobState::from_slurm("OUT_OF_MEMORY"), JobState::OutOfMemory);
     assert!(JobState::from_slurm("SPECIAL_EXIT").is_final());
     assert!(!JobState::Unknown.is_final());

@@ -239,6 +239,10 @@ impl<'a, R: Runner> Tracker<'a, R> {
         if st.state.is_running() && self.running_since.is_none() {
             self.running_since = Some(Instant::now());
         }
+        // The status change first, then what it made visible (the ready line), then the end.
+        if changed && !st.state.is_final() {
+            self.queued.push(TrackEvent::Changed(st.clone()));
+        }
         if !self.ready_seen && (st.state.is_running() || st.state.is_final()) {
             self.look_for_ready().await?;
         }
@@ -254,13 +258,8 @@ impl<'a, R: Runner> Tracker<'a, R> {
                 output_tail,
             });
             self.ended = true;
-        } else {
-            if changed {
-                self.queued.push(TrackEvent::Changed(st.clone()));
-            }
-            if let Some(time_left) = self.warning.check(&st) {
-                self.queued.push(TrackEvent::WalltimeWarning { time_left });
-            }
+        } else if let Some(time_left) = self.warning.check(&st) {
+            self.queued.push(TrackEvent::WalltimeWarning { time_left });
         }
         if changed {
             self.schedule.reset();
