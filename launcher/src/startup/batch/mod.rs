@@ -15,8 +15,8 @@
 //!    ready line once it is in the job's stdout file, the walltime warning, and the end (final
 //!    state, exit code, last lines of the job's output). An unanswering controller is
 //!    [`JobState::Unknown`] and is retried, never taken as the job's death.
-//! 4. **Connect**: the ready line gives the port; the node is in the status (`nodes`; the
-//!    first node runs task 0). Forwarding (`-L` to node:port) or a reverse dial is the
+//! 4. **Connect**: the ready line gives the port; the node is the status's `batch_host`
+//!    (it runs the script and task 0, which prints the ready line). Forwarding (`-L` to node:port) or a reverse dial is the
 //!    session's business.
 //! 5. **Cancel / clean up**: [`Slurm::cancel`] (`scancel`, then polls until the job is in a
 //!    final state), and [`JobFiles::remove`].

@@ -27,8 +27,9 @@ use super::{BatchError, Scheduler};
 /// Field separator of the `squeue` format: ASCII unit separator.
 const SEP: char = '\u{1f}';
 
-/// The `squeue -o` format: id, state, reason, start (epoch), time left, nodes, name.
-pub const SQUEUE_FORMAT: &str = "%i\u{1f}%T\u{1f}%r\u{1f}%S\u{1f}%L\u{1f}%N\u{1f}%j";
+/// The `squeue -o` format: id, state, reason, start (epoch), time left, nodes, batch host,
+/// name.
+pub const SQUEUE_FORMAT: &str = "%i\u{1f}%T\u{1f}%r\u{1f}%S\u{1f}%L\u{1f}%N\u{1f}%B\u{1f}%j";
 
 /// What the `--comment` of a pv-launch job starts with (then the launch id).
 pub const COMMENT_PREFIX: &str = "pv-launch:";
@@ -116,12 +117,12 @@ pub fn parse_squeue_line(text: &str, line: usize) -> Result<JobStatus, ParseErro
         reason: reason.to_string(),
     };
     let fields: Vec<&str> = text.split(SEP).collect();
-    let [id, state, reason, start, left, nodes, name] = fields.as_slice() else {
+    let [id, state, reason, start, left, nodes, host, name] = fields.as_slice() else {
         return Err(err(
             "line",
             text,
             &format!(
-                "{} fields, expected 7 (id, state, reason, start, time left, nodes, name)",
+                "{} fields, expected 8 (id, state, reason, start, time left, nodes, batch host, name)",
                 fields.len()
             ),
         ));
@@ -147,6 +148,7 @@ pub fn parse_squeue_line(text: &str, line: usize) -> Result<JobStatus, ParseErro
         reason: (!absent(reason)).then(|| reason.trim().to_string()),
         estimated_start,
         nodes: (!absent(nodes)).then(|| nodes.trim().to_string()),
+        batch_host: (!absent(host)).then(|| host.trim().to_string()),
         time_left,
         exit_code: None,
         name: (!absent(name)).then(|| name.to_string()),
@@ -204,6 +206,7 @@ pub fn parse_scontrol_job(text: &str) -> Result<JobStatus, ParseError> {
     Ok(JobStatus {
         reason: get("Reason"),
         nodes: get("NodeList"),
+        batch_host: get("BatchHost"),
         exit_code: map.get("ExitCode").and_then(|v| ExitCode::parse(v)),
         name: get("JobName"),
         ..JobStatus::bare(id, state, None)

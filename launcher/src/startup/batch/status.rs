@@ -205,6 +205,9 @@ pub struct JobStatus {
     pub estimated_start: Option<SystemTime>,
     /// The nodes it holds (Slurm's compressed list, `node[01-04]`), once allocated.
     pub nodes: Option<String>,
+    /// The node that runs the batch script and the first task (task 0, which prints the
+    /// ready line): where a forward connection goes. Once allocated.
+    pub batch_host: Option<String>,
     /// Running jobs: time left before the walltime limit (`None` when unlimited).
     pub time_left: Option<Duration>,
     /// Ended jobs: the exit code, when the scheduler still has it.
@@ -222,6 +225,7 @@ impl JobStatus {
             reason,
             estimated_start: None,
             nodes: None,
+            batch_host: None,
             time_left: None,
             exit_code: None,
             name: None,

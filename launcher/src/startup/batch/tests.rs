@@ -344,6 +344,7 @@ fn squeue_lines() {
             "1796134488",
             "1:00",
             "",
+            "",
             "pvl-a1b2c3",
         ]),
         1,
@@ -371,6 +372,7 @@ fn squeue_lines() {
             "1796134428",
             "364-23:59:58",
             "node[01-04]",
+            "node01",
             "x",
         ]),
         2,
@@ -381,6 +383,7 @@ fn squeue_lines() {
     assert_eq!(st.estimated_start, None);
     assert_eq!(st.time_left, Some(Duration::from_secs(364 * 86400 + 86398)));
     assert_eq!(st.nodes.as_deref(), Some("node[01-04]"));
+    assert_eq!(st.batch_host.as_deref(), Some("node01"));
 
     // Odd reasons (spaces, commas, colons, parentheses) and N/A start times.
     let st = parse_squeue_line(
@@ -390,6 +393,7 @@ fn squeue_lines() {
             "ReqNodeNotAvail, UnavailableNodes:n[1-3],n7 (maintenance | viz)",
             "N/A",
             "UNLIMITED",
+            "",
             "",
             "pvl-z",
         ]),
@@ -403,23 +407,29 @@ fn squeue_lines() {
     assert_eq!(st.estimated_start, None);
 
     let st = parse_squeue_line(
-        &sq(&["9", "RUNNING", "None", "N/A", "UNLIMITED", "n1", "j"]),
+        &sq(&["9", "RUNNING", "None", "N/A", "UNLIMITED", "n1", "", "j"]),
         1,
     )
     .unwrap();
     assert_eq!(st.time_left, None);
-    let st =
-        parse_squeue_line(&sq(&["9", "RUNNING", "None", "N/A", "0:59", "n1", "j"]), 1).unwrap();
+    let st = parse_squeue_line(
+        &sq(&["9", "RUNNING", "None", "N/A", "0:59", "n1", "", "j"]),
+        1,
+    )
+    .unwrap();
     assert_eq!(st.time_left, Some(Duration::from_secs(59)));
     let st = parse_squeue_line(
-        &sq(&["9", "CANCELLED", "Priority", "N/A", "1:00", "", "j"]),
+        &sq(&["9", "CANCELLED", "Priority", "N/A", "1:00", "", "", "j"]),
         1,
     )
     .unwrap();
     assert!(st.state.is_final());
     assert_eq!(st.reason.as_deref(), Some("Priority"));
-    let st =
-        parse_squeue_line(&sq(&["9", "STAGE_OUT", "None", "N/A", "1:00", "", "j"]), 1).unwrap();
+    let st = parse_squeue_line(
+        &sq(&["9", "STAGE_OUT", "None", "N/A", "1:00", "", "", "j"]),
+        1,
+    )
+    .unwrap();
     assert_eq!(st.state, JobState::Other("STAGE_OUT".into()));
     assert!(!st.state.is_final());
 }
@@ -428,13 +438,13 @@ fn squeue_lines() {
 fn squeue_errors_say_what_and_where() {
     let e = parse_squeue_line("1 RUNNING", 4).unwrap_err().to_string();
     assert!(e.starts_with("squeue output, line 4, field `line`"), "{e}");
-    assert!(e.contains("1 fields, expected 7"), "{e}");
-    let e = parse_squeue_line(&sq(&["x1", "RUNNING", "", "", "", "", ""]), 2)
+    assert!(e.contains("1 fields, expected 8"), "{e}");
+    let e = parse_squeue_line(&sq(&["x1", "RUNNING", "", "", "", "", "", ""]), 2)
         .unwrap_err()
         .to_string();
     assert!(e.contains("field `id` (\"x1\")"), "{e}");
     let e = parse_squeue_line(
-        &sq(&["1", "PENDING", "", "2026-12-01T14:12:00", "", "", ""]),
+        &sq(&["1", "PENDING", "", "2026-12-01T14:12:00", "", "", "", ""]),
         1,
     )
     .unwrap_err()
@@ -443,7 +453,7 @@ fn squeue_errors_say_what_and_where() {
         e.contains("field `start`") && e.contains("SLURM_TIME_FORMAT"),
         "{e}"
     );
-    let e = parse_squeue_line(&sq(&["1", "RUNNING", "", "", "1-2-3", "", ""]), 1)
+    let e = parse_squeue_line(&sq(&["1", "RUNNING", "", "", "1-2-3", "", "", ""]), 1)
         .unwrap_err()
         .to_string();
     assert!(e.contains("field `time left` (\"1-2-3\")"), "{e}");
