@@ -11,10 +11,12 @@
 //! - [`ssh`]: a command on a remote host through pv-launch's own OpenSSH control master
 //!   (`ssh/openssh/`) or the in-process russh client (`ssh/russh/`, cargo feature
 //!   `russh`), behind one [`ssh::SshSession`];
-//! - a batch-job start belongs here too, beside them (`batch/`).
+//! - [`batch`]: a server in a Slurm batch job (submitted here or over ssh), tracked from
+//!   the queue to its end or its cancel.
 //!
 //! The session ([`crate::session`]) only connects to what was started.
 
+pub mod batch;
 pub mod channel;
 pub mod local;
 pub mod ssh;
