@@ -66,6 +66,30 @@ pub enum Event {
         #[serde(serialize_with = "seconds")]
         elapsed: Duration,
     },
+    /// A message of pv-launch's own (a connect attempt retried, a readiness note): not
+    /// the server's output.
+    Note {
+        /// The message.
+        message: String,
+    },
+    /// The path to the server is ready and handed to the client, which runs its own
+    /// handshake: `url` says what it does (`cs://…` dial, `csrc://…` listen).
+    Handoff {
+        /// The URL in ParaView's forms, as the client gets it in `PV_LAUNCH_URL`.
+        url: String,
+    },
+    /// The client program started (in its own process group).
+    Client {
+        /// Its process id.
+        pid: u32,
+        /// Its command line, as shown to the user.
+        command: String,
+    },
+    /// The client program ended.
+    ClientExited {
+        /// Its exit code (`None`: killed by a signal).
+        code: Option<i32>,
+    },
     /// Something failed.
     Failed {
         /// What, in one line.
@@ -89,6 +113,10 @@ pub enum Stage {
     WaitExit,
     /// Connecting (or listening for the server).
     Connect,
+    /// Waiting until the client listens for the server's reverse connection.
+    WaitClient,
+    /// Waiting for the server's output to match its ready pattern.
+    WaitPattern,
     /// Stopping processes.
     Cleanup,
 }

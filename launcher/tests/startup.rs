@@ -9,7 +9,7 @@ use pv_launch::events::Event;
 use pv_launch::events::EventSender;
 use pv_launch::plan::LocalCommand;
 use pv_launch::profile::Delay;
-use pv_launch::startup::{StartError, Started, start_local};
+use pv_launch::startup::{Expect, StartError, Started, start_local};
 use pv_transport::Token;
 use pv_transport::launch::Secrets;
 
@@ -29,7 +29,13 @@ async fn start_sh(
     ready_timeout: Duration,
     events: &EventSender,
 ) -> Result<Started, StartError> {
-    start_local(command, delay, secrets, ready_timeout, events).await
+    let expect = Expect {
+        secrets,
+        ready_timeout,
+        pattern: None,
+        delay,
+    };
+    start_local(command, &expect, events).await
 }
 
 /// Whether `pid` is a live process (a zombie counts as gone).

@@ -77,6 +77,7 @@ async fn forward_tunnel_with_key_auth_carries_the_native_handshake_and_cleans_up
             remote_port: 0,
         }),
         ready_timeout: Some(WAIT),
+        pattern: None,
     };
     let token = Token::generate();
     let secrets = Secrets {
@@ -144,6 +145,7 @@ async fn reverse_tunnel_hands_the_remote_port_to_the_server() {
             local_port,
         }),
         ready_timeout: Some(WAIT),
+        pattern: None,
     };
     let secrets = Secrets {
         token: token.clone(),
@@ -397,6 +399,7 @@ async fn a_dead_master_ends_the_session_with_a_clear_error() {
             remote_port: 0,
         }),
         ready_timeout: Some(WAIT),
+        pattern: None,
     };
     let secrets = Secrets {
         token,
@@ -510,6 +513,7 @@ async fn profiles_start_servers_over_ssh_directly_and_through_a_script() {
             options: options(&prompter),
             tunnel: tunnel.clone(),
             ready_timeout: Some(WAIT),
+            pattern: None,
         };
         let token = Token::generate();
         let secrets = Secrets {
@@ -611,11 +615,15 @@ async fn launch_plan_runs_profiles_with_port_forwarding_both_ways() {
             None
         };
         let (events, _events) = mpsc::unbounded_channel();
+        let expect = pv_launch::startup::Expect {
+            secrets: Some(&secrets),
+            ready_timeout: WAIT,
+            pattern: None,
+            delay: &pv_launch::profile::Delay::None,
+        };
         let (session, detached) = pv_launch::startup::ssh::start(
             ssh,
-            &pv_launch::profile::Delay::None,
-            Some(&secrets),
-            WAIT,
+            &expect,
             &options(&prompter),
             &[],
             &events,

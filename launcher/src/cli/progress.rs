@@ -28,9 +28,11 @@ pub fn stage_text(stage: Stage) -> &'static str {
         Stage::SshConnect => "connecting over ssh (authenticating)",
         Stage::Start => "starting the server",
         Stage::WaitReady => "waiting for the server's ready line",
+        Stage::WaitPattern => "waiting for the server to say it is ready",
         Stage::Delay => "waiting the configured delay",
         Stage::WaitExit => "waiting for the command to exit",
         Stage::Connect => "connecting",
+        Stage::WaitClient => "waiting for the client to listen",
         Stage::Cleanup => "stopping processes",
     }
 }
@@ -56,6 +58,13 @@ pub fn event_text(event: &Event) -> String {
             format!("processes stopped in {:.2}s", took.as_secs_f64())
         }
         Event::Failed { message } => format!("failed: {message}"),
+        Event::Note { message } => format!("note: {message}"),
+        Event::Handoff { url } => format!("ready for the client: {url}"),
+        Event::Client { pid, command } => format!("client started (pid {pid}): {command}"),
+        Event::ClientExited { code } => format!(
+            "client exited ({})",
+            code.map_or("signal".to_string(), |c| format!("code {c}"))
+        ),
     }
 }
 
@@ -245,7 +254,7 @@ impl Spinner {
                 Some(r) if r.stage == Stage::WaitReady => self.done(Some(&event_text(event))),
                 _ => self.print(&event_text(event)),
             },
-            Event::Connected { .. } => {
+            Event::Connected { .. } | Event::Handoff { .. } => {
                 self.done(None);
                 let text = event_text(event);
                 self.print(&self.paint("1", &text));
@@ -268,7 +277,14 @@ impl Spinner {
                 let text = event_text(event);
                 self.print(&self.paint("2", &text));
             }
-            Event::Exited { .. } | Event::Relay { .. } => self.print(&event_text(event)),
+            Event::Note { .. } => {
+                let text = event_text(event);
+                self.print(&self.paint("2", &text));
+            }
+            Event::Exited { .. }
+            | Event::Relay { .. }
+            | Event::Client { .. }
+            | Event::ClientExited { .. } => self.print(&event_text(event)),
         }
     }
 

@@ -37,6 +37,7 @@ pub struct Plan {
     connection: ExpectedConnection,
     timeouts: Timeouts,
     warnings: Vec<Warning>,
+    client: Option<ClientPlan>,
 }
 
 impl Plan {
@@ -73,6 +74,11 @@ impl Plan {
     /// Things that look wrong but do not stop the launch.
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
+    }
+
+    /// The profile's client program, if it names one.
+    pub fn client(&self) -> Option<&ClientPlan> {
+        self.client.as_ref()
     }
 }
 
@@ -162,6 +168,74 @@ pub struct ProcessPlan {
     pub place: Place,
     /// How the start is awaited.
     pub delay: Delay,
+    /// What in the server's output says it is ready, when it prints no launch-channel
+    /// ready line (a real pvserver).
+    pub ready_pattern: Option<ReadyPattern>,
+}
+
+/// A regular expression on the server's output (stdout or stderr) that says it is ready:
+/// readiness without an application connection, which would use up a server that
+/// accepts one client (pvserver).
+#[derive(Clone, Debug)]
+pub struct ReadyPattern {
+    /// The expression.
+    pub regex: regex_lite::Regex,
+    /// Written in the profile: no match in time is an error. ParaView's default (what
+    /// pvserver prints when it listens): no match in time is a note, and the client's own
+    /// retry takes over, as ParaView's does.
+    pub required: bool,
+}
+
+/// What Debian's pvserver 5.11 prints once it listens for a client (forward).
+pub const PVSERVER_LISTENING: &str = r"^Accepting connection\(s\): ";
+
+/// The client program run once the server is ready (`client = [...]`): its templates and
+/// the plan's variables, rendered when the `PV_LAUNCH_*` variables are known.
+#[derive(Clone, Debug)]
+pub struct ClientPlan {
+    argv: Vec<crate::source::Located<crate::template::Template>>,
+    vars: std::collections::BTreeMap<String, String>,
+    process_env: std::collections::BTreeMap<String, String>,
+}
+
+impl ClientPlan {
+    pub(crate) fn new(
+        argv: Vec<crate::source::Located<crate::template::Template>>,
+        vars: std::collections::BTreeMap<String, String>,
+        process_env: std::collections::BTreeMap<String, String>,
+    ) -> ClientPlan {
+        ClientPlan {
+            argv,
+            vars,
+            process_env,
+        }
+    }
+
+    /// The argv, with `launch` (the `PV_LAUNCH_*` variables) beside the plan's own.
+    pub fn render(
+        &self,
+        launch: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<String>, PlanError> {
+        self.argv
+            .iter()
+            .map(|t| {
+                t.value
+                    .render(
+                        &|n| launch.get(n).or_else(|| self.vars.get(n)).cloned(),
+                        &|n| self.process_env.get(n).cloned(),
+                    )
+                    .map_err(|e| PlanError::at(&t.at, e.message))
+            })
+            .collect()
+    }
+
+    /// The templates as written, for the dry run.
+    pub fn written(&self) -> Vec<String> {
+        self.argv
+            .iter()
+            .map(|t| t.value.source().to_string())
+            .collect()
+    }
 }
 
 impl ProcessPlan {

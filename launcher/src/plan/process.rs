@@ -8,7 +8,10 @@ use pv_transport::{Direction, Endpoint, Host, Resource};
 
 use super::ssh::{BackendPlan, RemoteCommand, SshPlan, Tunnel};
 use super::ssh_target::SshTarget;
-use super::{How, LocalCommand, Place, PlanError, ProcessPlan, RusshSettings, Value};
+use super::{
+    ClientPlan, How, LocalCommand, Place, PlanError, ProcessPlan, ReadyPattern, RusshSettings,
+    Value,
+};
 use crate::profile::*;
 use crate::source::{Located, SourcePos, Warning};
 use crate::template::{Template, Text};
@@ -176,6 +179,7 @@ impl Resolver<'_> {
         warnings: &mut Vec<Warning>,
     ) -> Result<Start, PlanError> {
         let delay = entry.timeouts.delay.clone();
+        let ready_pattern = ready_pattern(entry, resource)?;
         let local = |how, argv, env| ProcessPlan {
             how,
             place: Place::Local(LocalCommand {
@@ -184,6 +188,7 @@ impl Resolver<'_> {
                 workdir: None,
             }),
             delay: delay.clone(),
+            ready_pattern: ready_pattern.clone(),
         };
         match mechanism {
             Mechanism::LocalDirect { command } => {
@@ -203,15 +208,38 @@ impl Resolver<'_> {
                 }
                 let env = self.remote_environment(entry, ssh, false, warnings)?;
                 let (plan, res) = self.ssh(entry, ssh, argv, env, resource, pf_port, warnings)?;
-                Ok((with_delay(How::Direct, plan, delay), res))
+                Ok((ssh_start(How::Direct, plan, delay, ready_pattern), res))
             }
             Mechanism::SshScript { ssh, script, args } => {
                 let argv = self.script_argv(script, args)?;
                 let env = self.remote_environment(entry, ssh, true, warnings)?;
                 let (plan, res) = self.ssh(entry, ssh, argv, env, resource, pf_port, warnings)?;
-                Ok((with_delay(How::Script, plan, delay), res))
+                Ok((ssh_start(How::Script, plan, delay, ready_pattern), res))
             }
         }
+    }
+
+    /// The entry's client command, its templates checked: no secret on its command line.
+    pub fn client(&self, entry: &ServerEntry) -> Result<Option<ClientPlan>, PlanError> {
+        let Some(argv) = &entry.client else {
+            return Ok(None);
+        };
+        for t in argv {
+            for (name, _) in t.value.variables() {
+                if self.secrets.contains(name) {
+                    return Err(Self::secret_error(
+                        &t.at,
+                        name,
+                        "the client cannot receive it on its command line",
+                    ));
+                }
+            }
+        }
+        Ok(Some(ClientPlan::new(
+            argv.clone(),
+            self.plain_map(),
+            self.ctx.process_env.clone().into_iter().collect(),
+        )))
     }
 
     fn script_argv(
@@ -330,12 +358,47 @@ impl Resolver<'_> {
     }
 }
 
-fn with_delay(how: How, plan: SshPlan, delay: Delay) -> ProcessPlan {
+fn ssh_start(
+    how: How,
+    plan: SshPlan,
+    delay: Delay,
+    ready_pattern: Option<ReadyPattern>,
+) -> ProcessPlan {
     ProcessPlan {
         how,
         place: Place::Ssh(Box::new(plan)),
         delay,
+        ready_pattern,
     }
+}
+
+/// The entry's `ready_pattern`; else, for a server speaking ParaView's handshake that
+/// the client dials, what pvserver prints when it listens.
+fn ready_pattern(
+    entry: &ServerEntry,
+    resource: &Resource,
+) -> Result<Option<ReadyPattern>, PlanError> {
+    if let Some(p) = &entry.ready_pattern {
+        let regex = regex_lite::Regex::new(&p.value).map_err(|e| {
+            PlanError::at(
+                &p.at,
+                format!("ready_pattern: not a regular expression: {e}"),
+            )
+        })?;
+        return Ok(Some(ReadyPattern {
+            regex,
+            required: true,
+        }));
+    }
+    let paraview = matches!(entry.handshake, Handshake::ParaView { .. });
+    if paraview && resource.direction() == Some(Direction::Forward) {
+        let regex = regex_lite::Regex::new(super::PVSERVER_LISTENING).expect("a valid expression");
+        return Ok(Some(ReadyPattern {
+            regex,
+            required: false,
+        }));
+    }
+    Ok(None)
 }
 
 /// ParaView lets the remote login shell interpret a `.pvsc` command; pv-launch passes

@@ -177,6 +177,7 @@ impl Resolved {
             }
         };
         let handshake = resolve_handshake(entry, self.connect_id)?;
+        let client = resolver.client(entry)?;
         let variables = self
             .vars
             .values
@@ -199,6 +200,7 @@ impl Resolved {
             },
             timeouts: entry.timeouts.clone(),
             warnings,
+            client,
         })
     }
 }

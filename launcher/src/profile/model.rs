@@ -112,7 +112,26 @@ pub struct ServerEntry {
     pub handshake: Handshake,
     /// The ParaView version announced in `PV_VERSION*` and the ParaView handshake.
     pub paraview_version: ParaViewVersion,
+    /// A regular expression on the server's output that says it is ready (when it prints
+    /// no launch-channel ready line).
+    pub ready_pattern: Option<Located<String>>,
+    /// The client program run once the server is ready (`client = [...]`, the server's or
+    /// the profile's), its arguments templates that may use the `PV_LAUNCH_*` variables.
+    pub client: Option<Vec<Located<Template>>>,
 }
+
+/// The variables a client command (`--exec`, a profile's `client`) gets, beside the
+/// plan's own: what to dial or where to listen.
+pub const CLIENT_VARIABLES: &[&str] = &[
+    "PV_LAUNCH_URL",
+    "PV_LAUNCH_HOST",
+    "PV_LAUNCH_PORT",
+    "PV_LAUNCH_DATA_HOST",
+    "PV_LAUNCH_DATA_PORT",
+    "PV_LAUNCH_RENDER_HOST",
+    "PV_LAUNCH_RENDER_PORT",
+    "PV_LAUNCH_SOCKET",
+];
 
 /// Fixed assignments: ParaView's `<Set>` and `<Switch>`.
 #[derive(Clone, Debug, PartialEq)]

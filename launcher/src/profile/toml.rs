@@ -24,6 +24,7 @@ use crate::template::{Template, Text, is_variable_name};
 struct RawProfile {
     paraview_version: Option<Spanned<String>>,
     vtk_hash: Option<Spanned<String>>,
+    client: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     server: Vec<Spanned<RawServer>>,
 }
@@ -39,6 +40,7 @@ struct RawServer {
     paraview_version: Option<Spanned<String>>,
     vtk_hash: Option<Spanned<String>>,
     startup: Option<Spanned<RawStartup>>,
+    client: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     env: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
@@ -59,6 +61,7 @@ struct RawStartup {
     args: Vec<Spanned<String>>,
     process_start_timeout: Option<Spanned<f64>>,
     delay: Option<Spanned<f64>>,
+    ready_pattern: Option<Spanned<String>>,
     ssh: Option<Spanned<RawSsh>>,
 }
 
@@ -137,11 +140,16 @@ struct RawSwitch {
 /// Load a TOML profile from `text`, the contents of `path`.
 pub fn load_str(path: &Path, text: &str) -> Result<Profile, ProfileError> {
     let file = Arc::new(path.to_path_buf());
-    let loader = Loader { file: &file, text };
     let raw: RawProfile = toml::from_str(text).map_err(|e| {
         let at = SourcePos::at_offset(&file, text, e.span().map_or(0, |s| s.start));
         ProfileError::at(&at, e.message().trim_end().to_string())
     })?;
+    let mut loader = Loader {
+        file: &file,
+        text,
+        client: None,
+    };
+    loader.client = raw.client.as_ref().map(|c| loader.client(c)).transpose()?;
     let default_version = match &raw.paraview_version {
         Some(v) => loader.version(v)?,
         None => ParaViewVersion::default(),
@@ -178,6 +186,8 @@ pub fn load_str(path: &Path, text: &str) -> Result<Profile, ProfileError> {
 struct Loader<'a> {
     file: &'a Arc<PathBuf>,
     text: &'a str,
+    /// The profile's `client`, for servers without their own.
+    client: Option<Vec<Located<Template>>>,
 }
 
 impl Loader<'_> {
@@ -207,6 +217,20 @@ impl Loader<'_> {
         Template::parse(s.get_ref())
             .map(|t| Located::new(t, self.pos(s)))
             .map_err(|e| ProfileError::at(&self.pos_in_string(s, e.offset), e.message))
+    }
+
+    /// A `client = [...]` command: templates, not empty.
+    fn client(
+        &self,
+        argv: &Spanned<Vec<Spanned<String>>>,
+    ) -> Result<Vec<Located<Template>>, ProfileError> {
+        if argv.get_ref().is_empty() {
+            return Err(self.err(
+                argv,
+                "client = [] is empty: give the program and its arguments, or leave it out",
+            ));
+        }
+        argv.get_ref().iter().map(|a| self.template(a)).collect()
     }
 
     fn version(&self, v: &Spanned<String>) -> Result<ParaViewVersion, ProfileError> {
@@ -267,6 +291,23 @@ impl Loader<'_> {
             None => Startup::Manual,
             Some(st) => self.startup(st, &mut timeouts)?,
         };
+        let ready_pattern = match raw
+            .startup
+            .as_ref()
+            .and_then(|s| s.get_ref().ready_pattern.as_ref())
+        {
+            Some(p) => {
+                regex_lite::Regex::new(p.get_ref()).map_err(|e| {
+                    self.err(p, format!("ready_pattern: not a regular expression: {e}"))
+                })?;
+                Some(Located::new(p.get_ref().clone(), self.pos(p)))
+            }
+            None => None,
+        };
+        let client = match &raw.client {
+            Some(c) => Some(self.client(c)?),
+            None => self.client.clone(),
+        };
         let entry = ServerEntry {
             name,
             at,
@@ -278,6 +319,8 @@ impl Loader<'_> {
             timeouts,
             handshake,
             paraview_version,
+            ready_pattern,
+            client,
         };
         check_variables(&entry)?;
         Ok(entry)
@@ -814,6 +857,21 @@ fn check_variables(entry: &ServerEntry) -> Result<(), ProfileError> {
     };
     for (_, t) in &entry.environment {
         check(t)?;
+    }
+    let mut client_known = known.clone();
+    client_known.extend(CLIENT_VARIABLES.iter().copied());
+    for t in entry.client.iter().flatten() {
+        for (name, offset) in t.value.variables() {
+            if !client_known.contains(name) {
+                let col = t.value.source()[..offset].chars().count() + 1;
+                return Err(ProfileError::at(
+                    &t.at.shifted(col),
+                    format!(
+                        "unknown variable `${{{name}}}` in client: not an option, a `set` variable, a predefined PV_* variable or a PV_LAUNCH_* variable"
+                    ),
+                ));
+            }
+        }
     }
     if let Startup::Command(m) = &entry.startup {
         let mut templates: Vec<&Located<Template>> = vec![];

@@ -36,6 +36,17 @@ pub fn needs_token(expected: &ExpectedConnection) -> bool {
     matches!(expected.handshake, ResolvedHandshake::Native)
 }
 
+/// The host to dial for an endpoint: exactly the address a server binds, never a name
+/// that resolves to several (`localhost` may resolve to `::1` first, where another local
+/// user could listen): `localhost` and no host are `127.0.0.1`.
+pub(super) fn dial_host(host: Option<&pv_transport::Host>) -> String {
+    match host.map(|h| h.to_lookup_string()) {
+        None => "127.0.0.1".to_string(),
+        Some(h) if h.eq_ignore_ascii_case("localhost") => "127.0.0.1".to_string(),
+        Some(h) => h,
+    }
+}
+
 pub(super) fn retry_policy(timeout: &ConnectTimeout) -> RetryPolicy {
     RetryPolicy::new(match timeout {
         ConnectTimeout::OneAttempt => NetTimeout::Once,
@@ -150,8 +161,8 @@ pub(super) async fn dial_retrying_closed(
         if !(retry_closed && closed && time_left) {
             return result;
         }
-        let _ = events.send(Event::Stderr {
-            line: format!(
+        let _ = events.send(Event::Note {
+            message: format!(
                 "connect attempt {attempt} to {host}:{port}: the tunnel closed (the server does not listen yet); retrying"
             ),
         });

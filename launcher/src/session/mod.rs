@@ -155,6 +155,180 @@ impl Session {
     }
 }
 
+/// The token of the native handshake: made here for a server pv-launch starts (it goes
+/// to the server on the launch channel), given by the caller for one started by hand.
+fn launch_token(plan: &Plan, options: &LaunchOptions) -> Result<Option<Token>, LaunchError> {
+    if !needs_token(plan.connection()) {
+        return Ok(None);
+    }
+    match plan.launch() {
+        Launch::Process(_) => Ok(Some(Token::generate())),
+        Launch::Nothing => options.token.clone().map(Some).ok_or_else(|| {
+            LaunchError::Config(
+                "this server is started by hand and speaks pv-launch's native handshake: give the \
+                 token it was started with (--token-file FILE, or PV_LAUNCH_TOKEN in the \
+                 environment)"
+                    .into(),
+            )
+        }),
+    }
+}
+
+/// Start the plan's process, if any: the supervised server and its ready line.
+async fn start_plan(
+    plan: &Plan,
+    token: Option<&Token>,
+    options: &LaunchOptions,
+    listening: &[u16],
+    events: &EventSender,
+) -> Result<(Option<Server>, Option<pv_transport::launch::ReadyLine>), LaunchError> {
+    let Launch::Process(process) = plan.launch() else {
+        return Ok((None, None));
+    };
+    let secrets = token.map(|token| pv_transport::launch::Secrets {
+        token: token.clone(),
+        client_cert: None,
+    });
+    let ready_timeout = plan
+        .timeouts()
+        .process_start
+        .unwrap_or(DEFAULT_READY_TIMEOUT)
+        .max(Duration::from_secs(1));
+    Ok(crate::startup::start(
+        process,
+        secrets.as_ref(),
+        ready_timeout,
+        options,
+        listening,
+        events,
+    )
+    .await?)
+}
+
+/// A server started and readied for a client program that runs the server's handshake
+/// itself (ParaView's, or none): pv-launch holds no connection to it.
+#[derive(Debug)]
+pub struct Handoff {
+    url: String,
+    direction: Direction,
+    endpoints: Vec<(String, u16)>,
+    server: Option<Server>,
+}
+
+impl Handoff {
+    /// What the client does, in ParaView's URI forms (`PV_LAUNCH_URL`): `cs://H:P` dial
+    /// there, `csrc://127.0.0.1:P` listen there (the server dials); `cdsrs://…//…` and
+    /// `cdsrsrc://…//…` for a data server + render server pair.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Forward: the client dials; reverse: the client listens.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// The host and port of each endpoint (one, or data then render).
+    pub fn endpoints(&self) -> &[(String, u16)] {
+        &self.endpoints
+    }
+
+    /// The server pv-launch started and supervises (`None`: started by hand, or
+    /// detached).
+    pub fn started(&mut self) -> Option<&mut Server> {
+        self.server.as_mut()
+    }
+
+    /// Wait until the supervised server ends (never when nothing is supervised).
+    pub async fn wait_server(&mut self) -> Result<std::process::ExitStatus, LaunchError> {
+        match self.server.as_mut() {
+            Some(s) => Ok(s.wait().await?),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stop the server's whole process group (and the ssh connection carrying it).
+    pub async fn cleanup(mut self) {
+        if let Some(server) = self.server.take() {
+            server.cleanup().await;
+        }
+    }
+}
+
+/// Start what `plan` says and ready the path for a client program that connects by
+/// itself, running the server's handshake end to end: start, tunnels, readiness (the
+/// ready line, else the ready pattern, else the delay) — never a probe connection, which
+/// would use up a server that accepts one client. For a reverse connection the client
+/// must already listen on `client_ports` (one, or data then render, on 127.0.0.1): the
+/// server (or its ssh tunnel) dials them. The plan must not need pv-launch's native
+/// handshake (see [`needs_token`]; such servers are connected with [`launch_with`] and
+/// handed on decrypted).
+pub async fn prepare(
+    plan: &Plan,
+    events: &EventSender,
+    options: &LaunchOptions,
+    client_ports: &[u16],
+) -> Result<Handoff, LaunchError> {
+    let expected = plan.connection();
+    if needs_token(expected) || expected.resource == Resource::Builtin {
+        return Err(LaunchError::Config(
+            "this server speaks pv-launch's native handshake (or is built in): pv-launch connects \
+             to it itself"
+                .into(),
+        ));
+    }
+    let direction = expected.resource.direction().unwrap_or(Direction::Forward);
+    let (server, ready) = start_plan(plan, None, options, client_ports, events).await?;
+    let scheme = expected.resource.scheme();
+    let (url, endpoints) = match direction {
+        Direction::Reverse => {
+            let endpoints: Vec<(String, u16)> = client_ports
+                .iter()
+                .map(|p| ("127.0.0.1".to_string(), *p))
+                .collect();
+            let hosts: Vec<String> = client_ports
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect();
+            (format!("{scheme}://{}", hosts.join("//")), endpoints)
+        }
+        Direction::Forward => {
+            let mut target = connection_target(expected, ready.as_ref());
+            let tunnel = server.as_ref().and_then(Server::tunnel_address);
+            if let (Some(local), Resource::ClientServer { server: ep, .. }) = (tunnel, &mut target)
+            {
+                ep.host = Some(pv_transport::resource::Host::Ipv4(
+                    std::net::Ipv4Addr::LOCALHOST,
+                ));
+                ep.port = Some(local.port());
+            }
+            let endpoints: Vec<(String, u16)> = target
+                .endpoints()
+                .iter()
+                .map(|(h, p)| (connect::dial_host(*h), *p))
+                .collect();
+            let hosts: Vec<String> = endpoints
+                .iter()
+                .map(|(h, p)| {
+                    if h.contains(':') {
+                        format!("[{h}]:{p}")
+                    } else {
+                        format!("{h}:{p}")
+                    }
+                })
+                .collect();
+            (format!("{scheme}://{}", hosts.join("//")), endpoints)
+        }
+    };
+    let _ = events.send(Event::Handoff { url: url.clone() });
+    Ok(Handoff {
+        url,
+        direction,
+        endpoints,
+        server,
+    })
+}
+
 fn stage(events: &EventSender, stage: Stage, begun: std::time::Instant) {
     let _ = events.send(Event::Stage {
         stage,
@@ -195,7 +369,7 @@ pub async fn launch_with(
             builtin_server: Some(server),
         });
     }
-    let token = needs_token(expected).then(Token::generate);
+    let token = launch_token(plan, options)?;
     let direction = expected.resource.direction().unwrap_or(Direction::Forward);
 
     // Reverse: the client listens before anything starts.
@@ -214,29 +388,7 @@ pub async fn launch_with(
         .map(|a| a.port())
         .collect();
 
-    let (server, ready) = match plan.launch() {
-        Launch::Nothing => (None, None),
-        Launch::Process(process) => {
-            let secrets = token.as_ref().map(|token| pv_transport::launch::Secrets {
-                token: token.clone(),
-                client_cert: None,
-            });
-            let ready_timeout = plan
-                .timeouts()
-                .process_start
-                .unwrap_or(DEFAULT_READY_TIMEOUT)
-                .max(Duration::from_secs(1));
-            crate::startup::start(
-                process,
-                secrets.as_ref(),
-                ready_timeout,
-                options,
-                &listening,
-                events,
-            )
-            .await?
-        }
-    };
+    let (server, ready) = start_plan(plan, token.as_ref(), options, &listening, events).await?;
     let config = connection_config(expected, token.as_ref(), ready.as_ref())?;
     let manager = ConnectionManager::new(ConnectionMode::Single, config);
     stage(events, Stage::Connect, begun);
@@ -263,11 +415,7 @@ pub async fn launch_with(
     };
     let connections = match (direction, &target) {
         (Direction::Forward, Resource::ClientServer { server: ep, .. }) => {
-            let host = ep
-                .host
-                .as_ref()
-                .map(|h| h.to_lookup_string())
-                .unwrap_or_else(|| "localhost".into());
+            let host = connect::dial_host(ep.host.as_ref());
             let port = ep.port_or(pv_transport::resource::DEFAULT_SERVER_PORT);
             let policy = retry_policy(&expected.timeout);
             // An ssh tunnel accepts at once, then closes when nothing listens at its far
@@ -281,12 +429,7 @@ pub async fn launch_with(
         }
         (Direction::Forward, Resource::DataRender { .. }) => {
             let eps = target.endpoints();
-            let host = |i: usize| {
-                eps[i]
-                    .0
-                    .map(|h| h.to_lookup_string())
-                    .unwrap_or_else(|| "localhost".into())
-            };
+            let host = |i: usize| connect::dial_host(eps[i].0);
             let (d, r) = manager
                 .connect_data_render(
                     (&host(0), eps[0].1),

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pv_transport::launch::{ReadyLine, Secrets};
+use regex_lite::Regex;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
@@ -96,8 +97,11 @@ impl StderrTail {
 }
 
 /// What the output readers found: the ready line (or why it was bad), the remote
-/// wrapper's process group, and the stderr tail.
+/// wrapper's process group, the first line matching the ready pattern, and the stderr
+/// tail.
 pub struct Readers {
+    /// The first line (stdout or stderr) matching the ready pattern, when one was given.
+    pub matched: oneshot::Receiver<String>,
     /// The first ready line; closed without a value when stdout ended without one.
     pub ready: oneshot::Receiver<Result<ReadyLine, String>>,
     /// The remote wrapper's process group (first `pv-launch-pgid` line), when routed.
@@ -117,10 +121,14 @@ pub fn spawn_readers(
     stderr: impl AsyncRead + Unpin + Send + 'static,
     sink: OutputSink,
     wrapper: bool,
+    pattern: Option<&Regex>,
 ) -> Readers {
     let (ready_tx, ready) = oneshot::channel();
     let (pgid_tx, pgid) = oneshot::channel();
+    let (matched_tx, matched) = oneshot::channel();
+    let watch = PatternWatch::new(pattern, matched_tx);
     let out_sink = sink.clone();
+    let out_watch = watch.clone();
     tokio::spawn(async move {
         let (mut ready_tx, mut pgid_tx) = (Some(ready_tx), wrapper.then_some(pgid_tx));
         let mut lines = BufReader::new(stdout).lines();
@@ -143,6 +151,7 @@ pub fn spawn_readers(
                     }
                 }
             }
+            out_watch.check(&line);
             if let Some(o) = &out_sink {
                 let _ = o.send(OutputLine::Stdout(line));
             }
@@ -155,6 +164,7 @@ pub fn spawn_readers(
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 tail.push(&line);
+                watch.check(&line);
                 if let Some(o) = &sink {
                     let _ = o.send(OutputLine::Stderr(line));
                 }
@@ -162,10 +172,35 @@ pub fn spawn_readers(
         })
     };
     Readers {
+        matched,
         ready,
         pgid,
         tail,
         stderr_done,
+    }
+}
+
+/// The ready pattern, shared by the two readers: the first matching line, on either
+/// stream, is sent once.
+#[derive(Clone)]
+struct PatternWatch(Option<(Regex, OnceSender)>);
+
+/// A sender used once, by whichever reader matches first.
+type OnceSender = Arc<Mutex<Option<oneshot::Sender<String>>>>;
+
+impl PatternWatch {
+    fn new(pattern: Option<&Regex>, tx: oneshot::Sender<String>) -> PatternWatch {
+        PatternWatch(pattern.map(|p| (p.clone(), Arc::new(Mutex::new(Some(tx))))))
+    }
+
+    fn check(&self, line: &str) {
+        if let Some((re, tx)) = &self.0 {
+            if re.is_match(line) {
+                if let Some(tx) = tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    let _ = tx.send(line.to_string());
+                }
+            }
+        }
     }
 }
 
@@ -216,6 +251,64 @@ where
         },
         s = &mut exit => exited(s),
         _ = tokio::time::sleep(timeout) => Awaited::TimedOut(timeout),
+    }
+}
+
+/// How the wait for the ready pattern ended.
+#[derive(Debug)]
+pub enum Matched {
+    /// A line matched.
+    Line(String),
+    /// The command exited 0 first: its server detached.
+    Detached,
+    /// The command failed first, with this status.
+    Failed(ExitStatus),
+    /// No line matched within the time allowed (output ended, or time ran out).
+    NotSeen(Duration),
+}
+
+/// Wait up to `timeout` for the first output line matching the ready pattern, while
+/// `exit` may come first. A server's output ending without a match is not its end: the
+/// wait goes on for its exit or the timeout.
+pub async fn await_pattern<F>(
+    matched: oneshot::Receiver<String>,
+    exit: F,
+    timeout: Duration,
+) -> Matched
+where
+    F: Future<Output = ExitStatus>,
+{
+    tokio::pin!(exit);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let exited = |s: ExitStatus| {
+        if s.success() {
+            Matched::Detached
+        } else {
+            Matched::Failed(s)
+        }
+    };
+    tokio::select! {
+        m = matched => match m {
+            Ok(line) => Matched::Line(line),
+            Err(_) => tokio::select! {
+                s = &mut exit => exited(s),
+                _ = tokio::time::sleep_until(deadline) => Matched::NotSeen(timeout),
+            },
+        },
+        s = &mut exit => exited(s),
+        _ = tokio::time::sleep_until(deadline) => Matched::NotSeen(timeout),
+    }
+}
+
+/// The note for a default ready pattern that did not match in time: the client's own
+/// retry takes over.
+pub fn pattern_not_seen(pattern: &crate::plan::ReadyPattern, waited: Duration) -> Event {
+    Event::Note {
+        message: format!(
+            "the server printed no line matching {:?} within {}; handing over anyway (the client retries)",
+            pattern.regex.as_str(),
+            crate::plan::render::seconds(&waited)
+        ),
     }
 }
 
@@ -285,7 +378,7 @@ mod tests {
         let (mut out_w, out_r) = tokio::io::duplex(1024);
         let (mut err_w, err_r) = tokio::io::duplex(1024);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let readers = spawn_readers(out_r, err_r, Some(tx), true);
+        let readers = spawn_readers(out_r, err_r, Some(tx), true, None);
         use tokio::io::AsyncWriteExt;
         out_w
             .write_all(b"pv-launch-pgid 42\nhello\npv-launch-ready v1 port=5\n")
@@ -302,6 +395,40 @@ mod tests {
         assert_eq!(tail.len(), STDERR_TAIL_LINES);
         assert_eq!(tail.last().unwrap(), "e24");
         assert_eq!(rx.recv().await, Some(OutputLine::Stdout("hello".into())));
+    }
+
+    #[tokio::test]
+    async fn the_ready_pattern_matches_on_either_stream_once() {
+        use tokio::io::AsyncWriteExt;
+        let (mut out_w, out_r) = tokio::io::duplex(1024);
+        let (mut err_w, err_r) = tokio::io::duplex(1024);
+        let re = Regex::new(r"^Accepting connection\(s\): ").unwrap();
+        let readers = spawn_readers(out_r, err_r, None, false, Some(&re));
+        out_w.write_all(b"Waiting for client...\n").await.unwrap();
+        err_w
+            .write_all(b"Accepting connection(s): host:11111\n")
+            .await
+            .unwrap();
+        let got = await_pattern(
+            readers.matched,
+            std::future::pending(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(
+            matches!(&got, Matched::Line(l) if l.ends_with("host:11111")),
+            "{got:?}"
+        );
+        // Output that ends without a match waits for the exit (or the timeout).
+        let (out_w, out_r) = tokio::io::duplex(16);
+        let (err_w, err_r) = tokio::io::duplex(16);
+        let readers = spawn_readers(out_r, err_r, None, false, Some(&re));
+        drop((out_w, err_w));
+        let got = await_pattern(readers.matched, async { status(4) }, Duration::from_secs(5)).await;
+        assert!(
+            matches!(got, Matched::Failed(s) if s.code() == Some(4)),
+            "{got:?}"
+        );
     }
 
     #[tokio::test]

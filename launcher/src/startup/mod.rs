@@ -24,7 +24,7 @@ pub mod ssh;
 mod tests;
 
 pub use channel::{DEFAULT_READY_TIMEOUT, OutputLine, STDERR_TAIL_LINES};
-pub use local::{ServerHandle, TERMINATE_GRACE, start_local, wait_for_group_stops};
+pub use local::{ServerHandle, TERMINATE_GRACE, spawn_group, start_local, wait_for_group_stops};
 
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use pv_transport::launch::{ReadyLine, Secrets};
 
 use crate::events::{Event, EventSender};
-use crate::plan::{Place, ProcessPlan};
+use crate::plan::{Place, ProcessPlan, ReadyPattern};
+use crate::profile::Delay;
 use ssh::{SshError, SshOptions, SshSession};
 
 /// What a local start produced ([`start_local`]).
@@ -81,6 +82,22 @@ pub enum StartError {
     NoReadyLine {
         /// The program.
         program: String,
+        /// How long pv-launch waited.
+        waited: Duration,
+        /// The last lines of its stderr.
+        stderr_tail: Vec<String>,
+    },
+    /// The ready pattern did not match within the time allowed.
+    #[error(
+        "{program:?} printed no line matching the ready pattern {pattern:?} within {}{}",
+        crate::plan::render::seconds(waited),
+        tail_text(stderr_tail)
+    )]
+    NoReadyPattern {
+        /// The program.
+        program: String,
+        /// The pattern.
+        pattern: String,
         /// How long pv-launch waited.
         waited: Duration,
         /// The last lines of its stderr.
@@ -193,6 +210,20 @@ impl Server {
     }
 }
 
+/// What says a start is over: the launch channel's ready line (when secrets go in), else
+/// the ready pattern on the server's output, else ParaView's delay rules.
+#[derive(Clone, Copy, Debug)]
+pub struct Expect<'a> {
+    /// The launch channel's secrets; with them a ready line is awaited.
+    pub secrets: Option<&'a Secrets>,
+    /// How long the ready line (or the ready pattern) may take.
+    pub ready_timeout: Duration,
+    /// A pattern on the output that says the server is ready.
+    pub pattern: Option<&'a ReadyPattern>,
+    /// Without either: the delay rule.
+    pub delay: &'a Delay,
+}
+
 /// How starts are carried out beyond what the plan says.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
@@ -201,6 +232,10 @@ pub struct StartOptions {
     /// that answers ssh's prompts (`None`: pv-askpass asks with its own dialog or on the
     /// terminal), timeouts and keepalive — for either backend.
     pub ssh: SshOptions,
+    /// The one-time token of a server started by hand (manual startup) that speaks the
+    /// native handshake: shared with it out of band (`--token-file`, `PV_LAUNCH_TOKEN`).
+    /// pv-launch makes its own token for servers it starts.
+    pub token: Option<pv_transport::Token>,
 }
 
 impl StartOptions {
@@ -225,26 +260,21 @@ pub async fn start(
     listening: &[u16],
     events: &EventSender,
 ) -> Result<(Option<Server>, Option<ReadyLine>), StartError> {
+    let expect = Expect {
+        secrets,
+        ready_timeout,
+        pattern: process.ready_pattern.as_ref(),
+        delay: &process.delay,
+    };
     match &process.place {
-        Place::Local(command) => {
-            match start_local(command, &process.delay, secrets, ready_timeout, events).await? {
-                Started::Running { handle, ready } => Ok((Some(Server::Local(handle)), ready)),
-                Started::Detached => Ok((None, None)),
-            }
-        }
+        Place::Local(command) => match start_local(command, &expect, events).await? {
+            Started::Running { handle, ready } => Ok((Some(Server::Local(handle)), ready)),
+            Started::Detached => Ok((None, None)),
+        },
         Place::Ssh(plan) => {
             let begun = Instant::now();
-            let (session, detached) = ssh::start(
-                plan,
-                &process.delay,
-                secrets,
-                ready_timeout,
-                &options.ssh,
-                listening,
-                events,
-                begun,
-            )
-            .await?;
+            let (session, detached) =
+                ssh::start(plan, &expect, &options.ssh, listening, events, begun).await?;
             let ready = session.ready().cloned();
             if let Some(r) = &ready {
                 let _ = events.send(Event::Ready {

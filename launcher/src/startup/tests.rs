@@ -128,7 +128,13 @@ fn plan(argv: &[&str]) -> LocalCommand {
 
 async fn start(argv: &[&str]) -> ServerHandle {
     let (events, _) = tokio::sync::mpsc::unbounded_channel();
-    match start_local(&plan(argv), &Delay::None, None, DEADLINE, &events).await {
+    let expect = super::Expect {
+        secrets: None,
+        ready_timeout: DEADLINE,
+        pattern: None,
+        delay: &Delay::None,
+    };
+    match start_local(&plan(argv), &expect, &events).await {
         Ok(Started::Running { handle, .. }) => handle,
         other => panic!("{argv:?} did not start: {other:?}"),
     }

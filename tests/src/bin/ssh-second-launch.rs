@@ -65,6 +65,7 @@ async fn main() {
             remote_port: 0,
         }),
         ready_timeout: Some(Duration::from_secs(20)),
+        pattern: None,
     };
     let server = workspace_bin_beside("pv-demo-server").display().to_string();
     let command = |_: Option<u16>| {

@@ -229,6 +229,8 @@ impl<'a, 'input> Loader<'a, 'input> {
                 vtk_hash: DEFAULT_VTK_HASH.to_string(),
             },
             paraview_version: ParaViewVersion::default(),
+            ready_pattern: None,
+            client: None,
         }))
     }
 

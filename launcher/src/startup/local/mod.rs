@@ -18,11 +18,10 @@ use std::time::{Duration, Instant};
 use pv_transport::launch::Secrets;
 use tokio::io::AsyncWriteExt;
 
-use super::channel::{self, AfterDelay, Awaited, OutputSink};
-use super::{StartError, Started};
+use super::channel::{self, AfterDelay, Awaited, Matched, OutputSink};
+use super::{Expect, StartError, Started};
 use crate::events::{Event, EventSender, Stage};
 use crate::plan::LocalCommand;
-use crate::profile::Delay;
 
 /// How long a server's process group gets after SIGTERM before SIGKILL.
 pub const TERMINATE_GRACE: Duration = Duration::from_secs(2);
@@ -59,15 +58,42 @@ fn spawn(
     })
 }
 
-/// Start `command`. With `secrets`, write the secrets line to its stdin and wait (up to
-/// `ready_timeout`) for its ready line; without, follow `delay`.
+/// Spawn `command` (its stdio as the caller set it) as the leader of a new process
+/// group, supervised like a server: [`ServerHandle::cleanup`] (and a drop) stops the
+/// whole group, SIGTERM first and SIGKILL after [`TERMINATE_GRACE`]. For a client
+/// program the session runs.
+pub fn spawn_group(
+    mut command: tokio::process::Command,
+    program: &str,
+) -> Result<ServerHandle, StartError> {
+    let child = command
+        .process_group(0)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|source| StartError::Spawn {
+            program: program.to_string(),
+            source,
+        })?;
+    let group = group::GroupStop::new(child.id().unwrap_or(0));
+    Ok(ServerHandle::new(
+        child,
+        group,
+        None,
+        channel::StderrTail::default(),
+        None,
+        program.to_string(),
+    ))
+}
+
+/// Start `command`. With secrets, write the secrets line to its stdin and wait (up to the
+/// ready timeout) for its ready line; else, with a ready pattern, wait for a matching
+/// output line; else follow the delay rule ([`Expect`]).
 pub async fn start_local(
     command: &LocalCommand,
-    delay: &Delay,
-    secrets: Option<&Secrets>,
-    ready_timeout: Duration,
+    expect: &Expect<'_>,
     events: &EventSender,
 ) -> Result<Started, StartError> {
+    let (secrets, ready_timeout) = (expect.secrets, expect.ready_timeout);
     let begun = Instant::now();
     let program = command.argv[0].clone();
     let _ = events.send(Event::Stage {
@@ -90,7 +116,8 @@ pub async fn start_local(
         unreachable!("stdout and stderr are piped");
     };
     let sink: OutputSink = Some(channel::events_sink(events));
-    let readers = channel::spawn_readers(out, err, sink, false);
+    let pattern = expect.pattern.map(|p| &p.regex);
+    let readers = channel::spawn_readers(out, err, sink, false, pattern);
     let mut handle = ServerHandle::new(
         child,
         group,
@@ -136,8 +163,40 @@ pub async fn start_local(
             }
         };
     }
+    if let Some(pattern) = expect.pattern {
+        let _ = events.send(Event::Stage {
+            stage: Stage::WaitPattern,
+            elapsed: begun.elapsed(),
+        });
+        let matched = channel::await_pattern(readers.matched, handle.wait(), ready_timeout).await;
+        return match matched {
+            Matched::Line(_) => Ok(Started::Running {
+                handle,
+                ready: None,
+            }),
+            Matched::Detached => Ok(Started::Detached),
+            Matched::Failed(status) => Err(handle.exit_error(status).await),
+            Matched::NotSeen(waited) if pattern.required => {
+                let stderr_tail = handle.stderr_tail();
+                handle.cleanup().await;
+                Err(StartError::NoReadyPattern {
+                    program,
+                    pattern: pattern.regex.as_str().to_string(),
+                    waited,
+                    stderr_tail,
+                })
+            }
+            Matched::NotSeen(waited) => {
+                let _ = events.send(channel::pattern_not_seen(pattern, waited));
+                Ok(Started::Running {
+                    handle,
+                    ready: None,
+                })
+            }
+        };
+    }
     let exit = async { Ok::<_, std::convert::Infallible>(handle.wait().await) };
-    let Ok(after) = channel::follow_delay(delay, exit, events, begun).await;
+    let Ok(after) = channel::follow_delay(expect.delay, exit, events, begun).await;
     match after {
         AfterDelay::Running => Ok(Started::Running {
             handle,

@@ -40,6 +40,7 @@ mod session;
 
 pub use askpass_bridge::{AskpassBridge, prompt_option};
 pub use openssh::{AskpassProgram, Master, RemoteServer, find_askpass};
+pub(crate) use session::RemoteIo;
 pub use session::{SshHost, SshLaunch, SshSession};
 
 pub use crate::plan::ssh::{
@@ -51,12 +52,11 @@ pub use crate::startup::channel::{OutputLine, OutputSink};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pv_transport::launch::Secrets;
-
-use super::channel::{self, AfterDelay, Awaited};
+use super::Expect;
+use super::channel::{self, AfterDelay, Awaited, Matched};
 use crate::events::{Event, EventSender, Stage};
 use crate::plan::SshPlan;
-use crate::profile::{Delay, SshBackend};
+use crate::profile::SshBackend;
 use crate::prompt::Prompter;
 
 /// How long the remote watcher waits after SIGTERM before SIGKILL, and roughly how long
@@ -132,12 +132,9 @@ fn stage(events: &EventSender, stage: Stage, begun: Instant) {
 /// command with `secrets` on its stdin and open the plan's tunnel (a reverse one leads to
 /// the first port in `listening`), then, when no ready line is awaited, follow `delay`.
 /// The session, and whether the remote command detached its server (it exited 0).
-#[allow(clippy::too_many_arguments)] // the start's inputs, each used once
 pub async fn start(
     plan: &SshPlan,
-    delay: &Delay,
-    secrets: Option<&Secrets>,
-    ready_timeout: Duration,
+    expect: &Expect<'_>,
     options: &SshOptions,
     listening: &[u16],
     events: &EventSender,
@@ -156,11 +153,13 @@ pub async fn start(
                 .to_string(),
         ));
     }
+    let secrets = expect.secrets;
     let launch = SshLaunch {
         target: plan.target.clone(),
         options: options.clone(),
         tunnel,
-        ready_timeout: secrets.is_some().then_some(ready_timeout),
+        ready_timeout: secrets.is_some().then_some(expect.ready_timeout),
+        pattern: expect.pattern.map(|p| p.regex.clone()),
     };
     stage(events, Stage::SshConnect, begun);
     let host = SshHost::connect(&plan.target, &plan.backend, options).await?;
@@ -180,7 +179,28 @@ pub async fn start(
     if secrets.is_some() {
         return Ok((session, true));
     }
-    match channel::follow_delay(delay, session.wait(), events, begun).await? {
+    if let Some(pattern) = expect.pattern {
+        stage(events, Stage::WaitPattern, begun);
+        return match session.await_pattern(expect.ready_timeout).await? {
+            Matched::Line(_) => Ok((session, false)),
+            Matched::Detached => Ok((session, true)),
+            Matched::Failed(status) => Err(session.exit_error(status)),
+            Matched::NotSeen(waited) if pattern.required => Err(SshError::Timeout {
+                host: session.host().display_name(),
+                what: format!(
+                    "waiting for a line matching the ready pattern {:?}",
+                    pattern.regex.as_str()
+                ),
+                waited,
+                log_tail: session.stderr_tail(),
+            }),
+            Matched::NotSeen(waited) => {
+                let _ = events.send(channel::pattern_not_seen(pattern, waited));
+                Ok((session, false))
+            }
+        };
+    }
+    match channel::follow_delay(expect.delay, session.wait(), events, begun).await? {
         AfterDelay::Running => Ok((session, false)),
         AfterDelay::Detached => Ok((session, true)),
         AfterDelay::Failed(status) => Err(session.exit_error(status)),

@@ -13,8 +13,21 @@ use super::openssh::{Master, RemoteServer};
 use super::russh::{RusshConnection, RusshOptions, RusshRemote};
 use super::{SshError, SshOptions, SshTarget, Tunnel};
 use crate::plan::BackendPlan;
-use crate::startup::channel::OutputSink;
+use crate::startup::channel::{Matched, OutputSink};
 use crate::startup::describe_status;
+
+/// What a remote start exchanges on the launch channel, whichever backend carries it.
+#[derive(Clone, Debug)]
+pub(crate) struct RemoteIo<'a> {
+    /// The secrets line's content (an empty line without).
+    pub secrets: Option<&'a Secrets>,
+    /// How long to wait for the ready line (`None`: none is awaited).
+    pub ready_timeout: Option<Duration>,
+    /// Where the output lines go.
+    pub output: OutputSink,
+    /// The ready pattern to watch the output for.
+    pub pattern: Option<&'a regex_lite::Regex>,
+}
 
 /// An authenticated ssh connection to one host: the one face of both backends.
 #[derive(Debug)]
@@ -96,18 +109,22 @@ impl SshHost {
         secrets: Option<&Secrets>,
         ready_timeout: Option<Duration>,
         output: OutputSink,
+        pattern: Option<&regex_lite::Regex>,
     ) -> Result<(RemoteProcess, Option<ReadyLine>), SshError> {
+        let io = RemoteIo {
+            secrets,
+            ready_timeout,
+            output,
+            pattern,
+        };
         Ok(match self {
             SshHost::OpenSsh(m) => {
-                let (s, r) =
-                    RemoteServer::start(m, command, secrets, ready_timeout, output).await?;
+                let (s, r) = RemoteServer::start_with(m, command, io).await?;
                 (RemoteProcess::OpenSsh(s), r)
             }
             #[cfg(feature = "russh")]
             SshHost::Russh(c) => {
-                let (s, r) = c
-                    .start_server(command, secrets, ready_timeout, output)
-                    .await?;
+                let (s, r) = c.start(command, io).await?;
                 (RemoteProcess::Russh(s), r)
             }
         })
@@ -175,6 +192,9 @@ pub struct SshLaunch {
     pub tunnel: Option<Tunnel>,
     /// How long to wait for the ready line (`None`: do not wait for one).
     pub ready_timeout: Option<Duration>,
+    /// A pattern on the server's output that says it is ready
+    /// ([`SshSession::await_pattern`]).
+    pub pattern: Option<regex_lite::Regex>,
 }
 
 impl SshLaunch {
@@ -209,7 +229,13 @@ impl SshLaunch {
             _ => None,
         };
         let (mut server, ready) = host
-            .start_server(&command(remote_port), secrets, self.ready_timeout, output)
+            .start_server(
+                &command(remote_port),
+                secrets,
+                self.ready_timeout,
+                output,
+                self.pattern.as_ref(),
+            )
             .await?;
         let mut local_port = None;
         if let Some(Tunnel::Local {
@@ -370,6 +396,35 @@ impl SshSession {
             }
             #[cfg(feature = "russh")]
             _ => unreachable!("a server runs on the connection that started it"),
+        }
+    }
+
+    /// Wait up to `timeout` for the server's first output line matching the launch's
+    /// ready pattern (never, without one), while it may exit first. A lost connection is
+    /// an error.
+    pub async fn await_pattern(&mut self, timeout: Duration) -> Result<Matched, SshError> {
+        let matched = match &mut self.server {
+            RemoteProcess::OpenSsh(s) => s.take_matched(),
+            #[cfg(feature = "russh")]
+            RemoteProcess::Russh(s) => s.take_matched(),
+        };
+        let Some(matched) = matched else {
+            return Ok(Matched::NotSeen(Duration::ZERO));
+        };
+        let mut lost = None;
+        let exit = async {
+            match self.wait().await {
+                Ok(s) => s,
+                Err(e) => {
+                    lost = Some(e);
+                    std::os::unix::process::ExitStatusExt::from_raw(255 << 8)
+                }
+            }
+        };
+        let got = crate::startup::channel::await_pattern(matched, exit, timeout).await;
+        match lost {
+            Some(e) => Err(e),
+            None => Ok(got),
         }
     }
 

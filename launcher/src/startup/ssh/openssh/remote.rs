@@ -8,13 +8,15 @@
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use pv_transport::launch::{ReadyLine, Secrets};
+use pv_transport::launch::ReadyLine;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin};
 
-use super::super::{RemoteOutcome, STOP_GRACE, SshError, remote_start, wrap_remote_command};
+use super::super::{
+    RemoteIo, RemoteOutcome, STOP_GRACE, SshError, remote_start, wrap_remote_command,
+};
 use super::Master;
-use crate::startup::channel::{self, OutputSink, StderrTail};
+use crate::startup::channel::{self, StderrTail};
 use crate::startup::describe_status as describe;
 
 /// The remote server: a mux client of the master running the wrapped command. Dropping
@@ -27,6 +29,8 @@ pub struct RemoteServer {
     host: String,
     stderr_tail: StderrTail,
     status: Option<ExitStatus>,
+    /// The first output line matching the ready pattern, when one is watched for.
+    matched: Option<tokio::sync::oneshot::Receiver<String>>,
 }
 
 impl RemoteServer {
@@ -38,10 +42,27 @@ impl RemoteServer {
     pub async fn start(
         master: &Master,
         command: &str,
-        secrets: Option<&Secrets>,
+        secrets: Option<&pv_transport::launch::Secrets>,
         ready_timeout: Option<Duration>,
-        output: OutputSink,
+        output: crate::startup::channel::OutputSink,
     ) -> Result<(RemoteServer, Option<ReadyLine>), SshError> {
+        let io = RemoteIo {
+            secrets,
+            ready_timeout,
+            output,
+            pattern: None,
+        };
+        RemoteServer::start_with(master, command, io).await
+    }
+
+    /// [`RemoteServer::start`] with the whole launch-channel exchange (a ready pattern
+    /// too).
+    pub(crate) async fn start_with(
+        master: &Master,
+        command: &str,
+        io: RemoteIo<'_>,
+    ) -> Result<(RemoteServer, Option<ReadyLine>), SshError> {
+        let (secrets, ready_timeout) = (io.secrets, io.ready_timeout);
         let host = master.target().display_name();
         let mut c = master.remote_command(&wrap_remote_command(command));
         c.stdin(Stdio::piped())
@@ -66,7 +87,8 @@ impl RemoteServer {
         let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
             unreachable!("stdout and stderr are piped");
         };
-        let readers = channel::spawn_readers(out, err, output, true);
+        let mut readers = channel::spawn_readers(out, err, io.output, true, io.pattern);
+        let matched = std::mem::replace(&mut readers.matched, tokio::sync::oneshot::channel().1);
         let mut server = RemoteServer {
             child,
             stdin,
@@ -74,6 +96,7 @@ impl RemoteServer {
             host: host.clone(),
             stderr_tail: readers.tail.clone(),
             status: None,
+            matched: io.pattern.is_some().then_some(matched),
         };
         let started = remote_start(readers, server.wait(), ready_timeout).await;
         server.pgid = started.pgid;
@@ -111,6 +134,11 @@ impl RemoteServer {
             },
             stderr_tail: self.stderr_tail(),
         }
+    }
+
+    /// The receiver of the first line matching the ready pattern (once).
+    pub(crate) fn take_matched(&mut self) -> Option<tokio::sync::oneshot::Receiver<String>> {
+        self.matched.take()
     }
 
     /// The remote process group (the wrapper's pid), once known.

@@ -41,7 +41,9 @@ use zeroize::Zeroizing;
 
 use super::askpass_bridge::prompt_option;
 use super::{AskpassProgram, SshOptions, find_askpass};
-use super::{RemoteOutcome, STOP_GRACE, SshError, SshTarget, remote_start, wrap_remote_command};
+use super::{
+    RemoteIo, RemoteOutcome, STOP_GRACE, SshError, SshTarget, remote_start, wrap_remote_command,
+};
 use crate::plan::RusshSettings;
 use crate::prompt::{PromptError, PromptRequest, Prompter};
 use crate::startup::channel::{self as launch_channel, OutputSink, StderrTail};
@@ -409,6 +411,22 @@ impl RusshConnection {
         ready_timeout: Option<Duration>,
         output: OutputSink,
     ) -> Result<(RusshRemote, Option<ReadyLine>), SshError> {
+        let io = RemoteIo {
+            secrets,
+            ready_timeout,
+            output,
+            pattern: None,
+        };
+        self.start(command, io).await
+    }
+
+    /// [`RusshConnection::start_server`] with the whole launch-channel exchange.
+    pub(crate) async fn start(
+        &self,
+        command: &str,
+        io: RemoteIo<'_>,
+    ) -> Result<(RusshRemote, Option<ReadyLine>), SshError> {
+        let (secrets, ready_timeout, output) = (io.secrets, io.ready_timeout, io.output);
         let host = self.host.clone();
         let channel = self
             .handle
@@ -430,8 +448,10 @@ impl RusshConnection {
         let (out_w, out_r) = tokio::io::duplex(64 * 1024);
         let (err_w, err_r) = tokio::io::duplex(64 * 1024);
         let reader = tokio::spawn(pump_channel(read, out_w, err_w, status_tx));
-        let readers = launch_channel::spawn_readers(out_r, err_r, output, true);
+        let mut readers = launch_channel::spawn_readers(out_r, err_r, output, true, io.pattern);
+        let matched = std::mem::replace(&mut readers.matched, tokio::sync::oneshot::channel().1);
         let mut remote = RusshRemote {
+            matched: io.pattern.is_some().then_some(matched),
             write: Some(write),
             pgid: None,
             host: host.clone(),
@@ -757,6 +777,8 @@ pub struct RusshRemote {
     tail: StderrTail,
     status: watch::Receiver<Option<Option<u32>>>,
     reader: tokio::task::JoinHandle<()>,
+    /// The first output line matching the ready pattern, when one is watched for.
+    matched: Option<tokio::sync::oneshot::Receiver<String>>,
 }
 
 impl std::fmt::Debug for RusshRemote {
@@ -786,6 +808,11 @@ impl RusshRemote {
             },
             stderr_tail: self.stderr_tail(),
         }
+    }
+
+    /// The receiver of the first line matching the ready pattern (once).
+    pub(crate) fn take_matched(&mut self) -> Option<tokio::sync::oneshot::Receiver<String>> {
+        self.matched.take()
     }
 
     /// The remote process group.
