@@ -39,6 +39,7 @@ pub mod launch;
 pub mod manager;
 pub mod net;
 pub mod resource;
+pub mod socket_table;
 pub mod tls;
 pub mod token;
 
