@@ -34,6 +34,7 @@
 
 pub mod connection;
 pub mod fingerprint;
+pub mod handoff;
 pub mod handshake;
 pub mod launch;
 pub mod manager;
