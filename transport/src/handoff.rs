@@ -275,9 +275,22 @@ where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     S: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
+    relay_with_buffers(client, server, RELAY_BUFFER).await
+}
+
+/// [`relay`] with `buffer`-byte copy buffers (one per direction) instead of
+/// [`RELAY_BUFFER`]: for measuring, or for a caller short of memory.
+pub async fn relay_with_buffers<C, S>(
+    client: &mut C,
+    server: &mut S,
+    buffer: usize,
+) -> io::Result<Transferred>
+where
+    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    S: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
     let (client_to_server, server_to_client) =
-        tokio::io::copy_bidirectional_with_sizes(client, server, RELAY_BUFFER, RELAY_BUFFER)
-            .await?;
+        tokio::io::copy_bidirectional_with_sizes(client, server, buffer, buffer).await?;
     Ok(Transferred {
         client_to_server,
         server_to_client,
