@@ -388,8 +388,8 @@ pub enum WaitListeningError {
 /// connection). Gives up after `timeout`.
 ///
 /// This polls: the kernel sends no notification when a socket starts listening (`inotify`
-/// sees nothing in `/proc/net`, and the `sock_diag` netlink interface answers queries but
-/// has no multicast group for new listeners). The pause starts at [`FIRST_POLL_INTERVAL`]
+/// sees no change in `/proc/net` files, and the multicast groups of the `sock_diag` netlink
+/// interface report sockets being destroyed, never created). The pause starts at [`FIRST_POLL_INTERVAL`]
 /// and doubles up to [`MAX_POLL_INTERVAL`], so a listener that is already there or comes
 /// soon is seen at once, and a slow client (a GUI starting) costs ten reads a second.
 pub async fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), WaitListeningError> {
