@@ -3,9 +3,11 @@
 //! It knows where a server is ([`resource`]), how to reach it ([`net`]: dial with retry,
 //! listen, reverse dial), how both ends prove who they are ([`handshake`]: the native token
 //! challenge-response, and ParaView's own), how to encrypt and pin ([`tls`]), how the
-//! launcher and a server it starts talk before the connection exists ([`launch`]), and how a
-//! process manages one or many connections ([`manager`]). It never starts processes and
-//! knows nothing of ssh or profiles: that is the launcher's job.
+//! launcher and a server it starts talk before the connection exists ([`launch`]), how a
+//! process manages one or many connections ([`manager`]), and how a launcher hands a
+//! connection to an unmodified client program on loopback, admitting only the user's own
+//! sockets ([`handoff`], reading the kernel's socket tables with [`socket_table`]). It never
+//! starts processes and knows nothing of ssh or profiles: that is the launcher's job.
 //!
 //! A server built on this crate, in outline:
 //!
@@ -34,11 +36,13 @@
 
 pub mod connection;
 pub mod fingerprint;
+pub mod handoff;
 pub mod handshake;
 pub mod launch;
 pub mod manager;
 pub mod net;
 pub mod resource;
+pub mod socket_table;
 pub mod tls;
 pub mod token;
 
