@@ -24,7 +24,10 @@ fn main() -> ExitCode {
             EXIT_OK
         }
         Some(Command::List { profile }) => list(profile.as_deref()),
-        Some(Command::Check { profile }) => check(&profile),
+        Some(Command::Check {
+            profile,
+            profile_flag,
+        }) => check(&profile.or(profile_flag).unwrap_or_default()),
         Some(Command::Import { pvsc, output }) => import(&pvsc, output.as_deref()),
         None => launch(&cli.launch),
     };
@@ -166,5 +169,56 @@ fn launch(args: &cli::LaunchArgs) -> i32 {
         }
         return EXIT_OK;
     }
-    cli::run::run(plan, args)
+    let mut options = pv_launch::session::LaunchOptions::default();
+    if matches!(plan.launch(), pv_launch::plan::Launch::Nothing)
+        && pv_launch::session::needs_token(plan.connection())
+    {
+        match manual_token(args) {
+            Ok(t) => options.token = t,
+            Err(e) => return fail(e, EXIT_USAGE),
+        }
+    }
+    cli::run::run(plan, args, options)
+}
+
+/// The token of a hand-started native server: `--token-file` (owned by the user, not
+/// readable by others: checked on the open file), else `PV_LAUNCH_TOKEN`.
+fn manual_token(args: &cli::LaunchArgs) -> Result<Option<pv_transport::Token>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let text = match &args.token_file {
+        Some(path) => {
+            let shown = path.display();
+            let mut file =
+                std::fs::File::open(path).map_err(|e| format!("--token-file {shown}: {e}"))?;
+            let meta = file
+                .metadata()
+                .map_err(|e| format!("--token-file {shown}: {e}"))?;
+            let uid = pv_transport::socket_table::effective_uid()
+                .map_err(|e| format!("cannot tell who runs pv-launch: {e}"))?;
+            if meta.uid() != uid {
+                return Err(format!(
+                    "--token-file {shown} belongs to uid {}, not to you (uid {uid}): refused",
+                    meta.uid()
+                ));
+            }
+            if meta.mode() & 0o077 != 0 {
+                return Err(format!(
+                    "--token-file {shown} can be read by others (mode {:o}): chmod 600 it",
+                    meta.mode() & 0o777
+                ));
+            }
+            let mut text = zeroize::Zeroizing::new(String::new());
+            file.read_to_string(&mut text)
+                .map_err(|e| format!("--token-file {shown}: {e}"))?;
+            text
+        }
+        None => match std::env::var(pv_transport::launch::TOKEN_ENV) {
+            Ok(t) => zeroize::Zeroizing::new(t),
+            Err(_) => return Ok(None),
+        },
+    };
+    pv_transport::Token::from_hex(&text)
+        .map(Some)
+        .map_err(|e| format!("the token of the hand-started server: {e}"))
 }

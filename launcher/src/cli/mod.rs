@@ -27,15 +27,25 @@ Examples:
       print exactly what would run, start nothing
   pv-launch --profile servers.pvsc --server 'ORNL andes'
       use a ParaView server file as it is
-  pv-launch --profile local --exec 'my-client \"$PV_LAUNCH_URL\"'
-      run a command while connected ($PV_LAUNCH_URL holds the connection URL)
+  pv-launch --profile local.pvsc --exec 'pvpython client.py \"$PV_LAUNCH_URL\"'
+      start the server, then run a client; $PV_LAUNCH_URL says what it dials (cs://)
+      or where it listens for the server (csrc://)
   pv-launch import servers.pvsc -o servers.toml
 
 Profiles are found by path, or by name in $XDG_CONFIG_HOME/pv-launch/ (else
 ~/.config/pv-launch/) as NAME, NAME.toml or NAME.pvsc.
 
 Exit status: 0 success; 1 the server or the connection failed; 2 bad usage or a
-profile error; 130 interrupted; with --exec, the command's own status.";
+profile error; 130 interrupted; with a client, the client's own status.
+
+Environment:
+  PV_LAUNCH_TOKEN       the token of a hand-started native server (see --token-file)
+  PARAVIEW_SSH_OPTIONS  extra ssh options for .pvsc servers, as ParaView reads them
+  XDG_CONFIG_HOME       where profiles are found by name (pv-launch/)
+  XDG_RUNTIME_DIR       where the private relay socket's directory is made
+  NO_COLOR              no colour in the terminal display
+The client gets PV_LAUNCH_URL, PV_LAUNCH_HOST, PV_LAUNCH_PORT (PV_LAUNCH_DATA_*,
+PV_LAUNCH_RENDER_* for a pair) and, for a relayed server, PV_LAUNCH_SOCKET.";
 
 /// Start a server (locally, through a script, over ssh) and connect to it.
 #[derive(Debug, Parser)]
@@ -67,10 +77,24 @@ pub struct LaunchArgs {
     /// Print progress events (or, with --dry-run, the plan) as JSON, one object per line.
     #[arg(long)]
     pub json: bool,
-    /// Once connected, run this command through /bin/sh, with PV_LAUNCH_URL set, then
-    /// clean up and exit with its status.
+    /// Once the server is ready, run this client command through /bin/sh, then clean up
+    /// and exit with its status. PV_LAUNCH_URL says what it must do, in ParaView's forms:
+    /// cs://127.0.0.1:PORT dial there; csrc://127.0.0.1:PORT listen there (the server
+    /// dials; the client is started first); cdsrs:// and cdsrsrc:// for a data + render
+    /// pair. PV_LAUNCH_HOST and PV_LAUNCH_PORT (PV_LAUNCH_DATA_*, PV_LAUNCH_RENDER_*)
+    /// spare it the parsing. The command runs in its own process group, stopped with the
+    /// session. Overrides the profile's `client`.
     #[arg(long, value_name = "CMD")]
     pub exec: Option<String>,
+    /// Do not run the profile's `client`: hold the session until Ctrl-C and let a client
+    /// you start yourself use PV_LAUNCH_URL's endpoint.
+    #[arg(long, conflicts_with = "exec")]
+    pub no_client: bool,
+    /// For a server you started by hand that speaks pv-launch's native handshake: the
+    /// file holding its one-time token (hex; owned by you, mode 0600). Else
+    /// PV_LAUNCH_TOKEN is read.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Seed for `random` option defaults (reproducible dry runs).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -91,8 +115,16 @@ pub enum Command {
     /// Load a profile, resolve every server with defaults, and print warnings.
     Check {
         /// Profile file or name.
-        #[arg(value_name = "FILE")]
-        profile: String,
+        #[arg(value_name = "FILE", required_unless_present = "profile_flag")]
+        profile: Option<String>,
+        /// The same, written as a launch names it.
+        #[arg(
+            long = "profile",
+            short = 'p',
+            value_name = "FILE",
+            conflicts_with = "profile"
+        )]
+        profile_flag: Option<String>,
     },
     /// Convert a ParaView .pvsc file into a TOML profile.
     Import {

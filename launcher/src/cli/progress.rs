@@ -133,12 +133,16 @@ impl Renderer {
         }
     }
 
-    /// Show one event.
-    pub fn show(&mut self, event: &Event) {
+    /// Show one event. An error only when the JSON lines' reader went away (a closed
+    /// stdout: `pv-launch --json … | head -1`); the other forms carry on whatever
+    /// happens to stderr.
+    pub fn show(&mut self, event: &Event) -> std::io::Result<()> {
         match &mut self.form {
             Form::Json => {
                 if let Ok(line) = serde_json::to_string(event) {
-                    println!("{line}");
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "{line}")?;
+                    out.flush()?;
                 }
             }
             Form::Plain(out) => {
@@ -157,6 +161,7 @@ impl Renderer {
             }
             Form::Terminal(spinner) => spinner.show(event),
         }
+        Ok(())
     }
 
     /// End the display: a stage still spinning is cleared (its outcome is unknown), and
@@ -434,7 +439,7 @@ mod tests {
                 message: "boom".into(),
             },
         ] {
-            r.show(&e);
+            r.show(&e).unwrap();
         }
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         assert_eq!(
@@ -457,7 +462,7 @@ mod tests {
             elapsed: Duration::from_millis(1234),
         };
         let out = Shared::default();
-        Renderer::plain(Box::new(out.clone())).show(&e);
+        Renderer::plain(Box::new(out.clone())).show(&e).unwrap();
         assert_eq!(
             String::from_utf8(out.0.lock().unwrap().clone()).unwrap(),
             "[  1.23s] interrupted (SIGINT)\n"

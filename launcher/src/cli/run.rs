@@ -1,19 +1,52 @@
-//! Running a plan from the command line: start, supervise, report progress, wait for
-//! Ctrl-C, SIGTERM, the server's exit or `--exec`'s command, then clean up.
+//! Running a plan from the command line: start the server, hand it to the client program
+//! (`--exec`, or the profile's `client`), supervise both, report progress, and clean up on
+//! Ctrl-C, SIGTERM, the client's exit or the server's end.
+//!
+//! Two ways to hand a server over, chosen by its handshake:
+//!
+//! - **Hand-off** (ParaView's handshake, or none: a real pvserver): pv-launch never
+//!   connects. It readies the path — start, tunnels, readiness from a ready line or the
+//!   server's own output — and the client runs its own handshake end to end. Forward:
+//!   the client gets `cs://HOST:PORT` to dial. Reverse: the client gets
+//!   `csrc://127.0.0.1:PORT`, is started first, and the server is started only once the
+//!   client's port listens (read from the kernel's socket table, without connecting).
+//! - **Relay** (pv-launch's native handshake, maybe TLS): pv-launch authenticates and
+//!   decrypts, and serves the plaintext stream on a loopback port that admits only this
+//!   user's sockets (`cs://127.0.0.1:PORT`), and on a 0700 Unix socket
+//!   (`PV_LAUNCH_SOCKET`); one client per server connection.
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
+use pv_launch::events::{Event, EventSender, Stage};
+use pv_launch::plan::{ExpectedConnection, Plan};
+use pv_launch::profile::ConnectTimeout;
+use pv_launch::session::{Handoff, LaunchOptions, Session, launch_with, needs_token, prepare};
+use pv_launch::startup::{ServerHandle, TERMINATE_GRACE, spawn_group};
+use pv_transport::handoff::{LoopbackEndpoint, Refused, relay};
+use pv_transport::{Direction, Resource};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::cli::progress::Renderer;
 use crate::cli::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, LaunchArgs};
-use pv_launch::events::{Event, Stage};
-use pv_launch::plan::Plan;
-use pv_launch::session::launch;
+
+/// Exit status when the `--json` reader went away (as a shell reports SIGPIPE).
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// The client program to run once the server is ready.
+pub enum ClientCommand {
+    /// `--exec CMD`: run by `/bin/sh -c`.
+    Shell(String),
+    /// The profile's `client = [...]`, rendered with the `PV_LAUNCH_*` variables.
+    Argv(pv_launch::plan::ClientPlan),
+}
 
 /// Run `plan` as the CLI does and return the exit status.
-pub fn run(plan: Plan, args: &LaunchArgs) -> i32 {
+pub fn run(plan: Plan, args: &LaunchArgs, options: LaunchOptions) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -24,7 +57,7 @@ pub fn run(plan: Plan, args: &LaunchArgs) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    let code = runtime.block_on(run_async(plan, args));
+    let code = runtime.block_on(run_async(plan, args, options));
     drop(runtime);
     // A launch dropped by Ctrl-C or SIGTERM stops its process groups in the background:
     // let a server that ignores SIGTERM get its SIGKILL before we exit.
@@ -32,219 +65,565 @@ pub fn run(plan: Plan, args: &LaunchArgs) -> i32 {
     code
 }
 
-async fn run_async(plan: Plan, args: &LaunchArgs) -> i32 {
+/// Where a session's events go.
+struct Watch {
+    tx: UnboundedSender<Event>,
+    begun: Instant,
+}
+
+/// What ends a session besides the two programs: a signal, or the display's reader going
+/// away.
+struct Interrupts {
+    sigint: Signal,
+    sigterm: Signal,
+    /// Fires when the `--json` reader went away.
+    display_gone: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Why the session is ending.
+enum End {
+    /// With this exit status.
+    Code(i32),
+    /// SIGINT or SIGTERM.
+    Signal(&'static str),
+    /// The `--json` reader went away.
+    DisplayGone,
+}
+
+impl Interrupts {
+    /// The next SIGINT or SIGTERM, or the display's end.
+    async fn next(&mut self) -> End {
+        let gone = async {
+            while !*self.display_gone.borrow() {
+                if self.display_gone.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = self.sigint.recv() => End::Signal("SIGINT"),
+            _ = self.sigterm.recv() => End::Signal("SIGTERM"),
+            () = gone => End::DisplayGone,
+        }
+    }
+}
+
+impl Watch {
+    fn send(&self, event: Event) {
+        let _ = self.tx.send(event);
+    }
+
+    fn failed(&self, message: impl std::fmt::Display) -> End {
+        self.send(Event::Failed {
+            message: message.to_string(),
+        });
+        End::Code(EXIT_FAILURE)
+    }
+}
+
+async fn run_async(plan: Plan, args: &LaunchArgs, options: LaunchOptions) -> i32 {
     let begun = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let (gone_tx, display_gone) = tokio::sync::watch::channel(false);
     let mut display = Renderer::for_cli(args.json);
     let printer = tokio::spawn(async move {
         while let Some(e) = rx.recv().await {
-            display.show(&e);
+            if display.show(&e).is_err() {
+                let _ = gone_tx.send(true);
+                break;
+            }
         }
         display.finish();
     });
-    let (Ok(mut sigint), Ok(mut sigterm)) = (
+    let (Ok(sigint), Ok(sigterm)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
     ) else {
         eprintln!("pv-launch: cannot install signal handlers");
         return EXIT_FAILURE;
     };
-    // Start and connect. An interrupt here drops the launch, which stops what it started:
-    // SIGTERM to its process groups at once and SIGKILL after the grace from a background
-    // thread, an ssh master told to exit. The cleanup stage reports that stop as it
-    // reports the one after connecting.
-    let mut launching = Box::pin(launch(&plan, &tx));
-    let launched = tokio::select! {
-        r = &mut launching => r,
-        signal = interrupt(&mut sigint, &mut sigterm) => {
-            report_interrupt(&tx, signal, begun);
-            let cleanup = CleanupReport::begin(&tx, begun);
-            // Let the display start the cleanup stage before the drop, which may block
-            // this thread (an ssh master's exit is awaited in its destructor).
-            tokio::task::yield_now().await;
-            drop(launching);
-            // The groups' grace is watched by threads: wait for them off the runtime, so
-            // the display keeps running.
-            let _ = tokio::task::spawn_blocking(pv_launch::startup::wait_for_group_stops).await;
-            cleanup.done(&tx, begun);
-            return finish(printer, tx, EXIT_INTERRUPTED).await;
-        }
+    let watch = Watch {
+        tx: tx.clone(),
+        begun,
     };
-    drop(launching);
-    let mut session = match launched {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = tx.send(Event::Failed {
-                message: e.to_string(),
+    let mut stop = Interrupts {
+        sigint,
+        sigterm,
+        display_gone,
+    };
+    let client = match (&args.exec, plan.client(), args.no_client) {
+        (Some(cmd), _, _) => Some(ClientCommand::Shell(cmd.clone())),
+        (None, Some(c), false) => Some(ClientCommand::Argv(c.clone())),
+        _ => None,
+    };
+    let expected = plan.connection();
+    let mut parts = Parts::default();
+    let end = if expected.resource != Resource::Builtin && !needs_token(expected) {
+        hand_off(
+            &plan, &options, client, args.json, &watch, &mut stop, &mut parts,
+        )
+        .await
+    } else {
+        connect_and_relay(
+            &plan, &options, client, args.json, &watch, &mut stop, &mut parts,
+        )
+        .await
+    };
+    let code = match end {
+        End::Code(c) => c,
+        End::Signal(signal) => {
+            watch.send(Event::Interrupted {
+                signal: signal.to_string(),
+                elapsed: begun.elapsed(),
             });
-            return finish(printer, tx, EXIT_FAILURE).await;
+            EXIT_INTERRUPTED
         }
+        End::DisplayGone => EXIT_BROKEN_PIPE,
     };
-    let url = session.url().to_string();
-    // Local programs reach the authenticated connection through a private relay socket.
-    let relay = match Relay::open(session.take_connections()) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = tx.send(Event::Failed {
-                message: format!("cannot create the local relay socket: {e}"),
-            });
-            session.cleanup().await;
-            return finish(printer, tx, EXIT_FAILURE).await;
+    parts.cleanup(&watch).await;
+    drop(watch);
+    drop(tx);
+    let _ = printer.await;
+    code
+}
+
+/// What a session started, stopped at its end.
+#[derive(Default)]
+struct Parts {
+    client: Option<ServerHandle>,
+    handoff: Option<Handoff>,
+    session: Option<Session>,
+    relays: Vec<tokio::task::JoinHandle<()>>,
+    /// Something was started (a server, a client, a launch that was interrupted).
+    started: bool,
+}
+
+impl Parts {
+    /// Stop everything, reporting the cleanup stage when something was started.
+    async fn cleanup(self, watch: &Watch) {
+        if !self.started {
+            return;
         }
-    };
-    let _ = tx.send(Event::Relay {
-        socket: relay.path().display().to_string(),
-    });
-    let relay_path = relay.path().to_path_buf();
-    let mut relaying = tokio::spawn(relay.serve());
-    let mut relay_ended = false;
-    let mut interrupted = None;
-    let code = match &args.exec {
-        Some(cmd) => {
-            let child = tokio::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(cmd)
-                .env("PV_LAUNCH_URL", &url)
-                .env("PV_LAUNCH_SOCKET", &relay_path)
-                .kill_on_drop(true)
-                .status();
-            tokio::select! {
-                s = child => s.map(|s| s.code().unwrap_or(EXIT_FAILURE)).unwrap_or(EXIT_FAILURE),
-                signal = interrupt(&mut sigint, &mut sigterm) => {
-                    interrupted = Some(signal);
-                    EXIT_INTERRUPTED
-                }
-            }
-        }
-        None => {
-            tokio::select! {
-                s = session.wait_server() => match s {
-                    Ok(s) => {
-                        let _ = tx.send(Event::Exited { code: s.code() });
-                        if s.success() { EXIT_OK } else { EXIT_FAILURE }
-                    }
-                    // The ssh connection (and with it the tunnels) is gone.
-                    Err(e) => {
-                        let _ = tx.send(Event::Failed { message: e.to_string() });
-                        EXIT_FAILURE
-                    }
-                },
-                _ = &mut relaying => {
-                    relay_ended = true;
-                    EXIT_OK
-                }
-                signal = interrupt(&mut sigint, &mut sigterm) => {
-                    interrupted = Some(signal);
-                    EXIT_INTERRUPTED
-                }
-            }
-        }
-    };
-    if let Some(signal) = interrupted {
-        report_interrupt(&tx, signal, begun);
-    }
-    let cleanup = CleanupReport::begin(&tx, begun);
-    session.cleanup().await;
-    // The relay task owns the socket's directory: stop it and wait, so the directory is gone.
-    if !relay_ended {
-        relaying.abort();
-        let _ = relaying.await;
-    }
-    cleanup.done(&tx, begun);
-    finish(printer, tx, code).await
-}
-
-/// The next SIGINT or SIGTERM: its name.
-async fn interrupt(sigint: &mut Signal, sigterm: &mut Signal) -> &'static str {
-    tokio::select! {
-        _ = sigint.recv() => "SIGINT",
-        _ = sigterm.recv() => "SIGTERM",
-    }
-}
-
-fn report_interrupt(tx: &UnboundedSender<Event>, signal: &str, begun: Instant) {
-    let _ = tx.send(Event::Interrupted {
-        signal: signal.to_string(),
-        elapsed: begun.elapsed(),
-    });
-}
-
-/// The cleanup stage's two events: its start, and its end with how long stopping took.
-struct CleanupReport {
-    began: Instant,
-}
-
-impl CleanupReport {
-    fn begin(tx: &UnboundedSender<Event>, begun: Instant) -> CleanupReport {
+        let (tx, begun) = (&watch.tx, watch.begun);
         let _ = tx.send(Event::Stage {
             stage: Stage::Cleanup,
             elapsed: begun.elapsed(),
         });
-        CleanupReport {
-            began: Instant::now(),
+        let began = Instant::now();
+        if let Some(mut client) = self.client {
+            client.cleanup().await;
         }
-    }
-
-    fn done(self, tx: &UnboundedSender<Event>, begun: Instant) {
+        for r in &self.relays {
+            r.abort();
+        }
+        for r in self.relays {
+            let _ = r.await;
+        }
+        if let Some(session) = self.session {
+            session.cleanup().await;
+        }
+        if let Some(handoff) = self.handoff {
+            handoff.cleanup().await;
+        }
+        // The groups' grace is watched by threads: wait for them off the runtime, so the
+        // display keeps running.
+        let _ = tokio::task::spawn_blocking(pv_launch::startup::wait_for_group_stops).await;
         let _ = tx.send(Event::CleanedUp {
-            took: self.began.elapsed(),
+            took: began.elapsed(),
             elapsed: begun.elapsed(),
         });
     }
 }
 
-/// A Unix socket in a fresh 0700 directory through which one local program at a time uses
-/// the session's authenticated connection (the first connection of a data/render pair).
-/// Only the user can reach it, unlike a loopback TCP port on a shared login node.
-struct Relay {
-    listener: tokio::net::UnixListener,
-    path: std::path::PathBuf,
-    connections: Vec<pv_transport::Connection>,
-    /// Removed (with the socket) when the relay is dropped.
-    _dir: tempfile::TempDir,
+/// How long the client may take to connect (forward) or to listen (reverse).
+fn client_deadline(expected: &ExpectedConnection) -> Option<Duration> {
+    match expected.timeout {
+        ConnectTimeout::OneAttempt => Some(Duration::from_secs(1)),
+        ConnectTimeout::Within(d) => Some(d),
+        ConnectTimeout::Forever => None,
+    }
 }
 
-impl Relay {
-    fn open(connections: Vec<pv_transport::Connection>) -> std::io::Result<Relay> {
-        let base = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(std::path::PathBuf::from)
-            .filter(|p| p.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
-        // tempfile makes the directory 0700 with an unguessable name.
-        let dir = tempfile::Builder::new()
-            .prefix("pv-launch-")
-            .tempdir_in(base)?;
-        let path = dir.path().join("connection.sock");
-        let listener = tokio::net::UnixListener::bind(&path)?;
-        Ok(Relay {
-            listener,
-            path,
-            connections,
-            _dir: dir,
-        })
+/// The variables a client gets: `PV_LAUNCH_URL`, and each endpoint's host and port so
+/// that no client needs to parse the URL.
+fn client_variables(url: &str, endpoints: &[(String, u16)]) -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    v.insert("PV_LAUNCH_URL".to_string(), url.to_string());
+    let mut put = |prefix: &str, (host, port): &(String, u16)| {
+        v.insert(format!("{prefix}_HOST"), host.clone());
+        v.insert(format!("{prefix}_PORT"), port.to_string());
+    };
+    match endpoints {
+        [one] => put("PV_LAUNCH", one),
+        [data, render] => {
+            put("PV_LAUNCH", data);
+            put("PV_LAUNCH_DATA", data);
+            put("PV_LAUNCH_RENDER", render);
+        }
+        _ => {}
     }
+    v
+}
 
-    fn path(&self) -> &std::path::Path {
-        &self.path
+/// Start the client in its own process group, with `vars` in its environment. With
+/// `--json`, its stdout goes to pv-launch's stderr, so stdout carries only JSON lines.
+fn spawn_client(
+    client: &ClientCommand,
+    vars: &BTreeMap<String, String>,
+    json: bool,
+    watch: &Watch,
+) -> Result<ServerHandle, String> {
+    let (argv, shown) = match client {
+        ClientCommand::Shell(cmd) => (
+            vec!["/bin/sh".to_string(), "-c".to_string(), cmd.clone()],
+            cmd.clone(),
+        ),
+        ClientCommand::Argv(plan) => {
+            let argv = plan.render(vars).map_err(|e| e.to_string())?;
+            let shown = argv
+                .iter()
+                .map(|a| pv_launch::startup::ssh::sh_quote(a))
+                .collect::<Vec<_>>()
+                .join(" ");
+            (argv, shown)
+        }
+    };
+    let mut command = tokio::process::Command::new(&argv[0]);
+    command.args(&argv[1..]).envs(vars).stdin(Stdio::inherit());
+    if json {
+        let err = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("cannot give the client pv-launch's stderr: {e}"))?;
+        command.stdout(Stdio::from(err));
     }
+    let handle = spawn_group(command, &argv[0]).map_err(|e| e.to_string())?;
+    watch.send(Event::Client {
+        pid: handle.pid(),
+        command: shown,
+    });
+    Ok(handle)
+}
 
-    /// Relay the first connection to the first local client; ends when either side closes.
-    async fn serve(mut self) {
-        let Some(mut conn) = self.connections.drain(..).next() else {
-            return std::future::pending().await;
-        };
-        if let Ok((mut local, _)) = self.listener.accept().await {
-            let _ = tokio::io::copy_bidirectional(&mut local, &mut conn).await;
+/// Wait for `client` to end: its exit status as pv-launch's (a signal: failure).
+async fn client_exit(client: &mut Option<ServerHandle>, watch: &Watch) -> i32 {
+    let Some(c) = client.as_mut() else {
+        return std::future::pending().await;
+    };
+    let status = c.wait().await;
+    watch.send(Event::ClientExited {
+        code: status.code(),
+    });
+    status.code().unwrap_or(EXIT_FAILURE)
+}
+
+/// The hand-off: ready the path and let the client run its own handshake.
+#[allow(clippy::too_many_arguments)] // the session's parts, each used
+async fn hand_off(
+    plan: &Plan,
+    options: &LaunchOptions,
+    client: Option<ClientCommand>,
+    json: bool,
+    watch: &Watch,
+    stop: &mut Interrupts,
+    parts: &mut Parts,
+) -> End {
+    let expected = plan.connection();
+    let reverse = expected.resource.direction() == Some(Direction::Reverse);
+    let mut ports = vec![];
+    if reverse {
+        // The client listens first: on the resource's ports (or free ones).
+        for (_, port) in expected.resource.endpoints() {
+            ports.push(match port {
+                0 => match free_port() {
+                    Ok(p) => p,
+                    Err(e) => return watch.failed(format!("cannot find a free port: {e}")),
+                },
+                p => p,
+            });
+        }
+        let endpoints: Vec<(String, u16)> = ports
+            .iter()
+            .map(|p| ("127.0.0.1".to_string(), *p))
+            .collect();
+        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let url = format!("{}://{}", expected.resource.scheme(), hosts.join("//"));
+        let vars = client_variables(&url, &endpoints);
+        match &client {
+            Some(c) => match spawn_client(c, &vars, json, watch) {
+                Ok(h) => {
+                    parts.client = Some(h);
+                    parts.started = true;
+                }
+                Err(e) => return watch.failed(format!("cannot start the client: {e}")),
+            },
+            None => watch.send(Event::Note {
+                message: format!(
+                    "start your client listening for the server ({url}); the server starts once it listens"
+                ),
+            }),
+        }
+        watch.send(Event::Stage {
+            stage: Stage::WaitClient,
+            elapsed: watch.begun.elapsed(),
+        });
+        for port in &ports {
+            let addr = SocketAddr::from(([127, 0, 0, 1], *port));
+            let wait = wait_listening(addr, client_deadline(expected));
+            tokio::select! {
+                r = wait => if let Err(e) = r {
+                    return watch.failed(format!("the client did not listen: {e}"));
+                },
+                code = client_exit(&mut parts.client, watch) => {
+                    return watch.failed(format!(
+                        "the client exited (code {code}) before it listened on {addr}"
+                    ));
+                }
+                end = stop.next() => return end,
+            }
+        }
+    }
+    parts.started = true;
+    let mut preparing = Box::pin(prepare(plan, &watch.tx, options, &ports));
+    let prepared = tokio::select! {
+        r = &mut preparing => r,
+        end = stop.next() => {
+            // Dropping the start stops what it started.
+            drop(preparing);
+            return end;
+        }
+    };
+    drop(preparing);
+    let handoff = match prepared {
+        Ok(h) => h,
+        Err(e) => return watch.failed(e),
+    };
+    if !reverse {
+        let vars = client_variables(handoff.url(), handoff.endpoints());
+        if let Some(c) = &client {
+            match spawn_client(c, &vars, json, watch) {
+                Ok(h) => parts.client = Some(h),
+                Err(e) => {
+                    parts.handoff = Some(handoff);
+                    return watch.failed(format!("cannot start the client: {e}"));
+                }
+            }
+        }
+    }
+    let handoff = parts.handoff.insert(handoff);
+    tokio::select! {
+        code = client_exit(&mut parts.client, watch) => {
+            // A server whose client left ends by itself (pvserver does): let it, before
+            // the cleanup signals what is left.
+            let _ = tokio::time::timeout(TERMINATE_GRACE, handoff.wait_server()).await;
+            End::Code(code)
+        }
+        s = handoff.wait_server() => server_ended(s, watch),
+        end = stop.next() => end,
+    }
+}
+
+/// The server ended on its own (or its ssh connection did): the session ends.
+fn server_ended(
+    status: Result<std::process::ExitStatus, pv_launch::session::LaunchError>,
+    watch: &Watch,
+) -> End {
+    match status {
+        Ok(s) => {
+            watch.send(Event::Exited { code: s.code() });
+            End::Code(if s.success() { EXIT_OK } else { EXIT_FAILURE })
+        }
+        // The ssh connection (and with it the tunnels) is gone.
+        Err(e) => watch.failed(e),
+    }
+}
+
+/// Wait until something listens at `addr`, without connecting; `None`: no deadline.
+async fn wait_listening(addr: SocketAddr, deadline: Option<Duration>) -> Result<(), String> {
+    // Without a deadline, wait a day at a time.
+    let timeout = deadline.unwrap_or(Duration::from_secs(86_400));
+    loop {
+        match pv_transport::socket_table::wait_listening(addr, timeout).await {
+            Ok(()) => return Ok(()),
+            Err(pv_transport::socket_table::WaitListeningError::TimedOut { .. })
+                if deadline.is_none() => {}
+            Err(e) => return Err(e.to_string()),
         }
     }
 }
 
-async fn finish(
-    printer: tokio::task::JoinHandle<()>,
-    tx: UnboundedSender<Event>,
-    code: i32,
-) -> i32 {
-    drop(tx);
-    let _ = printer.await;
-    code
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
+/// The relay: connect (native handshake, TLS), then serve the plaintext stream to the
+/// client on a loopback endpoint for this user only, and on a private Unix socket.
+#[allow(clippy::too_many_arguments)] // the session's parts, each used
+async fn connect_and_relay(
+    plan: &Plan,
+    options: &LaunchOptions,
+    client: Option<ClientCommand>,
+    json: bool,
+    watch: &Watch,
+    stop: &mut Interrupts,
+    parts: &mut Parts,
+) -> End {
+    parts.started = !matches!(plan.launch(), pv_launch::plan::Launch::Nothing);
+    // An interrupt here drops the launch, which stops what it started: SIGTERM to its
+    // process groups at once and SIGKILL after the grace from a background thread, an
+    // ssh master told to exit.
+    let mut launching = Box::pin(launch_with(plan, &watch.tx, options));
+    let launched = tokio::select! {
+        r = &mut launching => r,
+        end = stop.next() => {
+            // Let the display show the interrupt before the drop, which may block this
+            // thread (an ssh master's exit is awaited in its destructor).
+            tokio::task::yield_now().await;
+            drop(launching);
+            return end;
+        }
+    };
+    drop(launching);
+    let session = match launched {
+        Ok(s) => parts.session.insert(s),
+        Err(e) => return watch.failed(e),
+    };
+    parts.started = true;
+    let connections = session.take_connections();
+    // Local programs reach the authenticated connection through a private relay socket
+    // and a loopback port that admits only this user's sockets.
+    let relay_socket = match UnixRelay::open() {
+        Ok(r) => r,
+        Err(e) => return watch.failed(format!("cannot create the local relay socket: {e}")),
+    };
+    watch.send(Event::Relay {
+        socket: relay_socket.path.display().to_string(),
+    });
+    let mut endpoints = Vec::new();
+    for _ in &connections {
+        match LoopbackEndpoint::bind(0).await {
+            Ok(ep) => endpoints.push(ep),
+            Err(e) => return watch.failed(format!("cannot listen on 127.0.0.1: {e}")),
+        }
+    }
+    let addrs: Vec<(String, u16)> = endpoints
+        .iter()
+        .map(|e| ("127.0.0.1".to_string(), e.local_addr().port()))
+        .collect();
+    let hosts: Vec<String> = addrs.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+    let scheme = if addrs.len() == 2 { "cdsrs" } else { "cs" };
+    let url = format!("{scheme}://{}", hosts.join("//"));
+    let mut vars = client_variables(&url, &addrs);
+    vars.insert(
+        "PV_LAUNCH_SOCKET".to_string(),
+        relay_socket.path.display().to_string(),
+    );
+    watch.send(Event::Handoff { url });
+    // With a client program, it must connect within the connect timeout; without one,
+    // the session waits for whoever connects until it is ended.
+    let deadline = match client {
+        Some(_) => client_deadline(plan.connection()),
+        None => None,
+    }
+    .unwrap_or(Duration::from_secs(10 * 365 * 86_400));
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
+    let mut socket = Some(relay_socket);
+    for (i, (conn, ep)) in connections.into_iter().zip(endpoints).enumerate() {
+        let tx = watch.tx.clone();
+        let done_tx = done_tx.clone();
+        // The Unix socket serves the first connection too: whichever client comes first.
+        let unix = if i == 0 { socket.take() } else { None };
+        parts.relays.push(tokio::spawn(async move {
+            let r = serve_one(conn, ep, unix, deadline, tx).await;
+            let _ = done_tx.send(r);
+        }));
+    }
+    drop(done_tx);
+    if let Some(c) = &client {
+        match spawn_client(c, &vars, json, watch) {
+            Ok(h) => parts.client = Some(h),
+            Err(e) => return watch.failed(format!("cannot start the client: {e}")),
+        }
+    }
+    let session = parts.session.as_mut().expect("set above");
+    tokio::select! {
+        code = client_exit(&mut parts.client, watch) => End::Code(code),
+        s = session.wait_server() => server_ended(s, watch),
+        r = done.recv() => match r {
+            // Without a client program, the first relayed client ending ends the session.
+            Some(Ok(())) if parts.client.is_none() => End::Code(EXIT_OK),
+            Some(Err(e)) => watch.failed(e),
+            _ => {
+                // A relay ended while the client program runs: it decides.
+                let code = client_exit(&mut parts.client, watch).await;
+                End::Code(code)
+            }
+        },
+        end = stop.next() => end,
+    }
+}
+
+/// Serve `conn` to the first client on `ep` (this user's sockets only) or on `unix`.
+async fn serve_one(
+    mut conn: pv_transport::Connection,
+    ep: LoopbackEndpoint,
+    unix: Option<UnixRelay>,
+    deadline: Duration,
+    tx: EventSender,
+) -> Result<(), String> {
+    let addr = ep.local_addr();
+    let refused = |r: &Refused| {
+        let _ = tx.send(Event::Note {
+            message: format!("refused a connection to {addr}: {r}"),
+        });
+    };
+    let unix_accept = async {
+        match &unix {
+            Some(u) => u.listener.accept().await.map(|(s, _)| s),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = ep.accept_own(deadline, refused) => {
+            let mut client = r.map_err(|e| format!("no client connected: {e}"))?;
+            relay(&mut client, &mut conn).await.map(|_| ()).map_err(|e| e.to_string())
+        }
+        r = unix_accept => {
+            let mut client = r.map_err(|e| e.to_string())?;
+            relay(&mut client, &mut conn).await.map(|_| ()).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// A Unix socket in a fresh 0700 directory through which one local program uses the
+/// session's authenticated connection. Only the user can reach it.
+struct UnixRelay {
+    listener: tokio::net::UnixListener,
+    path: std::path::PathBuf,
+    /// Removed (with the socket) when the relay is dropped.
+    _dir: tempfile::TempDir,
+}
+
+impl UnixRelay {
+    fn open() -> std::io::Result<UnixRelay> {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(std::path::PathBuf::from)
+            .filter(|p| p.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        // Created 0700 at once, whatever the umask, with an unguessable name.
+        let dir = tempfile::Builder::new()
+            .prefix("pv-launch-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(base)?;
+        let path = dir.path().join("connection.sock");
+        let listener = tokio::net::UnixListener::bind(&path)?;
+        Ok(UnixRelay {
+            listener,
+            path,
+            _dir: dir,
+        })
+    }
 }
