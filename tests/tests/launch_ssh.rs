@@ -621,3 +621,106 @@ async fn a_pvsc_file_starts_a_real_pvserver_over_ssh_forward_and_reverse_through
         cleanup_and_check(session).await;
     }
 }
+
+/// The dry run shows the OpenSSH commands that really run: a stand-in `ssh` (the
+/// profile's `program`) records every argv it is run with, then runs the real ssh; the
+/// recorded commands, with the private directory's paths put back as the dry run's
+/// placeholders, hold each dry-run command in order. And the entry's `env` reaches the
+/// remote server (the script checks it, the dry run shows it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dry_run_shows_the_ssh_commands_that_run_and_env_reaches_the_server() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("argv.log");
+    let ssh = dir.path().join("recording-ssh");
+    // One line per run: the arguments, NUL-separated.
+    std::fs::write(
+        &ssh,
+        format!(
+            "#!/bin/sh\nfor a; do printf '%s\\0' \"$a\"; done >> {log}\necho >> {log}\nexec ssh \"$@\"\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // The remote user runs it: in the fixture's directory, which it can read.
+    let script = sshd.dir().join("server-with-env.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$PV_ENTRY_ENV\" = 'from the entry' ] || {{ echo \"PV_ENTRY_ENV=$PV_ENTRY_ENV\" >&2; exit 7; }}\nexec {} --server-port \"$1\"\n",
+            demo()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (server_port, local_port) = (free_port().await, free_port().await);
+    let text = format!(
+        "[[server]]\nname = \"rec\"\nresource = \"cs://127.0.0.1:{server_port}\"\n\
+         env = {{ PV_ENTRY_ENV = \"from the entry\" }}\n\
+         [server.startup]\nmechanism = \"ssh-script\"\nscript = {:?}\nargs = [\"${{PV_SERVER_PORT}}\"]\n{}",
+        script.display().to_string(),
+        ssh_table(
+            &sshd,
+            "publickey",
+            &format!(
+                "program = {:?}\nport_forwarding = {{ local_port = {local_port} }}\n",
+                ssh.display().to_string()
+            )
+        ),
+    );
+    let plan = plan_of(&text);
+    let dry = plan.to_json();
+    let commands: Vec<Vec<String>> =
+        serde_json::from_value(dry["launch"]["remote"]["commands"].clone()).unwrap();
+    assert_eq!(commands.len(), 3, "master, server, forward tunnel: {dry:#}");
+    assert_eq!(
+        dry["launch"]["remote"]["env"]["PV_ENTRY_ENV"], "from the entry",
+        "{dry:#}"
+    );
+    assert!(
+        plan.to_dry_run_text()
+            .contains("PV_ENTRY_ENV=\"from the entry\"")
+    );
+
+    let (session, _) = launch_plan(&plan, Scripted::new(vec![])).await;
+    let mut session = session.expect("the launch connects");
+    echo_through(&mut session, b"recorded").await;
+    let ctl = session
+        .ssh()
+        .and_then(|s| s.master())
+        .map(|m| m.control_path().to_path_buf())
+        .expect("an OpenSSH master");
+    session.cleanup().await;
+
+    let private = ctl.parent().unwrap().display().to_string();
+    let recorded: Vec<Vec<String>> = std::fs::read(&log)
+        .unwrap()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut argv: Vec<String> = l
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            argv.pop(); // after the last NUL
+            argv.iter()
+                .map(|a| {
+                    a.replace(&format!("{private}/c"), "<control socket>")
+                        .replace(&format!("{private}/log"), "<ssh log>")
+                })
+                .collect()
+        })
+        .collect();
+    // The dry run's argv has the program first; the stand-in records its arguments.
+    let mut at = 0;
+    for c in &commands {
+        let found = recorded[at..]
+            .iter()
+            .position(|r| r.as_slice() == &c[1..])
+            .unwrap_or_else(|| {
+                panic!("the dry run's {c:?} did not run; ran (from #{at}): {recorded:#?}")
+            });
+        at += found + 1;
+    }
+}

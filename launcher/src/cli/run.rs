@@ -317,6 +317,72 @@ async fn client_exit(client: &mut Option<ServerHandle>, watch: &Watch) -> i32 {
     status.code().unwrap_or(EXIT_FAILURE)
 }
 
+/// Reverse hand-off, client first: the ports it listens on (the resource's, or free
+/// ones), the client started with `csrc://` (or told to start, without one), and the wait
+/// until its ports listen — read from the kernel's socket table, never by connecting,
+/// which would use up a ParaView client's reverse listener.
+async fn client_listens_first(
+    expected: &ExpectedConnection,
+    client: Option<&ClientCommand>,
+    json: bool,
+    watch: &Watch,
+    stop: &mut Interrupts,
+    parts: &mut Parts,
+) -> Result<Vec<u16>, End> {
+    let mut ports = vec![];
+    // The client listens first: on the resource's ports (or free ones).
+    for (_, port) in expected.resource.endpoints() {
+        ports.push(match port {
+            0 => match free_port() {
+                Ok(p) => p,
+                Err(e) => return Err(watch.failed(format!("cannot find a free port: {e}"))),
+            },
+            p => p,
+        });
+    }
+    let endpoints: Vec<(String, u16)> = ports
+        .iter()
+        .map(|p| ("127.0.0.1".to_string(), *p))
+        .collect();
+    let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let url = format!("{}://{}", expected.resource.scheme(), hosts.join("//"));
+    let vars = client_variables(&url, &endpoints);
+    match &client {
+        Some(c) => match spawn_client(c, &vars, json, watch) {
+            Ok(h) => {
+                parts.client = Some(h);
+                parts.started = true;
+            }
+            Err(e) => return Err(watch.failed(format!("cannot start the client: {e}"))),
+        },
+        None => watch.send(Event::Note {
+            message: format!(
+                "start your client listening for the server ({url}); the server starts once it listens"
+            ),
+        }),
+    }
+    watch.send(Event::Stage {
+        stage: Stage::WaitClient,
+        elapsed: watch.begun.elapsed(),
+    });
+    for port in &ports {
+        let addr = SocketAddr::from(([127, 0, 0, 1], *port));
+        let wait = wait_listening(addr, client_deadline(expected));
+        tokio::select! {
+            r = wait => if let Err(e) = r {
+                return Err(watch.failed(format!("the client did not listen: {e}")));
+            },
+            code = client_exit(&mut parts.client, watch) => {
+                return Err(watch.failed(format!(
+                    "the client exited (code {code}) before it listened on {addr}"
+                )));
+            }
+            end = stop.next() => return Err(end),
+        }
+    }
+    Ok(ports)
+}
+
 /// The hand-off: ready the path and let the client run its own handshake.
 #[allow(clippy::too_many_arguments)] // the session's parts, each used
 async fn hand_off(
@@ -332,55 +398,9 @@ async fn hand_off(
     let reverse = expected.resource.direction() == Some(Direction::Reverse);
     let mut ports = vec![];
     if reverse {
-        // The client listens first: on the resource's ports (or free ones).
-        for (_, port) in expected.resource.endpoints() {
-            ports.push(match port {
-                0 => match free_port() {
-                    Ok(p) => p,
-                    Err(e) => return watch.failed(format!("cannot find a free port: {e}")),
-                },
-                p => p,
-            });
-        }
-        let endpoints: Vec<(String, u16)> = ports
-            .iter()
-            .map(|p| ("127.0.0.1".to_string(), *p))
-            .collect();
-        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let url = format!("{}://{}", expected.resource.scheme(), hosts.join("//"));
-        let vars = client_variables(&url, &endpoints);
-        match &client {
-            Some(c) => match spawn_client(c, &vars, json, watch) {
-                Ok(h) => {
-                    parts.client = Some(h);
-                    parts.started = true;
-                }
-                Err(e) => return watch.failed(format!("cannot start the client: {e}")),
-            },
-            None => watch.send(Event::Note {
-                message: format!(
-                    "start your client listening for the server ({url}); the server starts once it listens"
-                ),
-            }),
-        }
-        watch.send(Event::Stage {
-            stage: Stage::WaitClient,
-            elapsed: watch.begun.elapsed(),
-        });
-        for port in &ports {
-            let addr = SocketAddr::from(([127, 0, 0, 1], *port));
-            let wait = wait_listening(addr, client_deadline(expected));
-            tokio::select! {
-                r = wait => if let Err(e) = r {
-                    return watch.failed(format!("the client did not listen: {e}"));
-                },
-                code = client_exit(&mut parts.client, watch) => {
-                    return watch.failed(format!(
-                        "the client exited (code {code}) before it listened on {addr}"
-                    ));
-                }
-                end = stop.next() => return end,
-            }
+        match client_listens_first(expected, client.as_ref(), json, watch, stop, parts).await {
+            Ok(p) => ports = p,
+            Err(end) => return end,
         }
     }
     parts.started = true;
@@ -492,35 +512,10 @@ async fn connect_and_relay(
     };
     parts.started = true;
     let connections = session.take_connections();
-    // Local programs reach the authenticated connection through a private relay socket
-    // and a loopback port that admits only this user's sockets.
-    let relay_socket = match UnixRelay::open() {
+    let (endpoints, relay_socket, vars) = match relay_endpoints(connections.len(), watch).await {
         Ok(r) => r,
-        Err(e) => return watch.failed(format!("cannot create the local relay socket: {e}")),
+        Err(end) => return end,
     };
-    watch.send(Event::Relay {
-        socket: relay_socket.path.display().to_string(),
-    });
-    let mut endpoints = Vec::new();
-    for _ in &connections {
-        match LoopbackEndpoint::bind(0).await {
-            Ok(ep) => endpoints.push(ep),
-            Err(e) => return watch.failed(format!("cannot listen on 127.0.0.1: {e}")),
-        }
-    }
-    let addrs: Vec<(String, u16)> = endpoints
-        .iter()
-        .map(|e| ("127.0.0.1".to_string(), e.local_addr().port()))
-        .collect();
-    let hosts: Vec<String> = addrs.iter().map(|(h, p)| format!("{h}:{p}")).collect();
-    let scheme = if addrs.len() == 2 { "cdsrs" } else { "cs" };
-    let url = format!("{scheme}://{}", hosts.join("//"));
-    let mut vars = client_variables(&url, &addrs);
-    vars.insert(
-        "PV_LAUNCH_SOCKET".to_string(),
-        relay_socket.path.display().to_string(),
-    );
-    watch.send(Event::Handoff { url });
     // With a client program, it must connect within the connect timeout; without one,
     // the session waits for whoever connects until it is ended.
     let deadline = match client {
@@ -563,6 +558,41 @@ async fn connect_and_relay(
         },
         end = stop.next() => end,
     }
+}
+
+/// Where local programs reach the authenticated connection(s): a loopback port each that
+/// admits only this user's sockets, and a private Unix socket (for the first); the
+/// client's variables for them. Announced as events.
+async fn relay_endpoints(
+    count: usize,
+    watch: &Watch,
+) -> Result<(Vec<LoopbackEndpoint>, UnixRelay, BTreeMap<String, String>), End> {
+    let relay_socket = UnixRelay::open()
+        .map_err(|e| watch.failed(format!("cannot create the local relay socket: {e}")))?;
+    watch.send(Event::Relay {
+        socket: relay_socket.path.display().to_string(),
+    });
+    let mut endpoints = Vec::new();
+    for _ in 0..count {
+        let ep = LoopbackEndpoint::bind(0)
+            .await
+            .map_err(|e| watch.failed(format!("cannot listen on 127.0.0.1: {e}")))?;
+        endpoints.push(ep);
+    }
+    let addrs: Vec<(String, u16)> = endpoints
+        .iter()
+        .map(|e| ("127.0.0.1".to_string(), e.local_addr().port()))
+        .collect();
+    let hosts: Vec<String> = addrs.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+    let scheme = if addrs.len() == 2 { "cdsrs" } else { "cs" };
+    let url = format!("{scheme}://{}", hosts.join("//"));
+    let mut vars = client_variables(&url, &addrs);
+    vars.insert(
+        "PV_LAUNCH_SOCKET".to_string(),
+        relay_socket.path.display().to_string(),
+    );
+    watch.send(Event::Handoff { url });
+    Ok((endpoints, relay_socket, vars))
 }
 
 /// Serve `conn` to the first client on `ep` (this user's sockets only) or on `unix`.

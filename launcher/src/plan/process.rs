@@ -391,7 +391,9 @@ fn ready_pattern(
         }));
     }
     let paraview = matches!(entry.handshake, Handshake::ParaView { .. });
-    if paraview && resource.direction() == Some(Direction::Forward) {
+    // `delay = -1` waits for a command that detaches its server: no pattern there.
+    let waits_for_exit = entry.timeouts.delay == Delay::UntilExit;
+    if paraview && resource.direction() == Some(Direction::Forward) && !waits_for_exit {
         let regex = regex_lite::Regex::new(super::PVSERVER_LISTENING).expect("a valid expression");
         return Ok(Some(ReadyPattern {
             regex,

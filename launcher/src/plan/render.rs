@@ -278,7 +278,38 @@ impl Plan {
                         .as_ref()
                         .map_or("none".to_string(), seconds)
                 );
-                let _ = writeln!(w, "  then: {}", delay(&p.delay));
+                match &p.ready_pattern {
+                    Some(r) => {
+                        let _ = writeln!(
+                            w,
+                            "  then (without a ready line): ready when the output matches {:?}{}",
+                            r.regex.as_str(),
+                            match (&p.delay, r.required) {
+                                (_, true) => String::new(),
+                                (Delay::Wait(d), false) => format!(
+                                    " or after {} (ParaView's delay), whichever comes first",
+                                    seconds(d)
+                                ),
+                                (_, false) => {
+                                    " (ParaView's default; if none does in time, hand over anyway)"
+                                        .to_string()
+                                }
+                            }
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(w, "  then: {}", delay(&p.delay));
+                    }
+                }
+            }
+        }
+        if let Some(client) = &self.client {
+            let _ = writeln!(
+                w,
+                "client (run once the server is ready, unless --exec or --no-client):"
+            );
+            for (i, a) in client.written().iter().enumerate() {
+                let _ = writeln!(w, "    [{i}] {a:?}");
             }
         }
         let c = &self.connection;
@@ -338,6 +369,7 @@ impl Plan {
                     "env": env,
                     "delay": match &p.delay { Delay::None => json!(0), Delay::Wait(d) => json!(d.as_secs_f64()), Delay::UntilExit => json!(-1) },
                     "process_start_timeout": self.timeouts.process_start.map(|d| d.as_secs_f64()),
+                    "ready_pattern": p.ready_pattern.as_ref().map(|r| json!({"regex": r.regex.as_str(), "required": r.required})),
                     "remote": remote,
                 })
             }
@@ -360,6 +392,7 @@ impl Plan {
                 "timeout": match &c.timeout { ConnectTimeout::OneAttempt => json!(0), ConnectTimeout::Within(d) => json!(d.as_secs_f64()), ConnectTimeout::Forever => json!(-1) },
             },
             "variables": self.variables.iter().map(|v| json!({"name": v.name, "value": value(&v.value), "origin": v.origin})).collect::<Vec<_>>(),
+            "client": self.client.as_ref().map(|c| c.written()),
             "warnings": self.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
         })
     }

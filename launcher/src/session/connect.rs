@@ -47,7 +47,7 @@ pub(super) fn dial_host(host: Option<&pv_transport::Host>) -> String {
     }
 }
 
-pub(super) fn retry_policy(timeout: &ConnectTimeout) -> RetryPolicy {
+fn retry_policy(timeout: &ConnectTimeout) -> RetryPolicy {
     RetryPolicy::new(match timeout {
         ConnectTimeout::OneAttempt => NetTimeout::Once,
         ConnectTimeout::Within(d) => NetTimeout::Within(*d),
@@ -55,7 +55,7 @@ pub(super) fn retry_policy(timeout: &ConnectTimeout) -> RetryPolicy {
     })
 }
 
-pub(super) fn wait_deadline(timeout: &ConnectTimeout) -> Option<Duration> {
+fn wait_deadline(timeout: &ConnectTimeout) -> Option<Duration> {
     match timeout {
         // One attempt makes no sense for waiting: give the server a second to dial.
         ConnectTimeout::OneAttempt => Some(Duration::from_secs(1)),
@@ -114,10 +114,72 @@ pub(super) fn connection_config(
     Ok(config)
 }
 
+/// Why [`connect`] made no connection.
+pub(super) enum Failed {
+    /// Dialling or waiting failed, or the handshake was refused.
+    Connect(ConnectError),
+    /// A reverse resource without a port to listen on.
+    NoPort,
+}
+
+/// Make the connection(s) `expected` describes to `target`: dial with retry (forward; a
+/// data + render pair dials both), or wait on `listeners` for the server's dial
+/// (reverse). `retry_closed`: see [`dial_retrying_closed`].
+pub(super) async fn connect(
+    manager: &ConnectionManager,
+    target: &Resource,
+    listeners: Vec<pv_transport::Listener>,
+    expected: &ExpectedConnection,
+    retry_closed: bool,
+    events: &EventSender,
+) -> Result<Vec<Connection>, Failed> {
+    use pv_transport::Direction;
+    let policy = retry_policy(&expected.timeout);
+    match (target.direction(), target) {
+        (Some(Direction::Forward), Resource::ClientServer { server: ep, .. }) => {
+            let host = dial_host(ep.host.as_ref());
+            let port = ep.port_or(pv_transport::resource::DEFAULT_SERVER_PORT);
+            let conn = dial_retrying_closed(manager, &host, port, policy, retry_closed, events)
+                .await
+                .map_err(Failed::Connect)?;
+            Ok(vec![conn])
+        }
+        (Some(Direction::Forward), _) => {
+            let eps = target.endpoints();
+            let host = |i: usize| dial_host(eps[i].0);
+            let (d, r) = manager
+                .connect_data_render((&host(0), eps[0].1), (&host(1), eps[1].1), policy)
+                .await
+                .map_err(Failed::Connect)?;
+            Ok(vec![d, r])
+        }
+        (_, _) => {
+            let deadline = wait_deadline(&expected.timeout);
+            let mut ls = listeners.into_iter();
+            match (ls.next(), ls.next()) {
+                (Some(one), None) => Ok(vec![
+                    manager
+                        .wait_for_server(one, deadline)
+                        .await
+                        .map_err(Failed::Connect)?,
+                ]),
+                (Some(d), Some(r)) => {
+                    let (d, r) = manager
+                        .wait_for_data_render(d, r, deadline)
+                        .await
+                        .map_err(Failed::Connect)?;
+                    Ok(vec![d, r])
+                }
+                _ => Err(Failed::NoPort),
+            }
+        }
+    }
+}
+
 /// Dial with `policy`; with `retry_closed`, a peer that closes during the handshake
 /// (an ssh tunnel whose far end does not listen yet) counts as one more failed attempt
 /// within the same time budget.
-pub(super) async fn dial_retrying_closed(
+async fn dial_retrying_closed(
     manager: &ConnectionManager,
     host: &str,
     port: u16,

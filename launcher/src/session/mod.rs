@@ -38,7 +38,7 @@ use crate::events::{Event, EventSender, Stage};
 use crate::plan::{Launch, Plan};
 use crate::startup::ssh::{SshError, SshSession};
 use crate::startup::{DEFAULT_READY_TIMEOUT, Server, ServerHandle, StartError};
-use connect::{connection_config, dial_retrying_closed, retry_policy, wait_deadline};
+use connect::connection_config;
 
 /// A launch that did not produce a connection.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +153,25 @@ impl Session {
             server.cleanup().await;
         }
     }
+}
+
+/// The resource the client dials once the server runs (the ready line's port when it
+/// chose one), through the local end of a forward ssh tunnel when there is one; and that
+/// tunnel's local address.
+fn tunnelled_target(
+    expected: &crate::plan::ExpectedConnection,
+    ready: Option<&pv_transport::launch::ReadyLine>,
+    server: Option<&Server>,
+) -> (Resource, Option<std::net::SocketAddr>) {
+    let mut target = connection_target(expected, ready);
+    let tunnel = server.and_then(Server::tunnel_address);
+    if let (Some(local), Resource::ClientServer { server: ep, .. }) = (tunnel, &mut target) {
+        ep.host = Some(pv_transport::resource::Host::Ipv4(
+            std::net::Ipv4Addr::LOCALHOST,
+        ));
+        ep.port = Some(local.port());
+    }
+    (target, tunnel)
 }
 
 /// The token of the native handshake: made here for a server pv-launch starts (it goes
@@ -293,15 +312,7 @@ pub async fn prepare(
             (format!("{scheme}://{}", hosts.join("//")), endpoints)
         }
         Direction::Forward => {
-            let mut target = connection_target(expected, ready.as_ref());
-            let tunnel = server.as_ref().and_then(Server::tunnel_address);
-            if let (Some(local), Resource::ClientServer { server: ep, .. }) = (tunnel, &mut target)
-            {
-                ep.host = Some(pv_transport::resource::Host::Ipv4(
-                    std::net::Ipv4Addr::LOCALHOST,
-                ));
-                ep.port = Some(local.port());
-            }
+            let (target, _) = tunnelled_target(expected, ready.as_ref(), server.as_ref());
             let endpoints: Vec<(String, u16)> = target
                 .endpoints()
                 .iter()
@@ -393,15 +404,8 @@ pub async fn launch_with(
     let manager = ConnectionManager::new(ConnectionMode::Single, config);
     stage(events, Stage::Connect, begun);
 
-    let mut target = connection_target(expected, ready.as_ref());
     // Through a forward ssh tunnel the client dials the tunnel's local end.
-    let tunnel = server.as_ref().and_then(Server::tunnel_address);
-    if let (Some(local), Resource::ClientServer { server: ep, .. }) = (tunnel, &mut target) {
-        ep.host = Some(pv_transport::resource::Host::Ipv4(
-            std::net::Ipv4Addr::LOCALHOST,
-        ));
-        ep.port = Some(local.port());
-    }
+    let (target, tunnel) = tunnelled_target(expected, ready.as_ref(), server.as_ref());
     let url = match direction {
         Direction::Forward => target.to_string(),
         Direction::Reverse => {
@@ -409,63 +413,22 @@ pub async fn launch_with(
             format!("{}://{}", target.scheme(), ports.join("//"))
         }
     };
-    let connect_error = |source| LaunchError::Connect {
-        url: url.clone(),
-        source,
-    };
-    let connections = match (direction, &target) {
-        (Direction::Forward, Resource::ClientServer { server: ep, .. }) => {
-            let host = connect::dial_host(ep.host.as_ref());
-            let port = ep.port_or(pv_transport::resource::DEFAULT_SERVER_PORT);
-            let policy = retry_policy(&expected.timeout);
-            // An ssh tunnel accepts at once, then closes when nothing listens at its far
-            // end yet: without a ready line saying the server listens, such a close is
-            // retried like a refused dial.
-            let retry_closed = tunnel.is_some() && ready.is_none();
-            let conn = dial_retrying_closed(&manager, &host, port, policy, retry_closed, events)
-                .await
-                .map_err(connect_error)?;
-            vec![conn]
-        }
-        (Direction::Forward, Resource::DataRender { .. }) => {
-            let eps = target.endpoints();
-            let host = |i: usize| connect::dial_host(eps[i].0);
-            let (d, r) = manager
-                .connect_data_render(
-                    (&host(0), eps[0].1),
-                    (&host(1), eps[1].1),
-                    retry_policy(&expected.timeout),
-                )
-                .await
-                .map_err(connect_error)?;
-            vec![d, r]
-        }
-        (Direction::Reverse, _) => {
-            let deadline = wait_deadline(&expected.timeout);
-            let mut ls = listeners.into_iter();
-            match (ls.next(), ls.next()) {
-                (Some(one), None) => vec![
-                    manager
-                        .wait_for_server(one, deadline)
-                        .await
-                        .map_err(connect_error)?,
-                ],
-                (Some(d), Some(r)) => {
-                    let (d, r) = manager
-                        .wait_for_data_render(d, r, deadline)
-                        .await
-                        .map_err(connect_error)?;
-                    vec![d, r]
+    // An ssh tunnel accepts at once, then closes when nothing listens at its far end
+    // yet: without a ready line saying the server listens, such a close is retried like
+    // a refused dial.
+    let retry_closed = tunnel.is_some() && ready.is_none();
+    let connections =
+        connect::connect(&manager, &target, listeners, expected, retry_closed, events)
+            .await
+            .map_err(|e| match e {
+                connect::Failed::Connect(source) => LaunchError::Connect {
+                    url: url.clone(),
+                    source,
+                },
+                connect::Failed::NoPort => {
+                    LaunchError::Config("a reverse resource without a port".into())
                 }
-                _ => {
-                    return Err(LaunchError::Config(
-                        "a reverse resource without a port".into(),
-                    ));
-                }
-            }
-        }
-        (Direction::Forward, Resource::Builtin) => unreachable!("handled above"),
-    };
+            })?;
     let _ = events.send(Event::Connected { url: url.clone() });
     Ok(Session {
         url,

@@ -260,6 +260,11 @@ pub async fn start(
     listening: &[u16],
     events: &EventSender,
 ) -> Result<(Option<Server>, Option<ReadyLine>), StartError> {
+    // ParaView's default pattern replaces its delay, and waits no longer than the delay.
+    let ready_timeout = match (&process.ready_pattern, &process.delay) {
+        (Some(p), Delay::Wait(d)) if !p.required && secrets.is_none() => *d,
+        _ => ready_timeout,
+    };
     let expect = Expect {
         secrets,
         ready_timeout,

@@ -127,73 +127,36 @@ pub async fn start_local(
         program.clone(),
     );
 
-    if secrets.is_some() {
+    let stage = |stage| {
         let _ = events.send(Event::Stage {
-            stage: Stage::WaitReady,
+            stage,
             elapsed: begun.elapsed(),
         });
-        return match channel::await_ready(readers.ready, handle.wait(), ready_timeout).await {
-            Awaited::Ready(ready) => {
-                let _ = events.send(Event::Ready {
-                    port: ready.port,
-                    elapsed: begun.elapsed(),
-                });
-                Ok(Started::Running {
-                    handle,
-                    ready: Some(ready),
-                })
-            }
-            Awaited::BadLine(message) => Err(StartError::BadReadyLine { program, message }),
-            Awaited::Detached => Ok(Started::Detached),
-            Awaited::Failed(status) => {
-                let status = match status {
-                    Some(s) => s,
-                    None => handle.wait().await,
-                };
-                Err(handle.exit_error(status).await)
-            }
-            Awaited::TimedOut(waited) => {
-                let stderr_tail = handle.stderr_tail();
-                handle.cleanup().await;
-                Err(StartError::NoReadyLine {
-                    program,
-                    waited,
-                    stderr_tail,
-                })
-            }
-        };
+    };
+    if secrets.is_some() {
+        stage(Stage::WaitReady);
+        let awaited = channel::await_ready(readers.ready, handle.wait(), ready_timeout).await;
+        let started = after_ready_line(awaited, handle, program).await;
+        if let Ok(Started::Running {
+            ready: Some(ready), ..
+        }) = &started
+        {
+            let _ = events.send(Event::Ready {
+                port: ready.port,
+                elapsed: begun.elapsed(),
+            });
+        }
+        return started;
     }
     if let Some(pattern) = expect.pattern {
-        let _ = events.send(Event::Stage {
-            stage: Stage::WaitPattern,
-            elapsed: begun.elapsed(),
-        });
+        stage(Stage::WaitPattern);
         let matched = channel::await_pattern(readers.matched, handle.wait(), ready_timeout).await;
-        return match matched {
-            Matched::Line(_) => Ok(Started::Running {
-                handle,
-                ready: None,
-            }),
-            Matched::Detached => Ok(Started::Detached),
-            Matched::Failed(status) => Err(handle.exit_error(status).await),
-            Matched::NotSeen(waited) if pattern.required => {
-                let stderr_tail = handle.stderr_tail();
-                handle.cleanup().await;
-                Err(StartError::NoReadyPattern {
-                    program,
-                    pattern: pattern.regex.as_str().to_string(),
-                    waited,
-                    stderr_tail,
-                })
+        if let Matched::NotSeen(waited) = &matched {
+            if !pattern.required {
+                let _ = events.send(channel::pattern_not_seen(pattern, *waited));
             }
-            Matched::NotSeen(waited) => {
-                let _ = events.send(channel::pattern_not_seen(pattern, waited));
-                Ok(Started::Running {
-                    handle,
-                    ready: None,
-                })
-            }
-        };
+        }
+        return after_ready_pattern(matched, pattern, handle, program).await;
     }
     let exit = async { Ok::<_, std::convert::Infallible>(handle.wait().await) };
     let Ok(after) = channel::follow_delay(expect.delay, exit, events, begun).await;
@@ -204,5 +167,69 @@ pub async fn start_local(
         }),
         AfterDelay::Detached => Ok(Started::Detached),
         AfterDelay::Failed(status) => Err(handle.exit_error(status).await),
+    }
+}
+
+/// The start's outcome once the wait for the ready line ended.
+async fn after_ready_line(
+    awaited: Awaited,
+    mut handle: ServerHandle,
+    program: String,
+) -> Result<Started, StartError> {
+    match awaited {
+        Awaited::Ready(ready) => Ok(Started::Running {
+            handle,
+            ready: Some(ready),
+        }),
+        Awaited::BadLine(message) => Err(StartError::BadReadyLine { program, message }),
+        Awaited::Detached => Ok(Started::Detached),
+        Awaited::Failed(status) => {
+            let status = match status {
+                Some(s) => s,
+                None => handle.wait().await,
+            };
+            Err(handle.exit_error(status).await)
+        }
+        Awaited::TimedOut(waited) => {
+            let stderr_tail = handle.stderr_tail();
+            handle.cleanup().await;
+            Err(StartError::NoReadyLine {
+                program,
+                waited,
+                stderr_tail,
+            })
+        }
+    }
+}
+
+/// The start's outcome once the wait for the ready pattern ended: a default pattern not
+/// seen hands over all the same, a written one is an error.
+async fn after_ready_pattern(
+    matched: Matched,
+    pattern: &crate::plan::ReadyPattern,
+    mut handle: ServerHandle,
+    program: String,
+) -> Result<Started, StartError> {
+    match matched {
+        Matched::Line(_) => Ok(Started::Running {
+            handle,
+            ready: None,
+        }),
+        Matched::Detached => Ok(Started::Detached),
+        Matched::Failed(status) => Err(handle.exit_error(status).await),
+        Matched::NotSeen(waited) if pattern.required => {
+            let stderr_tail = handle.stderr_tail();
+            handle.cleanup().await;
+            Err(StartError::NoReadyPattern {
+                program,
+                pattern: pattern.regex.as_str().to_string(),
+                waited,
+                stderr_tail,
+            })
+        }
+        Matched::NotSeen(_) => Ok(Started::Running {
+            handle,
+            ready: None,
+        }),
     }
 }

@@ -124,6 +124,40 @@ fn lossy(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// Run the master's `argv` in its own process group, no stdio, with the askpass helper
+/// (and the bridge socket to the prompter, when there is one) in its environment.
+fn spawn_master(
+    argv: &[String],
+    target: &SshTarget,
+    options: &SshOptions,
+    bridge: Option<&AskpassBridge>,
+) -> Result<tokio::process::Child, SshError> {
+    let mut command = tokio::process::Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    command.env_remove(pv_askpass::bridge::SOCKET_ENV);
+    if !target.batch_mode() {
+        let askpass = match &options.askpass {
+            AskpassProgram::Auto => find_askpass()?,
+            AskpassProgram::Path(p) => p.clone(),
+        };
+        command
+            .env("SSH_ASKPASS", askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force");
+    }
+    if let Some(b) = bridge {
+        command.env(pv_askpass::bridge::SOCKET_ENV, b.socket_path());
+    }
+    command
+        .spawn()
+        .map_err(SshError::io(format!("cannot run {:?}", target.program())))
+}
+
 fn shell_line(argv: &[String]) -> String {
     argv.iter()
         .map(|a| crate::plan::ssh::sh_quote(a))
@@ -151,14 +185,6 @@ impl Master {
             (Some(p), false) => Some(AskpassBridge::start(dir.path(), Arc::clone(p))?),
             _ => None,
         };
-        let askpass = if target.batch_mode() {
-            None
-        } else {
-            Some(match &options.askpass {
-                AskpassProgram::Auto => find_askpass()?,
-                AskpassProgram::Path(p) => p.clone(),
-            })
-        };
         let argv = OpenSshCommands {
             target,
             control: &lossy(&ctl),
@@ -169,27 +195,7 @@ impl Master {
             connect_timeout_secs: options.connect_timeout.as_secs(),
         });
         let connect_command = shell_line(&argv);
-
-        let mut command = tokio::process::Command::new(&argv[0]);
-        command
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .kill_on_drop(true);
-        command.env_remove(pv_askpass::bridge::SOCKET_ENV);
-        if let Some(a) = &askpass {
-            command
-                .env("SSH_ASKPASS", a)
-                .env("SSH_ASKPASS_REQUIRE", "force");
-        }
-        if let Some(b) = &bridge {
-            command.env(pv_askpass::bridge::SOCKET_ENV, b.socket_path());
-        }
-        let mut child = command
-            .spawn()
-            .map_err(SshError::io(format!("cannot run {:?}", target.program())))?;
+        let mut child = spawn_master(&argv, target, options, bridge.as_ref())?;
         let pgid = child.id().map(|p| Pid::from_raw(p as i32));
         let mut master = Master {
             target: target.clone(),
@@ -224,20 +230,7 @@ impl Master {
                 let _ = killpg(g, Signal::SIGKILL);
             }
             master.closed = true;
-            if let Some(b) = &bridge {
-                if let Some(prompt) = b.refused_host_key() {
-                    return Err(SshError::HostKeyRefused { host, prompt });
-                }
-                if let Some(prompt) = b.cancelled_prompt() {
-                    return Err(SshError::Cancelled { host, prompt });
-                }
-            }
-            return Err(SshError::Connect {
-                host,
-                status: describe(status),
-                command: master.connect_command.clone(),
-                log_tail: master.log_tail(),
-            });
+            return Err(master.failed(status, bridge.as_ref()));
         }
         drop(bridge);
         master.pid = master.check_pid().await.ok();
@@ -251,6 +244,26 @@ impl Master {
             });
         }
         Ok(master)
+    }
+
+    /// Why the master's authentication failed: a refused host key or a cancelled prompt
+    /// (as the bridge saw them), else ssh's status and log.
+    fn failed(&self, status: std::process::ExitStatus, bridge: Option<&AskpassBridge>) -> SshError {
+        let host = self.target.display_name();
+        if let Some(b) = bridge {
+            if let Some(prompt) = b.refused_host_key() {
+                return SshError::HostKeyRefused { host, prompt };
+            }
+            if let Some(prompt) = b.cancelled_prompt() {
+                return SshError::Cancelled { host, prompt };
+            }
+        }
+        SshError::Connect {
+            host,
+            status: describe(status),
+            command: self.connect_command.clone(),
+            log_tail: self.log_tail(),
+        }
     }
 
     /// The target this master is connected to.

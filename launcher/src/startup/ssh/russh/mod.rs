@@ -32,10 +32,10 @@ use pv_askpass::bridge::{PROTOCOL_VERSION, Request};
 use pv_transport::launch::{ReadyLine, Secrets};
 use russh::client::{self, ChannelOpenHandle, Msg};
 use russh::keys::{
-    HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate, check_known_hosts_path,
-    known_hosts::learn_known_hosts_path, load_secret_key,
+    HashAlg, PublicKey, PublicKeyOrCertificate, check_known_hosts_path,
+    known_hosts::learn_known_hosts_path,
 };
-use russh::{Channel, ChannelMsg, MethodKind};
+use russh::{Channel, ChannelMsg};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
@@ -47,6 +47,10 @@ use super::{
 use crate::plan::RusshSettings;
 use crate::prompt::{PromptError, PromptRequest, Prompter};
 use crate::startup::channel::{self as launch_channel, OutputSink, StderrTail};
+
+mod auth;
+
+use auth::authenticate;
 
 /// How the russh connection is made.
 #[derive(Clone)]
@@ -596,151 +600,6 @@ impl Drop for RusshConnection {
             f.abort();
         }
     }
-}
-
-/// Authenticate once with each method the server allows, in OpenSSH's order.
-async fn authenticate(
-    handle: &mut client::Handle<Client>,
-    user: &str,
-    shown: &str,
-    options: &RusshOptions,
-) -> Result<(), SshError> {
-    let err = |what: &str| russh_err(shown, what);
-    let mut allowed: Vec<MethodKind> = match handle
-        .authenticate_none(user)
-        .await
-        .map_err(err("authenticate"))?
-    {
-        client::AuthResult::Success => return Ok(()),
-        client::AuthResult::Failure {
-            remaining_methods, ..
-        } => remaining_methods.iter().cloned().collect(),
-    };
-    // `PreferredAuthentications`: only the methods the profile permits.
-    let permitted = |name: &str| {
-        options
-            .methods
-            .as_ref()
-            .is_none_or(|m| m.iter().any(|x| x == name))
-    };
-    let mut tried = Vec::new();
-    let denied = |tried: &[&str]| SshError::Connect {
-        host: shown.to_string(),
-        status: format!("Permission denied (tried: {})", tried.join(", ")),
-        command: "(russh backend, in process)".to_string(),
-        log_tail: Vec::new(),
-    };
-    if allowed.contains(&MethodKind::PublicKey) && permitted("publickey") {
-        for path in &options.identity_files {
-            let key = match load_secret_key(path, None) {
-                Ok(k) => k,
-                Err(russh::keys::Error::KeyIsEncrypted) => {
-                    let prompt = format!("Enter passphrase for key '{}': ", path.display());
-                    let pass = ask(
-                        &options.prompter,
-                        PromptKind::Passphrase,
-                        prompt,
-                        false,
-                        shown,
-                        None,
-                    )
-                    .await?;
-                    load_secret_key(path, Some(pass.as_str())).map_err(|e| SshError::Connect {
-                        host: shown.to_string(),
-                        status: format!("cannot decrypt {}: {e}", path.display()),
-                        command: "(russh backend, in process)".to_string(),
-                        log_tail: Vec::new(),
-                    })?
-                }
-                Err(e) => {
-                    return Err(SshError::Invalid(format!(
-                        "cannot read the identity file {}: {e}",
-                        path.display()
-                    )));
-                }
-            };
-            tried.push("publickey");
-            let key = PrivateKeyWithHashAlg::new(Arc::new(key), None);
-            match handle
-                .authenticate_publickey(user, key)
-                .await
-                .map_err(err("publickey"))?
-            {
-                client::AuthResult::Success => return Ok(()),
-                client::AuthResult::Failure {
-                    remaining_methods, ..
-                } => allowed = remaining_methods.iter().cloned().collect(),
-            }
-        }
-    }
-    if allowed.contains(&MethodKind::KeyboardInteractive) && permitted("keyboard-interactive") {
-        tried.push("keyboard-interactive");
-        let mut reply = handle
-            .authenticate_keyboard_interactive_start(user, None)
-            .await
-            .map_err(err("keyboard-interactive"))?;
-        loop {
-            match reply {
-                client::KeyboardInteractiveAuthResponse::Success => return Ok(()),
-                client::KeyboardInteractiveAuthResponse::Failure {
-                    remaining_methods, ..
-                } => {
-                    allowed = remaining_methods.iter().cloned().collect();
-                    break;
-                }
-                client::KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } => {
-                    // An empty round (OpenSSH's PAM sends one) is answered with nothing.
-                    let mut answers = Vec::with_capacity(prompts.len());
-                    for p in &prompts {
-                        let kind = if p.echo {
-                            PromptKind::OneTimeCode
-                        } else {
-                            PromptKind::Password
-                        };
-                        let a = ask(
-                            &options.prompter,
-                            kind,
-                            format!("({shown}) {}", p.prompt),
-                            p.echo,
-                            shown,
-                            None,
-                        )
-                        .await?;
-                        answers.push(Zeroizing::new(a.as_str().to_string()));
-                    }
-                    let plain: Vec<String> = answers.iter().map(|a| a.to_string()).collect();
-                    reply = handle
-                        .authenticate_keyboard_interactive_respond(plain)
-                        .await
-                        .map_err(err("keyboard-interactive"))?;
-                }
-            }
-        }
-    }
-    if allowed.contains(&MethodKind::Password)
-        && permitted("password")
-        && !tried.contains(&"keyboard-interactive")
-    {
-        tried.push("password");
-        let password = ask(
-            &options.prompter,
-            PromptKind::Password,
-            format!("{shown}'s password: "),
-            false,
-            shown,
-            None,
-        )
-        .await?;
-        if handle
-            .authenticate_password(user, password.as_str())
-            .await
-            .map_err(err("password"))?
-            .success()
-        {
-            return Ok(());
-        }
-    }
-    Err(denied(&tried))
 }
 
 /// Copy a session channel's stdout and stderr into `out` and `err` until it closes; then
