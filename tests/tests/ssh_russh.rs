@@ -254,3 +254,46 @@ async fn a_cancelled_prompt_aborts() {
     .unwrap_err();
     assert!(matches!(err, SshError::Cancelled { .. }), "{err}");
 }
+
+/// A host known by a key of another type (here ECDSA, while the server offers its
+/// ed25519 key) is not an unknown host: the backend refuses, says which line knows it,
+/// and asks nothing (a "yes" would have accepted a downgrade).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_known_by_another_key_type_is_refused_without_a_question() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ecdsa", "-N", "", "-f"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let key: Vec<&str> = other_pub.split_whitespace().take(2).collect();
+    let known = dir.path().join("known_hosts");
+    std::fs::write(
+        &known,
+        format!("[127.0.0.1]:{} {}\n", sshd.port(), key.join(" ")),
+    )
+    .unwrap();
+    let prompter = Scripted::new(vec![Ok("yes")]);
+    let err = RusshConnection::connect(
+        &target(&sshd),
+        &options(&known, &[sshd.plain_key()], &prompter),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SshError::HostKeyRefused { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("line 1") && text.contains("ecdsa"),
+        "the refusal names the known entry: {text}"
+    );
+    assert!(prompter.asked().is_empty(), "{:?}", prompter.asked());
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap().lines().count(),
+        1,
+        "nothing learned"
+    );
+}

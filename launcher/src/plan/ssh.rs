@@ -45,8 +45,19 @@ pub fn check_ssh_name(what: &str, name: &str) -> Result<(), String> {
     if what == "user" && name.contains('@') {
         return Err(format!("the ssh user {name:?} contains '@'"));
     }
+    // A shell metacharacter in a host or user name reaches a shell wherever the user's
+    // ssh config expands `%h`/`%r` into a ProxyCommand or LocalCommand (the
+    // CVE-2023-51385 class); no real name needs one.
+    if let Some(c) = name.chars().find(|c| SHELL_META.contains(*c)) {
+        return Err(format!(
+            "the ssh {what} {name:?} contains {c:?}, which a shell would interpret; host and user names may not"
+        ));
+    }
     Ok(())
 }
+
+/// Characters no host, user or jump-host name may hold.
+const SHELL_META: &str = "'\"`$;&|<>(){}*?!\\#~";
 
 /// The remote shell text for `argv`, run with `env` exported, in `workdir`.
 pub fn remote_command(argv: &[String], env: &[(String, String)], workdir: Option<&str>) -> String {
@@ -362,6 +373,13 @@ mod tests {
         assert!(check_ssh_name("user", "a@b").is_err());
         assert!(check_ssh_name("host", "").is_err());
         assert!(check_ssh_name("host", "login1.example.org").is_ok());
+        for bad in ["a;id", "$(id)", "`id`", "a|b", "h'x", "a&b", "x>y"] {
+            let e = check_ssh_name("host", bad).unwrap_err();
+            assert!(e.contains("a shell would interpret"), "{bad}: {e}");
+        }
+        assert!(check_ssh_name("user", "o'brien").is_err());
+        assert!(check_ssh_name("jump host", "alice@gw.example.org:2222").is_ok());
+        assert!(check_ssh_name("host", "::1").is_ok());
     }
 
     /// Run the remote command through a real `sh -c`, as sshd would with a POSIX login

@@ -182,6 +182,20 @@ impl Client {
         false
     }
 
+    /// The known_hosts line and algorithm of a key of another type known for this host.
+    fn known_with_other_key(&self, key: &PublicKey) -> Option<(usize, String)> {
+        let known = russh::keys::known_hosts::known_host_keys_path(
+            &self.host,
+            self.port,
+            &self.known_hosts,
+        )
+        .ok()?;
+        known
+            .into_iter()
+            .find(|(_, k)| k.algorithm() != key.algorithm())
+            .map(|(line, k)| (line, k.algorithm().as_str().to_string()))
+    }
+
     async fn check_key(&mut self, key: &PublicKey) -> bool {
         let known = if self.known_hosts.exists() {
             check_known_hosts_path(&self.host, self.port, key, &self.known_hosts)
@@ -196,6 +210,20 @@ impl Client {
                 self.known_hosts.display()
             )),
             Err(e) => self.refuse(format!("cannot read {}: {e}", self.known_hosts.display())),
+            // Known with a key of another type: a downgrade or a changed host, not an
+            // unknown one. OpenSSH refuses it; so does this backend, and says why.
+            Ok(false) if self.known_with_other_key(key).is_some() => {
+                let (line, other) = self.known_with_other_key(key).unwrap_or_default();
+                self.refuse(format!(
+                    "{} offered a {} host key, but {} line {line} knows it by a {other} key; \
+                     refusing (if the host really changed its keys, remove the old entry: \
+                     ssh-keygen -R {})",
+                    self.host,
+                    key.algorithm().as_str(),
+                    self.known_hosts.display(),
+                    self.host
+                ))
+            }
             Ok(false) if !self.ask_unknown_host => self.refuse(format!(
                 "the host key of {} is not in {} and StrictHostKeyChecking=yes forbids asking",
                 self.host,
