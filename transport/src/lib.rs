@@ -23,7 +23,7 @@
 //! let manager = ConnectionManager::install_global(ConnectionMode::Single, config)?;
 //! let listener = Listener::bind(loopback(0), manager.config().heartbeat).await?;
 //! let port = listener.local_addr()?.port();
-//! println!("{}", ReadyLine { port, handshake: "native".into(), protocol: 1, tls: None });
+//! println!("{}", ReadyLine { port, handshake: "native".into(), protocol: 2, tls: None });
 //!
 //! let mut conn = manager.accept_client(listener, None).await?;
 //! tokio::io::copy(&mut tokio::io::empty(), &mut conn).await?; // serve something

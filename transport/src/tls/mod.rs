@@ -19,20 +19,30 @@
 //! server on the launch channel's secrets line.
 //!
 //! **Binding.** After the TLS handshake both ends export 32 bytes of keying material
-//! (RFC 8446 §7.5, label [`EXPORTER_LABEL`]) and feed them into the native handshake's
-//! proofs. Someone who terminates TLS towards each end and relays between them has two
-//! different sessions, hence two different bindings, and the native handshake fails.
+//! (RFC 8446 §7.5, rustls's `export_keying_material`, label [`EXPORTER_LABEL`], no context)
+//! and feed them into the native handshake's proofs. Someone who terminates TLS towards each
+//! end and relays between them has two different sessions, hence two different bindings,
+//! and the native handshake fails. The label is a private one: RFC 5705 §4 reserves labels
+//! for registered uses (`EXPORTER-…` among them) and leaves those starting with
+//! `EXPERIMENTAL` for private use. It changed with native handshake version 2 (see
+//! [`crate::handshake::native`]), which is why that version number moved: a peer of
+//! version 1 binds to the old label and is turned away as "wrong version", not as a bad
+//! proof.
 //!
-//! **Records.** rustls runs the handshake, checks certificates and keeps the secrets;
-//! application data then moves through this crate's own TLS 1.3 record layer (the `record`
-//! module, on rustls's kernel API), which decrypts in place and copies once each way, where
-//! rustls's buffered stream copies each received byte three times. Key updates, session
-//! tickets and `close_notify` work as with any TLS 1.3 peer (tested against `openssl`).
+//! **Records.** rustls's own stream (`tokio-rustls`) carries the application data: rustls's
+//! record layer, with its limits and counters (a peer that sends more than 32 key updates
+//! in a row, or floods warning alerts, is cut off), sticky errors, and key material that is
+//! wiped when dropped. A key update the peer asks for is answered as soon as it is read
+//! ([`FlushAfterRead`]), not only with this end's next write. Session tickets and
+//! resumption are off at both ends: every launch makes a fresh identity, so a ticket would
+//! never be used, and issuing them only adds state for unauthenticated clients.
 //!
 //! TLS 1.3 only, with the `ring` provider (the one crypto backend of the workspace).
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -41,14 +51,17 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::fingerprint::Fingerprint;
 use crate::handshake::{Role, Stream};
 
-mod record;
-
 /// The TLS exporter label whose output binds the native handshake to the TLS session.
-pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-pv-launch-native-handshake";
+///
+/// Private (RFC 5705 §4: labels starting with `EXPERIMENTAL` need no registration) and
+/// versioned with the native handshake that uses it.
+pub const EXPORTER_LABEL: &[u8] = b"EXPERIMENTAL pv-launch channel binding v2";
 /// The DNS name in every per-launch certificate, and the name a pinning client checks.
 pub const PER_LAUNCH_NAME: &str = "pv-launch-server";
 
@@ -207,7 +220,10 @@ impl TlsConfig {
         let mut config = builder
             .with_single_cert(identity.chain.clone(), identity.key.clone_key())
             .map_err(|e| config_error("the server certificate and key", e))?;
-        config.enable_secret_extraction = true;
+        // No session tickets and no session cache: nothing is ever resumed (see the module
+        // doc), and an unauthenticated client should leave no state behind.
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Ok(TlsConfig::Server {
             config: Arc::new(config),
             fingerprint: identity.fingerprint(),
@@ -252,7 +268,7 @@ impl TlsConfig {
                 .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
                 .map_err(|e| config_error("the client certificate and key", e))?,
         };
-        config.enable_secret_extraction = true;
+        config.resumption = rustls::client::Resumption::disabled();
         Ok(TlsConfig::Client {
             config: Arc::new(config),
             server_name: ServerName::try_from(PER_LAUNCH_NAME).expect("a valid DNS name"),
@@ -290,7 +306,7 @@ impl TlsConfig {
                 .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
                 .map_err(|e| config_error("the client certificate and key", e))?,
         };
-        config.enable_secret_extraction = true;
+        config.resumption = rustls::client::Resumption::disabled();
         Ok(TlsConfig::Client {
             config: Arc::new(config),
             server_name: name,
@@ -299,20 +315,18 @@ impl TlsConfig {
 
     /// Run the TLS handshake over `stream` for the application `role`, and export the
     /// channel binding. (Deadlines are applied by the caller.)
-    ///
-    /// rustls runs the handshake; application data then moves through this crate's record
-    /// layer (see the `record` module), which decrypts in place and copies once each way.
     pub async fn secure<S: Stream + 'static>(
         &self,
         stream: S,
         role: Role,
     ) -> Result<Secured, TlsError> {
-        let established = match (self, role) {
+        match (self, role) {
             (TlsConfig::Server { config, .. }, Role::Server) => {
-                let (config, exporter) = record::with_capture(config, |c, log| c.key_log = log);
-                let conn = rustls::server::UnbufferedServerConnection::new(config)
-                    .map_err(|e| TlsError::Handshake(e.to_string()))?;
-                record::handshake(conn, stream, &exporter, EXPORTER_LABEL).await
+                let tls = TlsAcceptor::from(config.clone())
+                    .accept(stream)
+                    .await
+                    .map_err(map_io)?;
+                Secured::new(tokio_rustls::TlsStream::from(tls))
             }
             (
                 TlsConfig::Client {
@@ -321,25 +335,19 @@ impl TlsConfig {
                 },
                 Role::Client,
             ) => {
-                let (config, exporter) = record::with_capture(config, |c, log| c.key_log = log);
-                let conn =
-                    rustls::client::UnbufferedClientConnection::new(config, server_name.clone())
-                        .map_err(|e| TlsError::Handshake(e.to_string()))?;
-                record::handshake(conn, stream, &exporter, EXPORTER_LABEL).await
+                let tls = TlsConnector::from(config.clone())
+                    .connect(server_name.clone(), stream)
+                    .await
+                    .map_err(map_io)?;
+                Secured::new(tokio_rustls::TlsStream::from(tls))
             }
             (TlsConfig::Server { .. }, used) | (TlsConfig::Client { .. }, used) => {
-                return Err(TlsError::WrongRole {
+                Err(TlsError::WrongRole {
                     configured: used.peer(),
                     used,
-                });
+                })
             }
         }
-        .map_err(map_io)?;
-        Ok(Secured {
-            stream: Box::new(established.stream),
-            info: established.info,
-            binding: established.binding,
-        })
     }
 }
 
@@ -351,6 +359,109 @@ pub struct Secured {
     pub info: TlsInfo,
     /// The exported keying material the native handshake binds to.
     pub binding: [u8; 32],
+}
+
+impl Secured {
+    /// The stream with what its handshake negotiated, and the exported channel binding
+    /// ([`EXPORTER_LABEL`], 32 bytes, no context: RFC 8446 §7.5).
+    fn new<S: Stream + 'static>(stream: tokio_rustls::TlsStream<S>) -> Result<Secured, TlsError> {
+        let (info, exported) = match &stream {
+            tokio_rustls::TlsStream::Client(c) => {
+                let conn = c.get_ref().1;
+                let exported = conn.export_keying_material([0u8; 32], EXPORTER_LABEL, None);
+                (TlsInfo::of(conn), exported)
+            }
+            tokio_rustls::TlsStream::Server(s) => {
+                let conn = s.get_ref().1;
+                let exported = conn.export_keying_material([0u8; 32], EXPORTER_LABEL, None);
+                (TlsInfo::of(conn), exported)
+            }
+        };
+        let binding = exported
+            .map_err(|e| TlsError::Handshake(format!("exporting the channel binding: {e}")))?;
+        Ok(Secured {
+            stream: Box::new(FlushAfterRead(stream)),
+            info,
+            binding,
+        })
+    }
+}
+
+/// rustls's stream, which also sends at once the answer to a key update it read.
+///
+/// A peer may ask for a `KeyUpdate` back (`update_requested`). rustls queues the answer and
+/// sends it in front of this end's next application data, which RFC 8446 §4.6.3 allows; but
+/// an end that only receives (a viewer streaming a server's output) would then never switch
+/// its sending key, and the peer would wait indefinitely. So after each read this hands
+/// rustls an empty write, which releases a queued answer without sending an empty record,
+/// and tries one flush when rustls has something to send. If the socket cannot take it now,
+/// it goes with the next write or flush, as without this wrapper. The limits stay rustls's:
+/// at most one answer is queued at a time, and more than 32 key updates in a row end the
+/// connection.
+struct FlushAfterRead<S>(tokio_rustls::TlsStream<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FlushAfterRead<S> {
+    /// Release a queued answer into rustls's outgoing buffer; whether there is one to send.
+    fn release_queued(&mut self) -> bool {
+        use std::io::Write;
+        match &mut self.0 {
+            tokio_rustls::TlsStream::Client(c) => {
+                let conn = c.get_mut().1;
+                conn.writer().write(&[]).is_ok() && conn.wants_write()
+            }
+            tokio_rustls::TlsStream::Server(s) => {
+                let conn = s.get_mut().1;
+                conn.writer().write(&[]).is_ok() && conn.wants_write()
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FlushAfterRead<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        // Also when the read is pending: a record with only a key update in it gives no data.
+        let read = Pin::new(&mut self.0).poll_read(cx, buf);
+        if self.release_queued() {
+            // Pending or an error here is the next write's business; the read's result
+            // stands.
+            let _ = Pin::new(&mut self.0).poll_flush(cx);
+        }
+        read
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FlushAfterRead<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 /// What a TLS handshake negotiated.
