@@ -45,7 +45,9 @@ pub mod token;
 pub use connection::{Connection, ConnectionConfig, EstablishError};
 pub use fingerprint::Fingerprint;
 pub use handshake::{Handshake, HandshakeError, PeerInfo, Role, Side};
-pub use manager::{ConnectError, ConnectionManager, ConnectionMode, Incoming, Rejected};
+pub use manager::{
+    ConnectError, ConnectionManager, ConnectionMode, HandshakeLimits, Incoming, Rejected,
+};
 pub use net::{ConnectTimeout, Heartbeat, Listener, RetryPolicy, dial, loopback};
 pub use resource::{Direction, Endpoint, Host, Resource, ResourceError};
 pub use tls::{ServerIdentity, TlsConfig, TlsError, TlsInfo};
