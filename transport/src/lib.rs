@@ -48,7 +48,7 @@ pub use handshake::{Handshake, HandshakeError, PeerInfo, Role, Side};
 pub use manager::{
     ConnectError, ConnectionManager, ConnectionMode, HandshakeLimits, Incoming, Rejected,
 };
-pub use net::{ConnectTimeout, Heartbeat, Listener, RetryPolicy, dial, loopback};
+pub use net::{ConnectTimeout, Heartbeat, Listener, RetryPolicy, dial, dial_addr, loopback};
 pub use resource::{Direction, Endpoint, Host, Resource, ResourceError};
 pub use tls::{ServerIdentity, TlsConfig, TlsError, TlsInfo};
 pub use token::Token;

@@ -66,7 +66,7 @@ use tokio::task::JoinHandle;
 
 use crate::connection::{Connection, ConnectionConfig, EstablishError, Slot};
 use crate::handshake::{Admission, HandshakeError, Role, Side};
-use crate::net::{DialError, Listener, RetryPolicy, dial};
+use crate::net::{DialError, Listener, RetryPolicy, dial, dial_addr};
 
 /// How many connections a manager keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,6 +285,20 @@ impl ConnectionManager {
             .await
     }
 
+    /// Client, forward: dial exactly `addr` (no name resolution; the address a server
+    /// reported it listens on) and handshake.
+    pub async fn connect_to_addr(
+        &self,
+        addr: SocketAddr,
+        policy: RetryPolicy,
+        on_retry: impl FnMut(u32, &std::io::Error, Option<Duration>),
+    ) -> Result<Connection, ConnectError> {
+        self.ensure_free()?;
+        let stream = dial_addr(addr, policy, self.config.heartbeat.as_ref(), on_retry).await?;
+        self.establish_dialled(stream, Role::Client, addr.to_string())
+            .await
+    }
+
     /// Client, forward, data server + render server: connect to both, in that order.
     pub async fn connect_data_render(
         &self,
@@ -324,11 +338,22 @@ impl ConnectionManager {
         on_retry: impl FnMut(u32, &std::io::Error, Option<Duration>),
     ) -> Result<Connection, ConnectError> {
         let stream = dial(host, port, policy, self.config.heartbeat.as_ref(), on_retry).await?;
+        self.establish_dialled(stream, role, format!("{host}:{port}"))
+            .await
+    }
+
+    /// TLS and the handshake on a socket this end dialled (`shown`: what was dialled).
+    async fn establish_dialled(
+        &self,
+        stream: tokio::net::TcpStream,
+        role: Role,
+        shown: String,
+    ) -> Result<Connection, ConnectError> {
         let peer = stream.peer_addr().ok();
         let conn = Connection::establish(stream, Side::Dialler, role, &self.config, peer)
             .await
             .map_err(|source| ConnectError::Establish {
-                addr: format!("{host}:{port}"),
+                addr: shown,
                 source,
             })?;
         Ok(conn.with_slot(Slot::take(&self.live)))
