@@ -33,8 +33,8 @@
 //! record layer, with its limits and counters (a peer that sends more than 32 key updates
 //! in a row, or floods warning alerts, is cut off), sticky errors, and key material that is
 //! wiped when dropped. A key update the peer asks for is answered as soon as it is read
-//! ([`FlushAfterRead`]), not only with this end's next write. Beneath rustls, the socket is
-//! read in large pieces ([`ReadAhead`]: ciphertext only, it parses nothing), which saves a
+//! (`FlushAfterRead`), not only with this end's next write. Beneath rustls, the socket is
+//! read in large pieces (`ReadAhead`: ciphertext only, it parses nothing), which saves a
 //! system call per 4 KiB on bulk transfers. Session tickets and
 //! resumption are off at both ends: every launch makes a fresh identity, so a ticket would
 //! never be used, and issuing them only adds state for unauthenticated clients.
