@@ -106,6 +106,19 @@ pub enum EstablishError {
     /// The application handshake failed.
     #[error("{0}")]
     Handshake(#[from] HandshakeError),
+    /// An acceptor closed the socket at once, without a handshake: as many unauthenticated
+    /// handshakes as it allows were already running (see
+    /// [`HandshakeLimits`](crate::manager::HandshakeLimits)).
+    #[error(
+        "closed without a handshake: {limit} unauthenticated handshake(s) already running {}, the limit",
+        if *.per_peer { "from this peer" } else { "in all" }
+    )]
+    TooManyPending {
+        /// The limit that was reached.
+        limit: usize,
+        /// Whether it was the per-peer limit (else the limit in all).
+        per_peer: bool,
+    },
 }
 
 impl Connection {

@@ -25,7 +25,7 @@
 //! let manager = ConnectionManager::install_global(ConnectionMode::Single, config)?;
 //! let listener = Listener::bind(loopback(0), manager.config().heartbeat).await?;
 //! let port = listener.local_addr()?.port();
-//! println!("{}", ReadyLine { port, handshake: "native".into(), protocol: 1, tls: None });
+//! println!("{}", ReadyLine { port, handshake: "native".into(), protocol: 2, tls: None });
 //!
 //! let mut conn = manager.accept_client(listener, None).await?;
 //! tokio::io::copy(&mut tokio::io::empty(), &mut conn).await?; // serve something
@@ -49,8 +49,10 @@ pub mod token;
 pub use connection::{Connection, ConnectionConfig, EstablishError};
 pub use fingerprint::Fingerprint;
 pub use handshake::{Handshake, HandshakeError, PeerInfo, Role, Side};
-pub use manager::{ConnectError, ConnectionManager, ConnectionMode, Incoming, Rejected};
-pub use net::{ConnectTimeout, Heartbeat, Listener, RetryPolicy, dial, loopback};
+pub use manager::{
+    ConnectError, ConnectionManager, ConnectionMode, HandshakeLimits, Incoming, Rejected,
+};
+pub use net::{ConnectTimeout, Heartbeat, Listener, RetryPolicy, dial, dial_addr, loopback};
 pub use resource::{Direction, Endpoint, Host, Resource, ResourceError};
 pub use tls::{ServerIdentity, TlsConfig, TlsError, TlsInfo};
 pub use token::Token;

@@ -23,6 +23,23 @@
 //! does. Every accepted socket is handshaken in its own task under the handshake deadline,
 //! so a silent or trickling peer cannot delay anyone else.
 //!
+//! **Unauthenticated work is bounded.** Anyone who can reach the port can open sockets, and
+//! each one costs a task, buffers and (with TLS) a TLS handshake for up to the handshake
+//! deadline before the token is checked. So a listener runs at most
+//! [`HandshakeLimits::total`] such handshakes at once (default
+//! [`DEFAULT_MAX_PENDING_HANDSHAKES`]) and at most [`HandshakeLimits::per_peer`] from one
+//! peer (default [`DEFAULT_MAX_PENDING_PER_PEER`]; a peer is an IPv4 address, or an IPv6
+//! /64, the block one host usually holds). A socket over either limit is closed at once and
+//! reported as refused ([`EstablishError::TooManyPending`]); a place frees as soon as a
+//! handshake ends, either way. The per-peer limit keeps one remote host from taking every
+//! place (a listener bound to a network address). On loopback it cannot tell local users
+//! apart (they all connect from 127.0.0.1, and any of them may pick another 127/8 source), so
+//! there the limit in all bounds the cost, and the handshake deadline bounds how long a
+//! squatter holds a place. Authenticated connections do not count. An honest burst of more
+//! than [`HandshakeLimits::per_peer`] simultaneous clients from one address needs higher
+//! limits ([`ConnectionManager::with_handshake_limits`]). A wait for the first good peer keeps the last [`REJECTED_KEPT`] refusals for its
+//! error and counts the rest, so a stream of bad clients costs no memory.
+//!
 //! **Which peer is "the first"** when several handshake at once: the first to be *admitted*.
 //! The acceptor commits to a connection inside the handshake, just before the message that
 //! tells the dialler it is accepted (the native acceptor's PROOF; see [`Admission`]), by
@@ -38,9 +55,10 @@
 //! the process-wide instance, and a second call is an error. Plain values from
 //! [`ConnectionManager::new`] serve tests and embedders that want several.
 
-use std::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -48,7 +66,7 @@ use tokio::task::JoinHandle;
 
 use crate::connection::{Connection, ConnectionConfig, EstablishError, Slot};
 use crate::handshake::{Admission, HandshakeError, Role, Side};
-use crate::net::{DialError, Listener, RetryPolicy, dial};
+use crate::net::{DialError, Listener, RetryPolicy, dial, dial_addr};
 
 /// How many connections a manager keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,12 +103,15 @@ pub enum ConnectError {
     )]
     NeedsMultipleMode(&'static str),
     /// Waiting for a peer took longer than allowed.
-    #[error("no peer completed the handshake within {waited:?}{}", rejected_summary(.rejected))]
+    #[error("no peer completed the handshake within {waited:?}{}", rejected_summary(*.refused, .rejected))]
     TimedOut {
         /// How long we waited.
         waited: Duration,
-        /// Why the peers that did connect were refused.
+        /// Why the last peers that did connect were refused: the last [`REJECTED_KEPT`] at
+        /// most, oldest first.
         rejected: Vec<Rejected>,
+        /// How many peers were refused in all.
+        refused: u64,
     },
     /// The listening socket failed.
     #[error("listening socket failed: {0}")]
@@ -100,14 +121,41 @@ pub enum ConnectError {
     AlreadyCreated,
 }
 
-fn rejected_summary(rejected: &[Rejected]) -> String {
+fn rejected_summary(refused: u64, rejected: &[Rejected]) -> String {
     match rejected.last() {
         None => String::new(),
         Some(last) => format!(
-            "; {} peer(s) were refused, the last one because: {}",
-            rejected.len(),
+            "; {refused} peer(s) were refused, the last one because: {}",
             last.error
         ),
+    }
+}
+
+/// Default of [`HandshakeLimits::total`].
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 64;
+/// Default of [`HandshakeLimits::per_peer`].
+pub const DEFAULT_MAX_PENDING_PER_PEER: usize = 8;
+/// How many refused peers a wait for the first good one keeps for its error.
+pub const REJECTED_KEPT: usize = 16;
+
+/// How many unauthenticated handshakes one listener runs at once (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandshakeLimits {
+    /// In all.
+    pub total: usize,
+    /// From one peer: one IPv4 address, or one IPv6 /64.
+    pub per_peer: usize,
+}
+
+impl Default for HandshakeLimits {
+    /// [`DEFAULT_MAX_PENDING_HANDSHAKES`] in all, [`DEFAULT_MAX_PENDING_PER_PEER`] per peer:
+    /// far more than a launch needs (one client, or a few servers of one session dialling
+    /// back), and few enough that a flood costs little.
+    fn default() -> Self {
+        HandshakeLimits {
+            total: DEFAULT_MAX_PENDING_HANDSHAKES,
+            per_peer: DEFAULT_MAX_PENDING_PER_PEER,
+        }
     }
 }
 
@@ -125,6 +173,7 @@ pub struct Rejected {
 pub struct ConnectionManager {
     mode: ConnectionMode,
     config: ConnectionConfig,
+    limits: HandshakeLimits,
     live: Arc<AtomicUsize>,
 }
 
@@ -137,8 +186,32 @@ impl ConnectionManager {
         ConnectionManager {
             mode,
             config,
+            limits: HandshakeLimits::default(),
             live: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The same with other limits on unauthenticated handshakes (values below 1 count as
+    /// 1).
+    pub fn with_handshake_limits(mut self, limits: HandshakeLimits) -> ConnectionManager {
+        self.limits = HandshakeLimits {
+            total: limits.total.max(1),
+            per_peer: limits.per_peer.max(1),
+        };
+        self
+    }
+
+    /// The limits on unauthenticated handshakes of this manager's listeners.
+    pub fn handshake_limits(&self) -> HandshakeLimits {
+        self.limits
+    }
+
+    /// Make this manager the process-wide one (for settings beyond
+    /// [`install_global`](Self::install_global)'s). Fails with
+    /// [`ConnectError::AlreadyCreated`] if there is one already.
+    pub fn install(self) -> Result<&'static ConnectionManager, ConnectError> {
+        GLOBAL.set(self).map_err(|_| ConnectError::AlreadyCreated)?;
+        Ok(GLOBAL.get().expect("just set"))
     }
 
     /// Create the process-wide manager. A second call fails with
@@ -189,7 +262,14 @@ impl ConnectionManager {
 
     /// Accept and handshake on `listener` as `role`, stopping after `max` good peers.
     fn incoming(&self, listener: Listener, role: Role, max: Option<usize>) -> Incoming {
-        Incoming::start(listener, role, self.config.clone(), self.live.clone(), max)
+        Incoming::start(
+            listener,
+            role,
+            self.config.clone(),
+            self.limits,
+            self.live.clone(),
+            max,
+        )
     }
 
     /// Client, forward: dial a listening server (retrying per `policy`) and handshake.
@@ -202,6 +282,20 @@ impl ConnectionManager {
     ) -> Result<Connection, ConnectError> {
         self.ensure_free()?;
         self.dial_as(Role::Client, host, port, policy, on_retry)
+            .await
+    }
+
+    /// Client, forward: dial exactly `addr` (no name resolution; the address a server
+    /// reported it listens on) and handshake.
+    pub async fn connect_to_addr(
+        &self,
+        addr: SocketAddr,
+        policy: RetryPolicy,
+        on_retry: impl FnMut(u32, &std::io::Error, Option<Duration>),
+    ) -> Result<Connection, ConnectError> {
+        self.ensure_free()?;
+        let stream = dial_addr(addr, policy, self.config.heartbeat.as_ref(), on_retry).await?;
+        self.establish_dialled(stream, Role::Client, addr.to_string())
             .await
     }
 
@@ -244,11 +338,22 @@ impl ConnectionManager {
         on_retry: impl FnMut(u32, &std::io::Error, Option<Duration>),
     ) -> Result<Connection, ConnectError> {
         let stream = dial(host, port, policy, self.config.heartbeat.as_ref(), on_retry).await?;
+        self.establish_dialled(stream, role, format!("{host}:{port}"))
+            .await
+    }
+
+    /// TLS and the handshake on a socket this end dialled (`shown`: what was dialled).
+    async fn establish_dialled(
+        &self,
+        stream: tokio::net::TcpStream,
+        role: Role,
+        shown: String,
+    ) -> Result<Connection, ConnectError> {
         let peer = stream.peer_addr().ok();
         let conn = Connection::establish(stream, Side::Dialler, role, &self.config, peer)
             .await
             .map_err(|source| ConnectError::Establish {
-                addr: format!("{host}:{port}"),
+                addr: shown,
                 source,
             })?;
         Ok(conn.with_slot(Slot::take(&self.live)))
@@ -332,12 +437,14 @@ impl Incoming {
         listener: Listener,
         role: Role,
         config: ConnectionConfig,
+        limits: HandshakeLimits,
         live: Arc<AtomicUsize>,
         max: Option<usize>,
     ) -> Incoming {
         let local_addr = listener.local_addr().ok();
         let (tx, rx) = mpsc::channel(64);
-        let task = tokio::spawn(accept_loop(listener, role, config, live, max, tx));
+        let pending = Pending::new(limits);
+        let task = tokio::spawn(accept_loop(listener, role, config, pending, live, max, tx));
         Incoming {
             rx,
             local_addr,
@@ -357,14 +464,22 @@ impl Incoming {
         self.rx.recv().await
     }
 
-    /// The first good connection, skipping refused peers, within `deadline`.
+    /// The first good connection, skipping refused peers, within `deadline`. The last
+    /// [`REJECTED_KEPT`] refusals are kept for the error, and all are counted.
     async fn first(mut self, deadline: Option<Duration>) -> Result<Connection, ConnectError> {
-        let mut rejected = Vec::new();
+        let mut rejected = VecDeque::with_capacity(REJECTED_KEPT);
+        let mut refused = 0u64;
         let wait = async {
             loop {
                 match self.next().await {
                     Some(Ok(conn)) => return Ok(conn),
-                    Some(Err(r)) => rejected.push(r),
+                    Some(Err(r)) => {
+                        if rejected.len() == REJECTED_KEPT {
+                            rejected.pop_front();
+                        }
+                        rejected.push_back(r);
+                        refused += 1;
+                    }
                     None => {
                         return Err(ConnectError::Listen(std::io::Error::other(
                             "the listener closed before a peer connected",
@@ -379,7 +494,8 @@ impl Incoming {
                 Ok(r) => r,
                 Err(_) => Err(ConnectError::TimedOut {
                     waited: d,
-                    rejected,
+                    rejected: rejected.into(),
+                    refused,
                 }),
             },
         }
@@ -466,6 +582,90 @@ impl Drop for Claim {
     }
 }
 
+/// The unauthenticated handshakes one listener is running: how many in all and per peer.
+#[derive(Debug)]
+struct Pending {
+    limits: HandshakeLimits,
+    running: Mutex<Running>,
+}
+
+#[derive(Debug, Default)]
+struct Running {
+    total: usize,
+    /// Only peers with a handshake running: at most `limits.total` entries.
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+/// The peer an address counts as: an IPv4 address (also when mapped into IPv6), or the /64
+/// an IPv6 address is in.
+fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+impl Pending {
+    fn new(limits: HandshakeLimits) -> Arc<Pending> {
+        Arc::new(Pending {
+            limits,
+            running: Mutex::new(Running::default()),
+        })
+    }
+
+    /// A place for one more handshake from `ip`, held until the guard drops; or why not.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<PendingPlace, EstablishError> {
+        let key = peer_key(ip);
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.total >= self.limits.total {
+            return Err(EstablishError::TooManyPending {
+                limit: self.limits.total,
+                per_peer: false,
+            });
+        }
+        let from_peer = running.per_peer.entry(key).or_insert(0);
+        if *from_peer >= self.limits.per_peer {
+            return Err(EstablishError::TooManyPending {
+                limit: self.limits.per_peer,
+                per_peer: true,
+            });
+        }
+        *from_peer += 1;
+        running.total += 1;
+        Ok(PendingPlace {
+            pending: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One running handshake's place in [`Pending`]; dropping it frees the place.
+#[derive(Debug)]
+struct PendingPlace {
+    pending: Arc<Pending>,
+    key: IpAddr,
+}
+
+impl Drop for PendingPlace {
+    fn drop(&mut self) {
+        let mut running = self
+            .pending
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        running.total -= 1;
+        if let Some(n) = running.per_peer.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                running.per_peer.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Handshake one accepted socket, committing to it through a [`Claim`] on `places`.
 async fn handshake_one(
     stream: tokio::net::TcpStream,
@@ -499,13 +699,15 @@ async fn handshake_one(
     }
 }
 
-/// Accept sockets, handshake each in its own task, forward the results. With `max`, admit
+/// Accept sockets, handshake each in its own task (within `pending`'s limits; a socket over
+/// them is closed at once and reported), forward the results. With `max`, admit
 /// at most that many peers (see [`Admission`]), and once they are all delivered stop,
 /// closing the listener before the last one is handed over.
 async fn accept_loop(
     listener: Listener,
     role: Role,
     config: ConnectionConfig,
+    pending: Arc<Pending>,
     live: Arc<AtomicUsize>,
     max: Option<usize>,
     tx: mpsc::Sender<Result<Connection, Rejected>>,
@@ -527,11 +729,25 @@ async fn accept_loop(
                         continue;
                     }
                 };
+                let place = match pending.enter(addr.ip()) {
+                    Ok(place) => place,
+                    Err(error) => {
+                        // Over a limit: close at once, and say so.
+                        drop(stream);
+                        if tx.send(Err(Rejected { addr, error })).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
                 let config = config.clone();
                 let done_tx = done_tx.clone();
                 let places = places.clone();
                 handshakes.spawn(async move {
                     let result = handshake_one(stream, addr, role, &config, &places).await;
+                    // The handshake is over (either way): free its place before waiting
+                    // to hand the result on.
+                    drop(place);
                     let _ = done_tx.send(result).await;
                 });
             }
@@ -579,6 +795,53 @@ mod tests {
             !Claim::new(&places).admit(),
             "a delivered connection keeps its place"
         );
+    }
+
+    #[test]
+    fn pending_handshakes_are_limited_in_all_and_per_peer_and_places_come_back() {
+        let pending = Pending::new(HandshakeLimits {
+            total: 3,
+            per_peer: 2,
+        });
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let c: IpAddr = "::ffff:127.0.0.3".parse().unwrap();
+        let a1 = pending.enter(a).unwrap();
+        let _a2 = pending.enter(a).unwrap();
+        assert!(matches!(
+            pending.enter(a),
+            Err(EstablishError::TooManyPending {
+                limit: 2,
+                per_peer: true
+            })
+        ));
+        let _b1 = pending.enter(b).unwrap();
+        let e = pending.enter(c).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                EstablishError::TooManyPending {
+                    limit: 3,
+                    per_peer: false
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("in all"), "{e}");
+        drop(a1);
+        let _c1 = pending.enter(c).unwrap();
+        let running = pending.running.lock().unwrap();
+        assert_eq!(running.total, 3);
+        assert_eq!(running.per_peer.len(), 3, "{:?}", running.per_peer);
+    }
+
+    #[test]
+    fn an_ipv6_peer_is_its_slash_64_and_a_mapped_ipv4_one_its_address() {
+        let key = |s: &str| peer_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::2"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:10.0.0.1"), key("10.0.0.1"));
+        assert_ne!(key("10.0.0.1"), key("10.0.0.2"));
     }
 
     #[test]

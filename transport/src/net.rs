@@ -10,6 +10,16 @@
 //! `0.0.0.0` or `::` explicitly. Port 0 asks the kernel for a free port;
 //! [`Listener::local_addr`] reports the one chosen.
 //!
+//! **What a dial reaches.** [`dial_addr`] dials exactly one socket address, with no name
+//! resolution: what a launcher uses once a server has reported the address it listens on.
+//! [`dial`] takes a host as text: an IP literal (`127.0.0.1`, `::1`, `[::1]`) is dialled as
+//! it is, never resolved; `localhost` means 127.0.0.1 and nothing else; any other name is
+//! resolved and its addresses are tried in order. Why `localhost` is not resolved: the
+//! system resolver gives `::1` first and 127.0.0.1 second, and pv-launch's listeners bind
+//! 127.0.0.1. A dual-stack dial would thus reach whoever listens on `[::1]` at the same port
+//! first, and any local user may bind that (plain TCP then relays the native handshake
+//! unnoticed). A server that really listens on IPv6 loopback is dialled as `::1`.
+//!
 //! The heartbeat is TCP keepalive ([`Heartbeat`]): the kernel sends probes on an idle
 //! connection, which keeps NAT and firewall state alive, and closes the connection with an
 //! error when the peer stops answering, so a dead peer is noticed by the next read or write.
@@ -144,28 +154,94 @@ pub fn configure(stream: &TcpStream, heartbeat: Option<&Heartbeat>) -> io::Resul
     Ok(())
 }
 
-/// One connection attempt to every address `host` resolves to, in order.
-async fn attempt(host: &str, port: u16) -> io::Result<TcpStream> {
-    let mut last = io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{host} resolves to no address"),
-    );
-    for addr in lookup_host((host, port)).await? {
-        match TcpStream::connect(addr).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
+/// Where a dial goes: exactly one address, or a name to resolve.
+#[derive(Clone, Copy, Debug)]
+enum Target<'a> {
+    Exact(SocketAddr),
+    Name(&'a str, u16),
+}
+
+impl<'a> Target<'a> {
+    /// An IP literal (bracketed or not) or `localhost` is exact; anything else is a name.
+    fn of(host: &'a str, port: u16) -> Target<'a> {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Target::Exact(SocketAddr::new(ip, port));
         }
+        let name = host.strip_suffix('.').unwrap_or(host);
+        if name.eq_ignore_ascii_case("localhost") {
+            return Target::Exact(loopback(port));
+        }
+        Target::Name(host, port)
     }
-    Err(last)
+
+    /// One connection attempt: to the exact address, or to every address the name resolves
+    /// to, in order.
+    async fn attempt(self) -> io::Result<TcpStream> {
+        let (host, port) = match self {
+            Target::Exact(addr) => return TcpStream::connect(addr).await,
+            Target::Name(host, port) => (host, port),
+        };
+        let mut last = io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{host} resolves to no address"),
+        );
+        for addr in lookup_host((host, port)).await? {
+            match TcpStream::connect(addr).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
 }
 
 /// Dial `host:port`, retrying per `policy`; `on_retry` is told about each failed attempt
-/// (attempt number, error, time left) so callers can show progress.
+/// (attempt number, error, time left) so callers can show progress. An IP literal is
+/// dialled as it is and `localhost` means 127.0.0.1 (see the module doc); other names are
+/// resolved at each attempt.
 ///
 /// The returned stream already has [`configure`]'s options set.
 pub async fn dial(
     host: &str,
     port: u16,
+    policy: RetryPolicy,
+    heartbeat: Option<&Heartbeat>,
+    on_retry: impl FnMut(u32, &io::Error, Option<Duration>),
+) -> Result<TcpStream, DialError> {
+    dial_target(
+        Target::of(host, port),
+        &format!("{host}:{port}"),
+        policy,
+        heartbeat,
+        on_retry,
+    )
+    .await
+}
+
+/// Dial exactly `addr` (no name resolution), retrying per `policy`, as [`dial`] does.
+pub async fn dial_addr(
+    addr: SocketAddr,
+    policy: RetryPolicy,
+    heartbeat: Option<&Heartbeat>,
+    on_retry: impl FnMut(u32, &io::Error, Option<Duration>),
+) -> Result<TcpStream, DialError> {
+    dial_target(
+        Target::Exact(addr),
+        &addr.to_string(),
+        policy,
+        heartbeat,
+        on_retry,
+    )
+    .await
+}
+
+async fn dial_target(
+    target: Target<'_>,
+    shown: &str,
     policy: RetryPolicy,
     heartbeat: Option<&Heartbeat>,
     mut on_retry: impl FnMut(u32, &io::Error, Option<Duration>),
@@ -174,10 +250,10 @@ pub async fn dial(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let err = match attempt(host, port).await {
+        let err = match target.attempt().await {
             Ok(stream) => {
                 configure(&stream, heartbeat).map_err(|e| DialError {
-                    target: format!("{host}:{port}"),
+                    target: shown.to_string(),
                     attempts,
                     elapsed: start.elapsed(),
                     last: e,
@@ -198,7 +274,7 @@ pub async fn dial(
             }
             _ => {
                 return Err(DialError {
-                    target: format!("{host}:{port}"),
+                    target: shown.to_string(),
                     attempts,
                     elapsed: start.elapsed(),
                     last: err,
@@ -359,6 +435,79 @@ mod tests {
             .expect("cancel is prompt")
             .unwrap();
         assert_eq!(outcome, None);
+    }
+
+    #[test]
+    fn ip_literals_and_localhost_are_exact_and_other_names_are_resolved() {
+        let exact = |host: &str| match Target::of(host, 7) {
+            Target::Exact(a) => Some(a),
+            Target::Name(..) => None,
+        };
+        assert_eq!(exact("127.0.0.1"), Some(loopback(7)));
+        assert_eq!(exact("::1"), Some("[::1]:7".parse().unwrap()));
+        assert_eq!(exact("[::1]"), Some("[::1]:7".parse().unwrap()));
+        for name in ["localhost", "LocalHost", "localhost."] {
+            assert_eq!(exact(name), Some(loopback(7)), "{name}");
+        }
+        for name in ["localhost.example", "example.invalid", "[localhost]"] {
+            assert_eq!(exact(name), None, "{name}");
+        }
+    }
+
+    /// Whether this host has IPv6 loopback. Under `CI=true` it must: the test that needs it
+    /// fails instead of skipping.
+    async fn ipv6_loopback_listener(port: u16) -> Option<Listener> {
+        let addr = SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), port);
+        match Listener::bind(addr, None).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "no IPv6 loopback under CI: {e}"
+                );
+                eprintln!("SKIPPED: no IPv6 loopback here ({e})");
+                None
+            }
+        }
+    }
+
+    /// A local user squats `[::1]:P` beside a server on `127.0.0.1:P`. Dialling the server's
+    /// address, as an IP literal, as a `SocketAddr`, or as `localhost`, reaches the server.
+    #[tokio::test]
+    async fn a_squatter_on_ipv6_loopback_is_not_dialled() {
+        // Find a port free on both: the IPv6 one first, then the same on 127.0.0.1 (a few
+        // tries, since another process may hold it on IPv4).
+        let mut pair = None;
+        for _ in 0..20 {
+            let Some(v6) = ipv6_loopback_listener(0).await else {
+                return;
+            };
+            let port = v6.local_addr().unwrap().port();
+            if let Ok(v4) = Listener::bind(loopback(port), None).await {
+                pair = Some((v6, v4, port));
+                break;
+            }
+        }
+        let (squatter, server, port) = pair.expect("a port free on both loopbacks");
+        let once = RetryPolicy::new(ConnectTimeout::Once);
+        let dialled = [
+            dial("127.0.0.1", port, once, None, |_, _, _| {}).await,
+            dial_addr(loopback(port), once, None, |_, _, _| {}).await,
+            dial("localhost", port, once, None, |_, _, _| {}).await,
+        ];
+        for (how, stream) in ["127.0.0.1", "SocketAddr", "localhost"].iter().zip(dialled) {
+            let stream = stream.unwrap_or_else(|e| panic!("{how}: {e}"));
+            assert_eq!(stream.peer_addr().unwrap(), loopback(port), "{how}");
+            let (accepted, _) = tokio::time::timeout(Duration::from_secs(5), server.accept())
+                .await
+                .expect("the IPv4 server has the connection")
+                .unwrap();
+            assert_eq!(accepted.local_addr().unwrap(), loopback(port));
+        }
+        // The squatter is reachable, just not dialled: `::1` as a literal goes there.
+        let to_v6 = dial("::1", port, once, None, |_, _, _| {}).await.unwrap();
+        assert!(to_v6.peer_addr().unwrap().is_ipv6());
+        drop(squatter);
     }
 
     #[tokio::test]

@@ -9,8 +9,8 @@ use pv_transport::handshake::native::NativeHandshake;
 use pv_transport::handshake::{BoxFuture, HandshakeContext, Stream};
 use pv_transport::{
     ConnectError, ConnectTimeout, Connection, ConnectionConfig, ConnectionManager, ConnectionMode,
-    Direction, EstablishError, Handshake, HandshakeError, Listener, PeerInfo, RetryPolicy, Role,
-    Side, Token, loopback,
+    Direction, EstablishError, Handshake, HandshakeError, HandshakeLimits, Listener, PeerInfo,
+    Rejected, RetryPolicy, Role, Side, Token, loopback,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -53,17 +53,16 @@ async fn echo_until_closed(mut conn: Connection) {
     }
 }
 
-/// Nothing that knows `token` listens on this port any more. (Tests run in parallel, so
-/// another test may have bound the freed port; that listener cannot pass our handshake.)
-async fn assert_port_closed(port: u16, token: &Token) {
-    let probe = ConnectionManager::new(
-        ConnectionMode::Multiple,
-        config(token).with_deadline(Duration::from_secs(2)),
-    );
-    let r = probe
-        .connect_to_remote("127.0.0.1", port, once(), |_, _, _| {})
-        .await;
-    assert!(r.is_err(), "a second peer got in on port {port}");
+/// The listening socket on this port is closed: a dial is refused by the kernel, not
+/// accepted and then failed or left hanging. (Another test running in parallel could bind
+/// the freed port in the instant between the close and this probe; the kernel picks a
+/// port 0 request's port at random over the whole ephemeral range, so that is rare.)
+async fn assert_port_closed(port: u16) {
+    let r = pv_transport::dial("127.0.0.1", port, once(), None, |_, _, _| {}).await;
+    match r {
+        Err(e) if e.last.kind() == std::io::ErrorKind::ConnectionRefused => {}
+        other => panic!("port {port} was not refused: {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -77,7 +76,7 @@ async fn single_forward_server_closes_its_listener_after_the_first_client() {
         client.connect_to_remote("127.0.0.1", port, once(), |_, _, _| {})
     );
     let (_s, _c) = (s.unwrap(), c.unwrap());
-    assert_port_closed(port, &token).await;
+    assert_port_closed(port).await;
 }
 
 #[tokio::test]
@@ -161,7 +160,7 @@ async fn single_reverse_client_waits_first_then_the_server_dials_and_the_listene
     assert_eq!(s.peer().role, Role::Client);
     let c = waiting.await.unwrap().unwrap();
     assert_eq!(c.peer().role, Role::Server);
-    assert_port_closed(port, &token).await;
+    assert_port_closed(port).await;
 }
 
 #[tokio::test]
@@ -450,7 +449,14 @@ async fn waiting_in_vain_says_why_peers_were_refused() {
 async fn a_thousand_clients_on_one_multiple_connections_server() {
     const CLIENTS: usize = 1000;
     let token = Token::generate();
-    let server = ConnectionManager::new(ConnectionMode::Multiple, config(&token));
+    // 64 honest clients handshake at once, all from 127.0.0.1: this test is about many
+    // connections, not about the limits on unauthenticated handshakes (tests below), which
+    // a burst like this from one address would reach.
+    let server = ConnectionManager::new(ConnectionMode::Multiple, config(&token))
+        .with_handshake_limits(HandshakeLimits {
+            total: CLIENTS,
+            per_peer: CLIENTS,
+        });
     let (l, port) = listener().await;
     let mut incoming = server.accept_clients(l);
     let serve = tokio::spawn(async move {
@@ -623,4 +629,188 @@ async fn single_forward_the_client_told_it_is_accepted_is_the_one_served() {
 #[tokio::test]
 async fn single_reverse_the_server_told_it_is_accepted_is_the_one_served() {
     the_peer_told_it_is_accepted_is_the_one_served(Direction::Reverse).await;
+}
+
+/// How long a socket over the limits may stay open: far less than the handshake deadline
+/// the tests below give the idle sockets (60 s), so "closed at once" is told apart from
+/// "closed when its handshake timed out".
+const PROMPT: Duration = Duration::from_secs(5);
+
+/// A socket to `port` from the loopback address `from` (127.0.0.0/8 is all loopback).
+async fn socket_from(from: [u8; 4], port: u16) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind((std::net::Ipv4Addr::from(from), 0).into())
+        .unwrap();
+    sock.connect(loopback(port)).await.unwrap()
+}
+
+/// The server closes `socket` without a word, promptly.
+async fn assert_closed_promptly(socket: &mut tokio::net::TcpStream, which: &str) {
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(PROMPT, socket.read(&mut buf)).await {
+        Ok(Ok(0)) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(other) => panic!("{which}: the server answered: {other:?}"),
+        Err(_) => panic!("{which}: still open after {PROMPT:?}"),
+    }
+}
+
+/// The next thing the listener reports, within the wait.
+async fn next_event(incoming: &mut pv_transport::Incoming) -> Result<Connection, Rejected> {
+    tokio::time::timeout(WAIT, incoming.next())
+        .await
+        .expect("the listener reports within the wait")
+        .expect("the listener is still open")
+}
+
+#[tokio::test]
+async fn unauthenticated_handshakes_are_capped_in_all_and_a_freed_place_admits_an_honest_client() {
+    const N: usize = 4;
+    let token = Token::generate();
+    let server = ConnectionManager::new(
+        ConnectionMode::Multiple,
+        config(&token).with_deadline(Duration::from_secs(60)),
+    )
+    .with_handshake_limits(HandshakeLimits {
+        total: N,
+        per_peer: 100,
+    });
+    let (l, port) = listener().await;
+    let mut incoming = server.accept_clients(l);
+    // N sockets that never say a word take every place (from different addresses, so only
+    // the limit in all applies) ...
+    let mut idle = Vec::new();
+    for i in 0..N {
+        idle.push(socket_from([127, 0, 1, 1 + i as u8], port).await);
+    }
+    // ... and the next ones are closed at once, each reported with its reason.
+    for k in 0..3u8 {
+        let mut extra = socket_from([127, 0, 2, 1 + k], port).await;
+        assert_closed_promptly(&mut extra, &format!("socket {} of {N}", N + 1 + k as usize)).await;
+        match next_event(&mut incoming).await {
+            Err(Rejected {
+                error:
+                    EstablishError::TooManyPending {
+                        limit: N,
+                        per_peer: false,
+                    },
+                addr,
+            }) => assert_eq!(addr.ip().to_string(), format!("127.0.2.{}", 1 + k)),
+            other => panic!("{other:?}"),
+        }
+    }
+    // One idle peer leaves: its handshake ends, and its place is free again.
+    drop(idle.pop());
+    match next_event(&mut incoming).await {
+        Err(Rejected { addr, error }) => {
+            assert_eq!(addr.ip().to_string(), format!("127.0.1.{N}"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let client = ConnectionManager::new(ConnectionMode::Single, config(&token));
+    let mut c = client
+        .connect_to_remote("127.0.0.1", port, once(), |_, _, _| {})
+        .await
+        .expect("an honest client gets the freed place");
+    let s = next_event(&mut incoming)
+        .await
+        .expect("the server has it too");
+    tokio::spawn(echo_until_closed(s));
+    assert_eq!(round_trip(&mut c, b"in").await, b"in");
+}
+
+#[tokio::test]
+async fn one_peer_cannot_take_every_place() {
+    const PER_PEER: usize = 3;
+    let token = Token::generate();
+    let server = ConnectionManager::new(
+        ConnectionMode::Multiple,
+        config(&token).with_deadline(Duration::from_secs(60)),
+    )
+    .with_handshake_limits(HandshakeLimits {
+        total: 64,
+        per_peer: PER_PEER,
+    });
+    let (l, port) = listener().await;
+    let mut incoming = server.accept_clients(l);
+    let mut idle = Vec::new();
+    for _ in 0..PER_PEER {
+        idle.push(socket_from([127, 0, 3, 1], port).await);
+    }
+    let mut extra = socket_from([127, 0, 3, 1], port).await;
+    assert_closed_promptly(&mut extra, "one socket too many from 127.0.3.1").await;
+    match next_event(&mut incoming).await {
+        Err(Rejected {
+            error:
+                EstablishError::TooManyPending {
+                    limit: PER_PEER,
+                    per_peer: true,
+                },
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Another peer still gets in while the first holds all of its own places.
+    let honest = socket_from([127, 0, 3, 2], port).await;
+    let honest_config = config(&token);
+    let (c, s) = tokio::join!(
+        Connection::establish(honest, Side::Dialler, Role::Client, &honest_config, None),
+        next_event(&mut incoming)
+    );
+    let (mut c, s) = (c.unwrap(), s.unwrap());
+    assert_eq!(
+        s.peer_addr().map(|a| a.ip().to_string()),
+        Some("127.0.3.2".into())
+    );
+    tokio::spawn(echo_until_closed(s));
+    assert_eq!(round_trip(&mut c, b"me too").await, b"me too");
+    drop(idle);
+}
+
+#[tokio::test]
+async fn a_stream_of_bad_clients_leaves_a_bounded_record() {
+    use pv_transport::manager::REJECTED_KEPT;
+    // Bad clients for at most BAD_FOR (or MAX_BAD of them); the server waits WAIT_FOR, well
+    // after the last one was refused.
+    const MAX_BAD: u64 = 400;
+    const BAD_FOR: Duration = Duration::from_secs(3);
+    const WAIT_FOR: Duration = Duration::from_secs(8);
+    let token = Token::generate();
+    let server = ConnectionManager::new(ConnectionMode::Single, config(&token));
+    let (l, port) = listener().await;
+    let accept = tokio::spawn(async move { server.accept_client(l, Some(WAIT_FOR)).await });
+    let intruder = ConnectionManager::new(ConnectionMode::Multiple, config(&Token::generate()));
+    let start = std::time::Instant::now();
+    let mut bad = 0u64;
+    while bad < MAX_BAD && start.elapsed() < BAD_FOR {
+        let e = intruder
+            .connect_to_remote("127.0.0.1", port, once(), |_, _, _| {})
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("authentication failed"), "{e}");
+        bad += 1;
+    }
+    assert!(
+        bad > 2 * REJECTED_KEPT as u64,
+        "only {bad} bad clients in {BAD_FOR:?}"
+    );
+    match accept.await.unwrap() {
+        Err(ConnectError::TimedOut {
+            rejected, refused, ..
+        }) => {
+            assert_eq!(refused, bad, "every refusal is counted");
+            assert_eq!(rejected.len(), REJECTED_KEPT, "only the last ones are kept");
+            for r in &rejected {
+                assert!(
+                    matches!(
+                        r.error,
+                        EstablishError::Handshake(HandshakeError::WrongToken(_))
+                    ),
+                    "{:?}",
+                    r.error
+                );
+            }
+        }
+        other => panic!("{other:?}"),
+    }
 }

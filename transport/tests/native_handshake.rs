@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use pv_transport::handshake::native::NativeHandshake;
+use pv_transport::handshake::native::{NativeHandshake, PROTOCOL_VERSION};
 use pv_transport::handshake::{
     Admission, HandshakeContext, HandshakeError, PeerInfo, Role, Side, perform,
 };
@@ -94,7 +94,10 @@ async fn forward_and_reverse_succeed_with_matching_token() {
     .await;
     let (d, a) = (d.unwrap(), a.unwrap());
     assert_eq!((d.role, a.role), (Role::Client, Role::Server));
-    assert_eq!((d.connect_id, a.connect_id, d.protocol), (42, 42, 1));
+    assert_eq!(
+        (d.connect_id, a.connect_id, d.protocol),
+        (42, 42, u32::from(PROTOCOL_VERSION))
+    );
 }
 
 /// An acceptor's place for one connection, counting how often it was asked for.
@@ -195,8 +198,9 @@ async fn wrong_token_fails_on_both_sides() {
 #[tokio::test]
 async fn version_mismatch_names_both_ranges() {
     let t = Token::generate();
+    let (ours, next) = (PROTOCOL_VERSION, PROTOCOL_VERSION + 1);
     let (d, a) = run(
-        NativeHandshake::new(t.clone()).with_versions(2, 3),
+        NativeHandshake::new(t.clone()).with_versions(next, next + 1),
         Role::Client,
         NativeHandshake::new(t),
         Role::Server,
@@ -204,21 +208,42 @@ async fn version_mismatch_names_both_ranges() {
     .await;
     match a {
         Err(HandshakeError::VersionMismatch {
-            ours_min: 1,
-            theirs_min: 2,
-            theirs_max: 3,
+            ours_min,
+            theirs_min,
+            theirs_max,
             ..
-        }) => {}
+        }) if (ours_min, theirs_min, theirs_max) == (ours, next, next + 1) => {}
         other => panic!("acceptor: {other:?}"),
     }
     match d {
         Err(HandshakeError::VersionMismatch {
-            ours_min: 2,
-            theirs_min: 1,
-            theirs_max: 1,
+            ours_min,
+            theirs_min,
+            theirs_max,
             ..
-        }) => {}
+        }) if (ours_min, theirs_min, theirs_max) == (next, ours, ours) => {}
         other => panic!("dialler: {other:?}"),
+    }
+}
+
+/// A peer of version 1 (whose TLS binding used the retired exporter label) is turned away
+/// for its version, before any proof, at either end: never as a bad token.
+#[tokio::test]
+async fn a_version_1_peer_hears_wrong_version_not_wrong_token() {
+    const { assert!(PROTOCOL_VERSION >= 2) };
+    let t = Token::generate();
+    let old = || NativeHandshake::new(t.clone()).with_versions(1, 1);
+    let new = || NativeHandshake::new(t.clone());
+    for (dialler, acceptor) in [(old(), new()), (new(), old())] {
+        let (d, a) = run(dialler, Role::Client, acceptor, Role::Server).await;
+        for r in [&d, &a] {
+            assert!(
+                matches!(r, Err(HandshakeError::VersionMismatch { .. })),
+                "{r:?}"
+            );
+        }
+        let e = d.unwrap_err().to_string();
+        assert!(e.contains("version"), "{e}");
     }
 }
 

@@ -386,7 +386,7 @@ async fn openssl_s_client_talks_to_our_tls_listener() {
 async fn our_pinned_client_talks_to_openssl_s_server() {
     let (_dir, cert_path, key_path, pin) = openssl_identity();
     // `-rev` answers each line reversed.
-    let (_server, _commands, _out, port) = openssl_s_server(&cert_path, &key_path, "-rev").await;
+    let (_server, _commands, _out, port) = openssl_s_server(&cert_path, &key_path, &["-rev"]).await;
     let config =
         ConnectionConfig::new(NoHandshake).with_tls(TlsConfig::client_pinned(pin, None).unwrap());
     let stream = dial(
@@ -459,12 +459,12 @@ async fn wait_line(
 }
 
 /// Debian's `openssl s_server` on a free loopback port with `cert` and `key`, TLS 1.3 and
-/// `option`, once it says it accepts: (the process, its stdin, its stdout's lines, the port).
+/// `options`, once it says it accepts: (the process, its stdin, its stdout's lines, the port).
 /// Its stdout is line-buffered (`stdbuf`), so traces arrive as they are printed.
 async fn openssl_s_server(
     cert: &std::path::Path,
     key: &std::path::Path,
-    option: &str,
+    options: &[&str],
 ) -> (
     Reaped,
     tokio::process::ChildStdin,
@@ -477,7 +477,8 @@ async fn openssl_s_server(
     };
     let mut server = Reaped(
         tokio::process::Command::new("stdbuf")
-            .args(["-oL", "openssl", "s_server", "-tls1_3", option])
+            .args(["-oL", "openssl", "s_server", "-tls1_3"])
+            .args(options)
             .args(["-accept", &format!("127.0.0.1:{port}")])
             .arg("-cert")
             .arg(cert)
@@ -504,7 +505,7 @@ async fn a_key_update_from_openssl_s_server_is_followed_and_answered() {
     let (_dir, cert_path, key_path, pin) = openssl_identity();
     // `-msg` traces each TLS message, so the test sees the KeyUpdates go and come.
     let (_server, mut commands, mut out, port) =
-        openssl_s_server(&cert_path, &key_path, "-msg").await;
+        openssl_s_server(&cert_path, &key_path, &["-msg"]).await;
 
     let config =
         ConnectionConfig::new(NoHandshake).with_tls(TlsConfig::client_pinned(pin, None).unwrap());
@@ -688,4 +689,224 @@ async fn data_server_and_render_server_pair_over_tls_forward_and_reverse() {
     let mut back = [0u8; 4];
     d.read_exact(&mut back).await.unwrap();
     assert_eq!(&back, b"pair");
+}
+
+/// The label is a private one (RFC 5705 §4: not the reserved `EXPORTER-` prefix), and our
+/// *client's* binding is what `openssl s_server -keymatexport` computes for the session too.
+#[tokio::test]
+async fn our_client_binding_matches_openssl_s_server_under_the_private_label() {
+    let label = pv_transport::tls::EXPORTER_LABEL;
+    assert_eq!(label, b"EXPERIMENTAL pv-launch channel binding v2");
+    assert!(!label.starts_with(b"EXPORTER"));
+    let label = std::str::from_utf8(label).unwrap();
+    let (_dir, cert_path, key_path, pin) = openssl_identity();
+    let (_server, _commands, mut out, port) = openssl_s_server(
+        &cert_path,
+        &key_path,
+        &["-keymatexport", label, "-keymatexportlen", "32"],
+    )
+    .await;
+    let stream = TcpStream::connect(loopback(port)).await.unwrap();
+    let secured = tokio::time::timeout(
+        DEADLINE,
+        TlsConfig::client_pinned(pin, None)
+            .unwrap()
+            .secure(stream, Role::Client),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let seen = wait_line(&mut out, "Keying material", |l| {
+        l.trim_start().starts_with("Keying material:")
+    })
+    .await;
+    let theirs = seen.last().unwrap().split(':').nth(1).unwrap().trim();
+    let ours: String = secured.binding.iter().map(|b| format!("{b:02X}")).collect();
+    assert_eq!(ours, theirs.to_uppercase());
+}
+
+/// Two ends secured over one loopback connection that passes through a relay in this test:
+/// (server end, client end, the relay's switch). Once the switch is on, the relay flips one
+/// bit of the 11th byte it forwards from the client to the server after that.
+async fn secured_through_tampering_relay() -> (
+    pv_transport::tls::Secured,
+    pv_transport::tls::Secured,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let id = ServerIdentity::generate().unwrap();
+    let server_tls = TlsConfig::server(&id, None).unwrap();
+    let client_tls = TlsConfig::client_pinned(id.fingerprint(), None).unwrap();
+    let (server_l, relay_l) = (
+        Listener::bind(loopback(0), None).await.unwrap(),
+        Listener::bind(loopback(0), None).await.unwrap(),
+    );
+    let server_port = server_l.local_addr().unwrap().port();
+    let relay_port = relay_l.local_addr().unwrap().port();
+    let armed = Arc::new(AtomicBool::new(false));
+    let switch = armed.clone();
+    tokio::spawn(async move {
+        let (from_client, _) = relay_l.accept().await.unwrap();
+        let to_server = TcpStream::connect(loopback(server_port)).await.unwrap();
+        let (mut cr, mut cw) = from_client.into_split();
+        let (mut sr, mut sw) = to_server.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut sr, &mut cw).await;
+        });
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut since_armed: Option<usize> = None;
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if armed.load(Ordering::SeqCst) {
+                let at = since_armed.unwrap_or(0);
+                if (at..at + n).contains(&10) {
+                    buf[10 - at] ^= 0x01;
+                }
+                since_armed = Some(at + n);
+            }
+            if sw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let server = async {
+        let (s, _) = server_l.accept().await.unwrap();
+        server_tls.secure(s, Role::Server).await.unwrap()
+    };
+    let client = async {
+        let s = TcpStream::connect(loopback(relay_port)).await.unwrap();
+        client_tls.secure(s, Role::Client).await.unwrap()
+    };
+    let (s, c) = tokio::time::timeout(DEADLINE, async { tokio::join!(server, client) })
+        .await
+        .expect("both handshakes finish");
+    (s, c, switch)
+}
+
+/// One changed bit in a record is refused (the AEAD tag does not match) and no byte of it
+/// is delivered (RFC 8446 §5.2).
+#[tokio::test]
+async fn a_changed_byte_is_refused() {
+    use std::sync::atomic::Ordering;
+    let (mut s, mut c, armed) = secured_through_tampering_relay().await;
+    // Untouched first: the relay itself carries bytes faithfully.
+    c.stream.write_all(b"pay 10 euros").await.unwrap();
+    c.stream.flush().await.unwrap();
+    let mut buf = [0u8; 12];
+    tokio::time::timeout(DEADLINE, s.stream.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"pay 10 euros");
+    // Both handshakes are over and nothing else is in flight: the next record is ours alone.
+    armed.store(true, Ordering::SeqCst);
+    c.stream.write_all(b"pay 99 euros").await.unwrap();
+    c.stream.flush().await.unwrap();
+    let mut buf = [0u8; 64];
+    let e = tokio::time::timeout(DEADLINE, s.stream.read(&mut buf))
+        .await
+        .expect("an answer, not a hang")
+        .expect_err("a changed record is not delivered");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+    assert!(e.to_string().contains("decrypt"), "{e}");
+}
+
+/// A peer whose connection ends without `close_notify` gives an error, not a clean end of
+/// stream (a truncation attack looks exactly like that); with `close_notify` the end is
+/// clean.
+#[tokio::test]
+async fn an_end_without_close_notify_is_an_error_and_a_clean_close_is_not() {
+    let (mut s, c, _) = secured_through_tampering_relay().await;
+    drop(c); // closes the socket without close_notify
+    let mut buf = [0u8; 16];
+    let e = tokio::time::timeout(DEADLINE, s.stream.read(&mut buf))
+        .await
+        .expect("an answer, not a hang")
+        .expect_err("truncation is an error");
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+
+    let (mut s, mut c, _) = secured_through_tampering_relay().await;
+    c.stream.write_all(b"last words").await.unwrap();
+    c.stream.shutdown().await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(DEADLINE, s.stream.read_to_end(&mut all))
+        .await
+        .expect("an answer, not a hang")
+        .expect("close_notify is a clean end");
+    assert_eq!(all, b"last words");
+}
+
+/// `openssl s_server` asks for key update after key update (`K`), with no application data
+/// between them: after 32 in a row our end gives up with an error instead of answering each
+/// one for ever (each answer costs key derivations and a record: a cheap flood for the
+/// peer, and reachable before the native handshake authenticates anyone).
+#[tokio::test]
+async fn a_flood_of_key_update_requests_from_openssl_is_cut_off() {
+    const FLOOD: usize = 40;
+    let (_dir, cert_path, key_path, pin) = openssl_identity();
+    let (_server, mut commands, mut out, port) =
+        openssl_s_server(&cert_path, &key_path, &["-msg"]).await;
+    let stream = TcpStream::connect(loopback(port)).await.unwrap();
+    let mut secured = tokio::time::timeout(
+        DEADLINE,
+        TlsConfig::client_pinned(pin, None)
+            .unwrap()
+            .secure(stream, Role::Client),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // Our end reads (and answers) whatever comes, until the connection ends.
+    let mut reader = tokio::spawn(async move {
+        let mut buf = [0u8; 256];
+        loop {
+            match secured.stream.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    let mut taken = 0;
+    let mut outcome = None;
+    for _ in 0..FLOOD {
+        // s_server takes a command only when it arrives alone in one read: one at a time.
+        commands.write_all(b"K\n").await.unwrap();
+        let next_taken = async {
+            while let Some(line) = out.next_line().await.unwrap() {
+                if line.starts_with("SSL_do_handshake") {
+                    return true;
+                }
+            }
+            false
+        };
+        tokio::select! {
+            r = &mut reader => {
+                outcome = Some(r.unwrap());
+                break;
+            }
+            t = tokio::time::timeout(DEADLINE, next_taken) => {
+                assert!(matches!(t, Ok(true)), "s_server took K number {}", taken + 1);
+                taken += 1;
+            }
+        }
+    }
+    let outcome = match outcome {
+        Some(o) => o,
+        None => tokio::time::timeout(DEADLINE, reader)
+            .await
+            .expect("our end gives up on the flood instead of answering for ever")
+            .unwrap(),
+    };
+    let e = outcome.expect_err("the flood ends in an error, not a clean end");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+    assert!(e.to_string().contains("KeyUpdate"), "{e}");
+    assert!(
+        taken >= 32,
+        "only {taken} key updates were sent before the error"
+    );
 }

@@ -44,6 +44,15 @@
 //!   dropped (or worse, the one told first being dropped for a later one). Only a dialler
 //!   that proved it knows the token can take the place.
 //!
+//! **Versions.** The HELLO's version range is checked before any proof, so a peer of
+//! another version hears REJECT version (and reports both ranges) instead of failing on a
+//! proof it cannot compute. The version moves whenever the bytes a proof covers change:
+//! - 1: the TLS binding was exported under the label `EXPORTER-pv-launch-native-handshake`.
+//! - 2 (this build): the binding uses the private label [`crate::tls::EXPORTER_LABEL`]
+//!   (RFC 5705 §4 reserves `EXPORTER-` labels for registered uses), and the proof labels
+//!   say `v2`. A build speaks only its own version: version 1's binding label is the one
+//!   this version retires.
+//!
 //! Every message is `PVLN` (magic), a type byte (1 HELLO, 2 PROOF, 3 REJECT), a big-endian
 //! u16 length and the payload; the payload is at most [`MAX_PAYLOAD`] bytes. Anything else
 //! is reported as garbage, with a guess at what the peer speaks instead (TLS, ParaView's
@@ -62,7 +71,7 @@ use crate::token::Token;
 /// Bytes every native handshake message starts with.
 pub const MAGIC: [u8; 4] = *b"PVLN";
 /// The native protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest payload of a handshake message.
 pub const MAX_PAYLOAD: usize = 512;
 
@@ -71,8 +80,8 @@ const HELLO: u8 = 1;
 const PROOF: u8 = 2;
 const REJECT: u8 = 3;
 
-const LABEL_DIALLER: &[u8] = b"pv-launch native handshake v1: dialler proof";
-const LABEL_ACCEPTOR: &[u8] = b"pv-launch native handshake v1: acceptor proof";
+const LABEL_DIALLER: &[u8] = b"pv-launch native handshake v2: dialler proof";
+const LABEL_ACCEPTOR: &[u8] = b"pv-launch native handshake v2: acceptor proof";
 
 /// Reject reasons on the wire.
 const REJECT_VERSION: u8 = 1;

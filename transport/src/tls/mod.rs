@@ -19,20 +19,32 @@
 //! server on the launch channel's secrets line.
 //!
 //! **Binding.** After the TLS handshake both ends export 32 bytes of keying material
-//! (RFC 8446 §7.5, label [`EXPORTER_LABEL`]) and feed them into the native handshake's
-//! proofs. Someone who terminates TLS towards each end and relays between them has two
-//! different sessions, hence two different bindings, and the native handshake fails.
+//! (RFC 8446 §7.5, rustls's `export_keying_material`, label [`EXPORTER_LABEL`], no context)
+//! and feed them into the native handshake's proofs. Someone who terminates TLS towards each
+//! end and relays between them has two different sessions, hence two different bindings,
+//! and the native handshake fails. The label is a private one: RFC 5705 §4 reserves labels
+//! for registered uses (`EXPORTER-…` among them) and leaves those starting with
+//! `EXPERIMENTAL` for private use. It changed with native handshake version 2 (see
+//! [`crate::handshake::native`]), which is why that version number moved: a peer of
+//! version 1 binds to the old label and is turned away as "wrong version", not as a bad
+//! proof.
 //!
-//! **Records.** rustls runs the handshake, checks certificates and keeps the secrets;
-//! application data then moves through this crate's own TLS 1.3 record layer (the `record`
-//! module, on rustls's kernel API), which decrypts in place and copies once each way, where
-//! rustls's buffered stream copies each received byte three times. Key updates, session
-//! tickets and `close_notify` work as with any TLS 1.3 peer (tested against `openssl`).
+//! **Records.** rustls's own stream (`tokio-rustls`) carries the application data: rustls's
+//! record layer, with its limits and counters (a peer that sends more than 32 key updates
+//! in a row, or floods warning alerts, is cut off), sticky errors, and key material that is
+//! wiped when dropped. A key update the peer asks for is answered as soon as it is read
+//! (`FlushAfterRead`), not only with this end's next write. Beneath rustls, the socket is
+//! read in large pieces (`ReadAhead`: ciphertext only, it parses nothing), which saves a
+//! system call per 4 KiB on bulk transfers. Session tickets and
+//! resumption are off at both ends: every launch makes a fresh identity, so a ticket would
+//! never be used, and issuing them only adds state for unauthenticated clients.
 //!
 //! TLS 1.3 only, with the `ring` provider (the one crypto backend of the workspace).
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -41,14 +53,17 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::fingerprint::Fingerprint;
 use crate::handshake::{Role, Stream};
 
-mod record;
-
 /// The TLS exporter label whose output binds the native handshake to the TLS session.
-pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-pv-launch-native-handshake";
+///
+/// Private (RFC 5705 §4: labels starting with `EXPERIMENTAL` need no registration) and
+/// versioned with the native handshake that uses it.
+pub const EXPORTER_LABEL: &[u8] = b"EXPERIMENTAL pv-launch channel binding v2";
 /// The DNS name in every per-launch certificate, and the name a pinning client checks.
 pub const PER_LAUNCH_NAME: &str = "pv-launch-server";
 
@@ -207,7 +222,10 @@ impl TlsConfig {
         let mut config = builder
             .with_single_cert(identity.chain.clone(), identity.key.clone_key())
             .map_err(|e| config_error("the server certificate and key", e))?;
-        config.enable_secret_extraction = true;
+        // No session tickets and no session cache: nothing is ever resumed (see the module
+        // doc), and an unauthenticated client should leave no state behind.
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Ok(TlsConfig::Server {
             config: Arc::new(config),
             fingerprint: identity.fingerprint(),
@@ -252,7 +270,7 @@ impl TlsConfig {
                 .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
                 .map_err(|e| config_error("the client certificate and key", e))?,
         };
-        config.enable_secret_extraction = true;
+        config.resumption = rustls::client::Resumption::disabled();
         Ok(TlsConfig::Client {
             config: Arc::new(config),
             server_name: ServerName::try_from(PER_LAUNCH_NAME).expect("a valid DNS name"),
@@ -290,7 +308,7 @@ impl TlsConfig {
                 .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
                 .map_err(|e| config_error("the client certificate and key", e))?,
         };
-        config.enable_secret_extraction = true;
+        config.resumption = rustls::client::Resumption::disabled();
         Ok(TlsConfig::Client {
             config: Arc::new(config),
             server_name: name,
@@ -299,20 +317,18 @@ impl TlsConfig {
 
     /// Run the TLS handshake over `stream` for the application `role`, and export the
     /// channel binding. (Deadlines are applied by the caller.)
-    ///
-    /// rustls runs the handshake; application data then moves through this crate's record
-    /// layer (see the `record` module), which decrypts in place and copies once each way.
     pub async fn secure<S: Stream + 'static>(
         &self,
         stream: S,
         role: Role,
     ) -> Result<Secured, TlsError> {
-        let established = match (self, role) {
+        match (self, role) {
             (TlsConfig::Server { config, .. }, Role::Server) => {
-                let (config, exporter) = record::with_capture(config, |c, log| c.key_log = log);
-                let conn = rustls::server::UnbufferedServerConnection::new(config)
-                    .map_err(|e| TlsError::Handshake(e.to_string()))?;
-                record::handshake(conn, stream, &exporter, EXPORTER_LABEL).await
+                let tls = TlsAcceptor::from(config.clone())
+                    .accept(ReadAhead::new(stream))
+                    .await
+                    .map_err(map_io)?;
+                Secured::new(tokio_rustls::TlsStream::from(tls))
             }
             (
                 TlsConfig::Client {
@@ -321,25 +337,19 @@ impl TlsConfig {
                 },
                 Role::Client,
             ) => {
-                let (config, exporter) = record::with_capture(config, |c, log| c.key_log = log);
-                let conn =
-                    rustls::client::UnbufferedClientConnection::new(config, server_name.clone())
-                        .map_err(|e| TlsError::Handshake(e.to_string()))?;
-                record::handshake(conn, stream, &exporter, EXPORTER_LABEL).await
+                let tls = TlsConnector::from(config.clone())
+                    .connect(server_name.clone(), ReadAhead::new(stream))
+                    .await
+                    .map_err(map_io)?;
+                Secured::new(tokio_rustls::TlsStream::from(tls))
             }
             (TlsConfig::Server { .. }, used) | (TlsConfig::Client { .. }, used) => {
-                return Err(TlsError::WrongRole {
+                Err(TlsError::WrongRole {
                     configured: used.peer(),
                     used,
-                });
+                })
             }
         }
-        .map_err(map_io)?;
-        Ok(Secured {
-            stream: Box::new(established.stream),
-            info: established.info,
-            binding: established.binding,
-        })
     }
 }
 
@@ -351,6 +361,207 @@ pub struct Secured {
     pub info: TlsInfo,
     /// The exported keying material the native handshake binds to.
     pub binding: [u8; 32],
+}
+
+impl Secured {
+    /// The stream with what its handshake negotiated, and the exported channel binding
+    /// ([`EXPORTER_LABEL`], 32 bytes, no context: RFC 8446 §7.5).
+    fn new<S: Stream + 'static>(
+        stream: tokio_rustls::TlsStream<ReadAhead<S>>,
+    ) -> Result<Secured, TlsError> {
+        let (info, exported) = match &stream {
+            tokio_rustls::TlsStream::Client(c) => {
+                let conn = c.get_ref().1;
+                let exported = conn.export_keying_material([0u8; 32], EXPORTER_LABEL, None);
+                (TlsInfo::of(conn), exported)
+            }
+            tokio_rustls::TlsStream::Server(s) => {
+                let conn = s.get_ref().1;
+                let exported = conn.export_keying_material([0u8; 32], EXPORTER_LABEL, None);
+                (TlsInfo::of(conn), exported)
+            }
+        };
+        let binding = exported
+            .map_err(|e| TlsError::Handshake(format!("exporting the channel binding: {e}")))?;
+        Ok(Secured {
+            stream: Box::new(FlushAfterRead(stream)),
+            info,
+            binding,
+        })
+    }
+}
+
+/// rustls's stream, which also sends at once the answer to a key update it read.
+///
+/// A peer may ask for a `KeyUpdate` back (`update_requested`). rustls queues the answer and
+/// sends it in front of this end's next application data, which RFC 8446 §4.6.3 allows; but
+/// an end that only receives (a viewer streaming a server's output) would then never switch
+/// its sending key, and the peer would wait indefinitely. So after each read this hands
+/// rustls an empty write, which releases a queued answer without sending an empty record,
+/// and tries one flush when rustls has something to send. If the socket cannot take it now,
+/// it goes with the next write or flush, as without this wrapper. The limits stay rustls's:
+/// at most one answer is queued at a time, and more than 32 key updates in a row end the
+/// connection.
+struct FlushAfterRead<S>(tokio_rustls::TlsStream<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FlushAfterRead<S> {
+    /// Release a queued answer into rustls's outgoing buffer; whether there is one to send.
+    fn release_queued(&mut self) -> bool {
+        use std::io::Write;
+        match &mut self.0 {
+            tokio_rustls::TlsStream::Client(c) => {
+                let conn = c.get_mut().1;
+                conn.writer().write(&[]).is_ok() && conn.wants_write()
+            }
+            tokio_rustls::TlsStream::Server(s) => {
+                let conn = s.get_mut().1;
+                conn.writer().write(&[]).is_ok() && conn.wants_write()
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FlushAfterRead<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        // Also when the read is pending: a record with only a key update in it gives no data.
+        let read = Pin::new(&mut self.0).poll_read(cx, buf);
+        if self.release_queued() {
+            // Pending or an error here is the next write's business; the read's result
+            // stands.
+            let _ = Pin::new(&mut self.0).poll_flush(cx);
+        }
+        read
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FlushAfterRead<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// The socket beneath rustls, read in large pieces.
+///
+/// rustls asks its transport for about 4 KiB at a time, and tokio-rustls reads only until
+/// one record is complete, so without this a bulk receiver makes a `recv` system call (and
+/// a wake-up) for every 4 KiB. This reads whatever the socket holds, up to
+/// [`READ_AHEAD_MAX`], and serves rustls from memory: ciphertext only, one more copy, far
+/// fewer system calls. It parses nothing; every record is rustls's business.
+///
+/// Memory: the buffer is allocated on the first read at [`READ_AHEAD_MIN`], doubles only
+/// when a read fills it (more was waiting), and halves again when a read that drains it used
+/// less than a quarter of it; so an idle or interactive connection keeps a small buffer and
+/// only one that moves bulk data holds up to [`READ_AHEAD_MAX`]. Writes pass straight through.
+struct ReadAhead<S> {
+    inner: S,
+    buf: Vec<u8>,
+    /// `buf[start..end]` is read from the socket but not yet handed to rustls.
+    start: usize,
+    end: usize,
+}
+
+const READ_AHEAD_MIN: usize = 4 * 1024;
+const READ_AHEAD_MAX: usize = 256 * 1024;
+
+impl<S> ReadAhead<S> {
+    fn new(inner: S) -> ReadAhead<S> {
+        ReadAhead {
+            inner,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.start == this.end {
+            if this.buf.is_empty() {
+                this.buf = vec![0; READ_AHEAD_MIN];
+            }
+            let mut fill = ReadBuf::new(&mut this.buf);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut fill))?;
+            let n = fill.filled().len();
+            (this.start, this.end) = (0, n);
+            let len = this.buf.len();
+            if n == len && len < READ_AHEAD_MAX {
+                // Full: more was waiting. Grow for the next read; the data stays in front.
+                this.buf.resize(2 * len, 0);
+            } else if n < len / 4 && len > READ_AHEAD_MIN {
+                // Mostly empty: the bulk is over. Give memory back (the data stays in front).
+                this.buf.truncate(len / 2);
+                this.buf.shrink_to_fit();
+            }
+        }
+        let n = out.remaining().min(this.end - this.start);
+        out.put_slice(&this.buf[this.start..this.start + n]);
+        this.start += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// What a TLS handshake negotiated.
@@ -569,5 +780,37 @@ mod signature {
         provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The read-ahead grows while bulk data waits, never past its maximum, hands every byte
+    /// on in order, and gives the memory back once only small pieces come.
+    #[tokio::test]
+    async fn the_read_ahead_grows_for_bulk_and_shrinks_after() {
+        let (mut tx, rx) = tokio::io::duplex(1 << 20);
+        let mut ra = ReadAhead::new(rx);
+        let bulk: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+        tx.write_all(&bulk).await.unwrap();
+        let mut got = vec![0u8; bulk.len()];
+        for piece in got.chunks_mut(4096) {
+            ra.read_exact(piece).await.unwrap();
+        }
+        assert!(got == bulk, "bytes changed on the way");
+        let grown = ra.buf.len();
+        assert!(grown > READ_AHEAD_MIN, "it grew: {grown}");
+        assert!(grown <= READ_AHEAD_MAX, "{grown}");
+        // Small messages one at a time: each read drains a nearly empty buffer.
+        for i in 0..32u8 {
+            tx.write_all(&[i; 100]).await.unwrap();
+            let mut small = [0u8; 100];
+            ra.read_exact(&mut small).await.unwrap();
+            assert_eq!(small, [i; 100]);
+        }
+        assert_eq!(ra.buf.len(), READ_AHEAD_MIN, "back to its smallest");
     }
 }
