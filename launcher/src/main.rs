@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Some(Command::List { profile }) => list(profile.as_deref()),
         Some(Command::Check { profile }) => check(&profile),
         Some(Command::Import { pvsc, output }) => import(&pvsc, output.as_deref()),
+        Some(Command::Jobs { cancel }) => cli::jobs::run(cancel),
         None => launch(&cli.launch),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))

@@ -12,6 +12,9 @@ use pv_launch::events::{Event, Stage};
 use pv_launch::plan::Plan;
 use pv_launch::session::launch;
 
+/// How long an interrupted launch waits for its batch job's cancel to be confirmed.
+const BATCH_CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// Run `plan` as the CLI does and return the exit status.
 pub fn run(plan: Plan, args: &LaunchArgs) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -66,6 +69,8 @@ async fn run_async(plan: Plan, args: &LaunchArgs) -> i32 {
             // The groups' grace is watched by threads: wait for them off the runtime, so
             // the display keeps running.
             let _ = tokio::task::spawn_blocking(pv_launch::startup::wait_for_group_stops).await;
+            // A batch job is cancelled (and confirmed gone) from a background task.
+            pv_launch::startup::batch::finish_pending_cancels(BATCH_CANCEL_WAIT).await;
             cleanup.done(&tx, begun);
             return finish(printer, tx, EXIT_INTERRUPTED).await;
         }

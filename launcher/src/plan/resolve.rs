@@ -327,6 +327,7 @@ fn ssh_settings(startup: &Startup) -> Option<&SshSettings> {
         Startup::Command(Mechanism::SshDirect { ssh, .. } | Mechanism::SshScript { ssh, .. }) => {
             Some(ssh)
         }
+        Startup::Command(Mechanism::Batch { ssh, .. }) => ssh.as_ref(),
         _ => None,
     }
 }

@@ -60,6 +60,32 @@ struct RawStartup {
     process_start_timeout: Option<Spanned<f64>>,
     delay: Option<Spanned<f64>>,
     ssh: Option<Spanned<RawSsh>>,
+    batch: Option<Spanned<RawBatch>>,
+}
+
+/// `[server.startup.batch]`: text fields are templates; counts are numbers or templates.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    #[serde(default)]
+    scheduler: crate::startup::batch::SchedulerKind,
+    nodes: Option<Spanned<Value>>,
+    ntasks: Option<Spanned<Value>>,
+    cpus_per_task: Option<Spanned<Value>>,
+    partition: Option<Spanned<String>>,
+    account: Option<Spanned<String>>,
+    time: Option<Spanned<String>>,
+    qos: Option<Spanned<String>>,
+    constraint: Option<Spanned<String>>,
+    gres: Option<Spanned<String>>,
+    job_name: Option<Spanned<String>>,
+    output: Option<Spanned<String>>,
+    #[serde(default)]
+    extra_options: Vec<Spanned<String>>,
+    #[serde(default)]
+    in_job: crate::startup::batch::InJob,
+    queue_timeout: Option<Spanned<f64>>,
+    jobs_dir: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -420,10 +446,15 @@ impl Loader<'_> {
                     args,
                 }
             }
+            "batch" => Mechanism::Batch {
+                ssh: r.ssh.as_ref().map(|s| self.ssh(s)).transpose()?,
+                command: self.argv(r, mech)?,
+                batch: Box::new(self.batch(r)?),
+            },
             other => {
                 return Err(self.err(
                     &r.mechanism,
-                    format!("mechanism {other:?}: expected \"manual\", \"local\", \"local-script\", \"ssh\" or \"ssh-script\""),
+                    format!("mechanism {other:?}: expected \"manual\", \"local\", \"local-script\", \"ssh\", \"ssh-script\" or \"batch\""),
                 ));
             }
         };
@@ -472,7 +503,73 @@ impl Loader<'_> {
         wrong("argv", r.argv.is_none() || !is_script)?;
         wrong("script", r.script.is_none() || is_script)?;
         wrong("args", r.args.is_empty() || is_script)?;
-        wrong("ssh", r.ssh.is_none() || mech.starts_with("ssh"))
+        wrong(
+            "ssh",
+            r.ssh.is_none() || mech.starts_with("ssh") || mech == "batch",
+        )?;
+        wrong("batch", r.batch.is_none() || mech == "batch")
+    }
+
+    /// The `[server.startup.batch]` table the batch mechanism needs.
+    fn batch(&self, r: &RawStartup) -> Result<BatchSettings, ProfileError> {
+        let Some(b) = &r.batch else {
+            return Err(self.err(
+                &r.mechanism,
+                "mechanism \"batch\" needs a [server.startup.batch] table",
+            ));
+        };
+        let raw = b.get_ref();
+        let opt = |v: &Option<Spanned<String>>| v.as_ref().map(|t| self.template(t)).transpose();
+        let count = |v: &Option<Spanned<Value>>, field: &str| {
+            v.as_ref()
+                .map(|c| match c.get_ref() {
+                    Value::Integer(i) if *i >= 1 && *i <= i64::from(u32::MAX) => Ok(Located::new(
+                        Template::parse(&i.to_string()).expect("digits parse"),
+                        self.pos(c),
+                    )),
+                    Value::String(s) => Template::parse(s)
+                        .map(|t| Located::new(t, self.pos(c)))
+                        .map_err(|e| self.err(c, e.message)),
+                    _ => Err(self.err(
+                        c,
+                        format!("{field}: a number of at least 1, or a \"${{VARIABLE}}\" template"),
+                    )),
+                })
+                .transpose()
+        };
+        let queue_timeout = match &raw.queue_timeout {
+            None => None,
+            Some(q) if *q.get_ref() > 0.0 => Some(Duration::from_secs_f64(*q.get_ref())),
+            Some(q) => {
+                return Err(self.err(
+                    q,
+                    "queue_timeout: seconds (> 0); leave it out to wait as long as the job is pending",
+                ));
+            }
+        };
+        Ok(BatchSettings {
+            at: self.pos(b),
+            scheduler: raw.scheduler,
+            nodes: count(&raw.nodes, "nodes")?,
+            ntasks: count(&raw.ntasks, "ntasks")?,
+            cpus_per_task: count(&raw.cpus_per_task, "cpus_per_task")?,
+            partition: opt(&raw.partition)?,
+            account: opt(&raw.account)?,
+            time: opt(&raw.time)?,
+            qos: opt(&raw.qos)?,
+            constraint: opt(&raw.constraint)?,
+            gres: opt(&raw.gres)?,
+            job_name: opt(&raw.job_name)?,
+            output: opt(&raw.output)?,
+            extra_options: raw
+                .extra_options
+                .iter()
+                .map(|t| self.template(t))
+                .collect::<Result<_, _>>()?,
+            in_job: raw.in_job,
+            queue_timeout,
+            jobs_dir: opt(&raw.jobs_dir)?,
+        })
     }
 
     /// The `argv` a direct mechanism `what` needs.
@@ -819,7 +916,9 @@ fn check_variables(entry: &ServerEntry) -> Result<(), ProfileError> {
         let mut templates: Vec<&Located<Template>> = vec![];
         let mut ssh_settings = None;
         match m {
-            Mechanism::LocalDirect { command } | Mechanism::SshDirect { command, .. } => {
+            Mechanism::LocalDirect { command }
+            | Mechanism::SshDirect { command, .. }
+            | Mechanism::Batch { command, .. } => {
                 if let CommandLine::Argv(argv) = command {
                     templates.extend(argv);
                 }
@@ -831,6 +930,10 @@ fn check_variables(entry: &ServerEntry) -> Result<(), ProfileError> {
         }
         if let Mechanism::SshDirect { ssh, .. } | Mechanism::SshScript { ssh, .. } = m {
             ssh_settings = Some(ssh);
+        }
+        if let Mechanism::Batch { ssh, batch, .. } = m {
+            ssh_settings = ssh.as_ref();
+            templates.extend(batch.templates().map(|(_, t)| t));
         }
         if let Some(ssh) = ssh_settings {
             templates.extend(&ssh.remote_workdir);
