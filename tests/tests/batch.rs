@@ -351,7 +351,7 @@ async fn batch_over_ssh(backend: &str) {
         .expect("a batch server");
     // The job directory is on the login node, under the ssh user's home.
     assert!(
-        dir.starts_with(&format!("/home/{TEST_USER}/.pv-launch/jobs/")),
+        dir.starts_with(&format!("{home}/.pv-launch/jobs/")),
         "{dir}"
     );
     // The job runs as the ssh user.
@@ -570,4 +570,42 @@ fn scopeguard_cancel(id: &str) -> impl Drop {
         }
     }
     Cancel(id.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_batch_job_dials_back_for_a_reverse_connection() {
+    let _serial = SERIAL.lock().await;
+    let Some(_conf) = cluster() else { return };
+    let id = launch_id("rev");
+    let _sweep = Sweep(id.clone());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let argv: Vec<String> = [
+        demo().as_str(),
+        "--reverse-connection",
+        "--client-host",
+        "127.0.0.1",
+        "--server-port",
+        "${PV_SERVER_PORT}",
+    ]
+    .map(String::from)
+    .to_vec();
+    let text = profile(&argv, "", "").replace(
+        "resource = \"cs://localhost:0\"",
+        &format!("resource = \"csrc://localhost:{port}\""),
+    );
+    let plan = plan_of(&text, &id);
+    let (result, _) = launch(&plan, &LaunchOptions::default()).await;
+    let mut session = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(session.url(), format!("csrc://:{port}"));
+    echo(
+        session.connection().expect("a connection"),
+        b"dialled back from the job",
+        WAIT,
+    )
+    .await;
+    session.cleanup().await;
+    assert_no_job_left(&id);
 }

@@ -1125,4 +1125,60 @@ mod tests {
             "p.toml:8:17: \"A-B\" is not a variable name"
         );
     }
+
+    /// A batch entry: `[server.startup]` from line 4, `[server.startup.batch]` from line 7.
+    fn batch(table: &str) -> String {
+        format!(
+            "[server.startup]\nmechanism = \"batch\"\nargv = [\"srv\", \"--port\", \"${{PV_SERVER_PORT}}\"]\n\
+             [server.startup.batch]\n{table}"
+        )
+    }
+
+    #[test]
+    fn a_batch_table_loads_with_templates_and_numbers() {
+        let e = entry(&batch(
+            "nodes = 2\nntasks = \"${N}\"\npartition = \"${Q}\"\ntime = \"1:00:00\"\n\
+             queue_timeout = 90\nin_job = \"direct\"\n\
+             [[server.option]]\nname = \"N\"\ntype = \"int\"\n\
+             [[server.option]]\nname = \"Q\"\ntype = \"string\"\n",
+        ));
+        let Startup::Command(Mechanism::Batch { ssh, batch, .. }) = &e.startup else {
+            panic!("{:?}", e.startup)
+        };
+        assert!(ssh.is_none());
+        assert_eq!(batch.nodes.as_ref().unwrap().value.source(), "2");
+        assert_eq!(batch.ntasks.as_ref().unwrap().at.to_string(), "p.toml:9:10");
+        assert_eq!(batch.queue_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(batch.in_job, crate::startup::batch::InJob::Direct);
+    }
+
+    #[test]
+    fn batch_table_errors_name_their_place() {
+        assert_eq!(
+            error(&batch("ntask = 2\n")),
+            "p.toml:8:1: unknown field `ntask`, expected one of `scheduler`, `nodes`, `ntasks`, `cpus_per_task`, `partition`, `account`, `time`, `qos`, `constraint`, `gres`, `job_name`, `output`, `extra_options`, `in_job`, `queue_timeout`, `jobs_dir`"
+        );
+        assert_eq!(
+            error(&batch("nodes = 0\n")),
+            "p.toml:8:9: nodes: a number of at least 1, or a \"${VARIABLE}\" template"
+        );
+        assert_eq!(
+            error(&batch("partition = \"${NOPE}\"\n")),
+            "p.toml:8:14: unknown variable `${NOPE}`: not an option, a `set` variable or a predefined PV_* variable"
+        );
+        assert_eq!(
+            error(&batch("queue_timeout = -1\n")),
+            "p.toml:8:17: queue_timeout: seconds (> 0); leave it out to wait as long as the job is pending"
+        );
+        assert_eq!(
+            error("[server.startup]\nmechanism = \"batch\"\nargv = [\"srv\"]\n"),
+            "p.toml:5:13: mechanism \"batch\" needs a [server.startup.batch] table"
+        );
+        assert_eq!(
+            error(
+                "[server.startup]\nmechanism = \"local\"\nargv = [\"srv\"]\n[server.startup.batch]\nnodes = 1\n"
+            ),
+            "p.toml:5:13: `batch` does not apply to mechanism \"local\""
+        );
+    }
 }
