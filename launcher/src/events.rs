@@ -90,6 +90,38 @@ pub enum Event {
         /// Its exit code (`None`: killed by a signal).
         code: Option<i32>,
     },
+    /// A batch job's status changed (state, reason, estimated start, nodes), from the
+    /// scheduler's view.
+    Job {
+        /// The job id.
+        id: String,
+        /// Slurm's state name: `PENDING`, `RUNNING`, `COMPLETED`, …, or `UNKNOWN` while the
+        /// controller does not answer.
+        state: String,
+        /// Why it is in that state (`Priority`, `Resources`, …), when the scheduler says.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// A pending job's expected start, in seconds since the Unix epoch.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        estimated_start: Option<u64>,
+        /// The nodes it holds, once allocated.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nodes: Option<String>,
+        /// A running job's time before its walltime limit.
+        #[serde(
+            skip_serializing_if = "Option::is_none",
+            serialize_with = "optional_seconds"
+        )]
+        time_left: Option<Duration>,
+    },
+    /// A batch job's walltime limit is near: the server will be killed then.
+    WalltimeWarning {
+        /// The job id.
+        id: String,
+        /// Time left when this was noticed.
+        #[serde(serialize_with = "seconds")]
+        time_left: Duration,
+    },
     /// Something failed.
     Failed {
         /// What, in one line.
@@ -111,6 +143,10 @@ pub enum Stage {
     Delay,
     /// Waiting for the command to exit (`delay = -1`).
     WaitExit,
+    /// Submitting a batch job.
+    Submit,
+    /// Waiting for the batch job to leave the queue (its state changes are [`Event::Job`]s).
+    WaitJob,
     /// Connecting (or listening for the server).
     Connect,
     /// Waiting until the client listens for the server's reverse connection.
@@ -123,6 +159,13 @@ pub enum Stage {
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+fn optional_seconds<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => seconds(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// Where events go.

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
             profile_flag,
         }) => check(&profile.or(profile_flag).unwrap_or_default()),
         Some(Command::Import { pvsc, output }) => import(&pvsc, output.as_deref()),
+        Some(Command::Jobs { cancel }) => cli::jobs::run(cancel),
         None => launch(&cli.launch),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))

@@ -43,6 +43,8 @@ pub struct LaunchContext {
     pub seed: Option<u64>,
     /// `--set NAME=VALUE` assignments, in order.
     pub sets: Vec<(String, String)>,
+    /// The launch id a batch job is tagged with; `None` draws a fresh one.
+    pub launch_id: Option<String>,
 }
 
 impl LaunchContext {
@@ -58,11 +60,13 @@ impl LaunchContext {
             process_env: std::env::vars().collect(),
             seed: None,
             sets: vec![],
+            launch_id: None,
         }
     }
 
     /// A fixed context for tests and golden files: host `client.example`, platform
-    /// `Linux`, an environment with only `HOME=/home/user` and `USER=user`, seed 1.
+    /// `Linux`, an environment with only `HOME=/home/user` and `USER=user`, seed 1,
+    /// launch id `0123456789ab`.
     pub fn fixed() -> Self {
         LaunchContext {
             client_host: "client.example".into(),
@@ -74,6 +78,7 @@ impl LaunchContext {
                 .collect(),
             seed: Some(1),
             sets: vec![],
+            launch_id: Some("0123456789ab".into()),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! live in the binary, not the library, so an application embedding `pv_launch` builds
 //! without clap, clap_complete or indicatif.
 
+pub mod jobs;
 pub mod progress;
 pub mod run;
 
@@ -31,6 +32,8 @@ Examples:
       start the server, then run a client; $PV_LAUNCH_URL says what it dials (cs://)
       or where it listens for the server (csrc://)
   pv-launch import servers.pvsc -o servers.toml
+  pv-launch jobs --cancel
+      cancel batch jobs a killed pv-launch left queued or running
 
 Profiles are found by path, or by name in $XDG_CONFIG_HOME/pv-launch/ (else
 ~/.config/pv-launch/) as NAME, NAME.toml or NAME.pvsc.
@@ -134,6 +137,19 @@ pub enum Command {
         /// Where to write the TOML (standard output by default).
         #[arg(long, short = 'o', value_name = "OUT.toml")]
         output: Option<PathBuf>,
+    },
+    /// List your pv-launch batch jobs still queued or running (on this host's Slurm), or
+    /// cancel them.
+    ///
+    /// Every batch launch tags its job (name `pvl-<launch id>-<server>`, comment
+    /// `pv-launch:<launch id>`); a launch cancels its job when it ends, fails, times out or
+    /// is interrupted, but a pv-launch that was killed (kill -9, a crash, a lost machine)
+    /// cannot: find such jobs here and cancel them with --cancel.
+    Jobs {
+        /// Cancel the given job ids (only pv-launch jobs of yours), or all of them when none
+        /// is given; waits until each has left the queue.
+        #[arg(long, value_name = "ID", num_args = 0.., value_delimiter = ',')]
+        cancel: Option<Vec<String>>,
     },
     /// Print a shell completion script.
     Completions {

@@ -31,6 +31,8 @@ pub fn stage_text(stage: Stage) -> &'static str {
         Stage::WaitPattern => "waiting for the server to say it is ready",
         Stage::Delay => "waiting the configured delay",
         Stage::WaitExit => "waiting for the command to exit",
+        Stage::Submit => "submitting the batch job",
+        Stage::WaitJob => "waiting for the batch job to start",
         Stage::Connect => "connecting",
         Stage::WaitClient => "waiting for the client to listen",
         Stage::Cleanup => "stopping processes",
@@ -57,6 +59,26 @@ pub fn event_text(event: &Event) -> String {
         Event::CleanedUp { took, .. } => {
             format!("processes stopped in {:.2}s", took.as_secs_f64())
         }
+        Event::Job {
+            id,
+            state,
+            reason,
+            estimated_start,
+            nodes,
+            time_left,
+        } => job_text(
+            id,
+            state,
+            reason.as_deref(),
+            *estimated_start,
+            nodes.as_deref(),
+            *time_left,
+            std::time::SystemTime::now(),
+        ),
+        Event::WalltimeWarning { id, time_left } => format!(
+            "job {id}: walltime limit in {}: the server will be stopped then",
+            span(*time_left)
+        ),
         Event::Failed { message } => format!("failed: {message}"),
         Event::Note { message } => format!("note: {message}"),
         Event::Handoff { url } => format!("ready for the client: {url}"),
@@ -65,6 +87,67 @@ pub fn event_text(event: &Event) -> String {
             "client exited ({})",
             code.map_or("signal".to_string(), |c| format!("code {c}"))
         ),
+    }
+}
+
+/// A job's status in words, e.g. `job 12 queued (Priority), estimated start 14:05 UTC (in
+/// 3 min)` or `job 12 running on node01, 59 min left`. `now` is the time the estimated
+/// start is measured from.
+pub fn job_text(
+    id: &str,
+    state: &str,
+    reason: Option<&str>,
+    estimated_start: Option<u64>,
+    nodes: Option<&str>,
+    time_left: Option<Duration>,
+    now: std::time::SystemTime,
+) -> String {
+    let word = match state {
+        "PENDING" => "queued".to_string(),
+        "CONFIGURING" => "starting (its nodes are being set up)".to_string(),
+        "RUNNING" => "running".to_string(),
+        "COMPLETING" => "completing".to_string(),
+        "UNKNOWN" => "status unknown (the controller does not answer; retrying)".to_string(),
+        other => other.to_lowercase().replace('_', " "),
+    };
+    let mut text = format!("job {id} {word}");
+    if let Some(r) = reason.filter(|_| state != "UNKNOWN") {
+        text.push_str(&format!(" ({r})"));
+    }
+    if let Some(n) = nodes {
+        text.push_str(&format!(" on {n}"));
+    }
+    if let Some(start) = estimated_start {
+        let day = start % 86_400;
+        let now_s = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let when = if start > now_s {
+            format!("in {}", span(Duration::from_secs(start - now_s)))
+        } else {
+            "now".to_string()
+        };
+        text.push_str(&format!(
+            ", estimated start {:02}:{:02} UTC ({when})",
+            day / 3600,
+            day / 60 % 60
+        ));
+    }
+    if let Some(t) = time_left {
+        text.push_str(&format!(", {} left", span(t)));
+    }
+    text
+}
+
+/// A span of time for people: `45 s`, `3 min`, `2 h 05 min`.
+fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{} h {:02} min", s / 3600, s / 60 % 60)
     }
 }
 
@@ -290,6 +373,18 @@ impl Spinner {
             | Event::Relay { .. }
             | Event::Client { .. }
             | Event::ClientExited { .. } => self.print(&event_text(event)),
+            Event::Job { .. } => {
+                let text = event_text(event);
+                if let Some(r) = self.current.as_ref().filter(|r| r.stage == Stage::WaitJob) {
+                    r.bar
+                        .set_message(format!("{}: {text}", stage_text(Stage::WaitJob)));
+                }
+                self.print(&text);
+            }
+            Event::WalltimeWarning { .. } => {
+                let text = event_text(event);
+                self.print(&self.paint("33", &text));
+            }
         }
     }
 
@@ -470,6 +565,78 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
             r#"{"event":"interrupted","signal":"SIGINT","elapsed":1.234}"#
+        );
+    }
+
+    #[test]
+    fn job_events_in_words_and_json() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_764_597_600); // 14:00 UTC
+        assert_eq!(
+            job_text(
+                "12",
+                "PENDING",
+                Some("Priority"),
+                Some(1_764_597_900),
+                None,
+                None,
+                now
+            ),
+            "job 12 queued (Priority), estimated start 14:05 UTC (in 5 min)"
+        );
+        assert_eq!(
+            job_text(
+                "12",
+                "RUNNING",
+                None,
+                None,
+                Some("node01"),
+                Some(Duration::from_secs(3599)),
+                now
+            ),
+            "job 12 running on node01, 59 min left"
+        );
+        assert_eq!(
+            job_text(
+                "7",
+                "UNKNOWN",
+                Some("squeue: timed out"),
+                None,
+                None,
+                None,
+                now
+            ),
+            "job 7 status unknown (the controller does not answer; retrying)"
+        );
+        let e = Event::Job {
+            id: "12".into(),
+            state: "PENDING".into(),
+            reason: Some("Priority".into()),
+            estimated_start: Some(1_764_597_900),
+            nodes: None,
+            time_left: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"event":"job","id":"12","state":"PENDING","reason":"Priority","estimated_start":1764597900}"#
+        );
+        let e = Event::WalltimeWarning {
+            id: "12".into(),
+            time_left: Duration::from_secs(290),
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"event":"walltime-warning","id":"12","time_left":290.0}"#
+        );
+        let out = Shared::default();
+        let mut r = Renderer::plain(Box::new(out.clone()));
+        r.show(&Event::Stage {
+            stage: Stage::WaitJob,
+            elapsed: Duration::from_millis(500),
+        })
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out.0.lock().unwrap().clone()).unwrap(),
+            "[  0.50s] waiting for the batch job to start\n"
         );
     }
 

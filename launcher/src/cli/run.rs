@@ -34,6 +34,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::cli::progress::Renderer;
 use crate::cli::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, LaunchArgs};
 
+/// How long an interrupted launch waits for its batch job's cancel to be confirmed.
+const BATCH_CANCEL_WAIT: Duration = Duration::from_secs(45);
+
 /// Exit status when the `--json` reader went away (as a shell reports SIGPIPE).
 const EXIT_BROKEN_PIPE: i32 = 141;
 
@@ -228,6 +231,9 @@ impl Parts {
         // The groups' grace is watched by threads: wait for them off the runtime, so the
         // display keeps running.
         let _ = tokio::task::spawn_blocking(pv_launch::startup::wait_for_group_stops).await;
+        // A batch job of a dropped launch is cancelled (and confirmed gone) from a
+        // background task.
+        pv_launch::startup::batch::finish_pending_cancels(BATCH_CANCEL_WAIT).await;
         let _ = tx.send(Event::CleanedUp {
             took: began.elapsed(),
             elapsed: begun.elapsed(),

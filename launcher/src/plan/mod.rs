@@ -7,6 +7,7 @@
 //! ([`render`]), never parsed back. The ParaView handshake is the transport's own
 //! configured type.
 
+mod batch;
 mod process;
 pub mod render;
 pub mod resolve;
@@ -23,6 +24,8 @@ use zeroize::Zeroizing;
 
 use crate::profile::{ConnectTimeout, Delay, Timeouts};
 use crate::source::{SourcePos, Warning};
+pub use batch::{BatchStart, JobsDir, REMOTE_HOME_PLACEHOLDER};
+pub use process::BATCH_HOST_PLACEHOLDER;
 pub use russh_options::RusshSettings;
 pub use ssh::{BackendPlan, RemoteCommand, SshPlan, Tunnel};
 pub use ssh_target::{InvalidSsh, SshTarget};
@@ -240,13 +243,22 @@ impl ClientPlan {
 
 impl ProcessPlan {
     /// The mechanism's name as profiles spell it: `local`, `local-script`, `ssh`,
-    /// `ssh-script`.
+    /// `ssh-script`, `batch`.
     pub fn mechanism(&self) -> &'static str {
-        match (&self.place, self.how) {
+        match (&self.place, &self.how) {
             (Place::Local(_), How::Direct) => "local",
             (Place::Local(_), How::Script) => "local-script",
             (Place::Ssh(_), How::Direct) => "ssh",
             (Place::Ssh(_), How::Script) => "ssh-script",
+            (_, How::Batch(_)) => "batch",
+        }
+    }
+
+    /// The batch job, when the server starts in one.
+    pub fn batch(&self) -> Option<&BatchStart> {
+        match &self.how {
+            How::Batch(b) => Some(b),
+            _ => None,
         }
     }
 
@@ -260,20 +272,24 @@ impl ProcessPlan {
 }
 
 /// How the server starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum How {
     /// The server's own command line.
     Direct,
     /// A user's script, which gets every variable in its environment.
     Script,
+    /// In a batch job: submitted where [`Place`] says (this host, or a login node over
+    /// ssh), the server's command in the job script.
+    Batch(Box<BatchStart>),
 }
 
 /// Where the start runs.
 #[derive(Debug)]
 pub enum Place {
-    /// A process on this host.
+    /// A process on this host (for a batch start: the submission, `sbatch`).
     Local(LocalCommand),
-    /// A command on a remote host, through ssh.
+    /// A command on a remote host, through ssh (for a batch start: the login node where
+    /// the scheduler's commands run, with the `-L` tunnel to the job's node).
     Ssh(Box<SshPlan>),
 }
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use pv_transport::{Direction, Endpoint, Host, Resource};
 
+use super::batch::{BatchStart, JobsDir};
 use super::ssh::{BackendPlan, RemoteCommand, SshPlan, Tunnel};
 use super::ssh_target::SshTarget;
 use super::{
@@ -14,6 +15,7 @@ use super::{
 };
 use crate::profile::*;
 use crate::source::{Located, SourcePos, Warning};
+use crate::startup::batch::{BatchError, BatchSpec, LaunchId, WallTime};
 use crate::template::{Template, Text};
 use crate::variables::LaunchContext;
 
@@ -216,6 +218,19 @@ impl Resolver<'_> {
                 let (plan, res) = self.ssh(entry, ssh, argv, env, resource, pf_port, warnings)?;
                 Ok((ssh_start(How::Script, plan, delay, ready_pattern), res))
             }
+            Mechanism::Batch {
+                ssh,
+                command,
+                batch,
+            } => self.batch(
+                entry,
+                ssh.as_ref(),
+                command,
+                batch,
+                resource,
+                pf_port,
+                warnings,
+            ),
         }
     }
 
@@ -240,6 +255,167 @@ impl Resolver<'_> {
             self.plain_map(),
             self.ctx.process_env.clone().into_iter().collect(),
         )))
+    }
+
+    /// A batch start: the server's command in the job, the checked spec, the job's
+    /// directory, and where the scheduler's commands run (here, or a login node with the
+    /// `-L` tunnel to the job's node for a forward connection).
+    #[allow(clippy::too_many_arguments)] // each is one resolved part of the entry
+    fn batch(
+        &self,
+        entry: &ServerEntry,
+        ssh: Option<&SshSettings>,
+        command: &CommandLine,
+        batch: &BatchSettings,
+        resource: &Resource,
+        pf_port: Option<u16>,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Start, PlanError> {
+        let server_argv = self.command_line(command, warnings)?;
+        let server_env = entry
+            .environment
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), self.template(t)?)))
+            .collect::<Result<Vec<_>, PlanError>>()?;
+        let spec = self.batch_spec(entry, batch)?;
+        let launch_id = match &self.ctx.launch_id {
+            Some(id) => id.clone(),
+            None => fresh_launch_id(),
+        };
+        let launch_id =
+            LaunchId::new(launch_id).map_err(|e| PlanError::at(&batch.at, e.to_string()))?;
+        let jobs_dir = match (&batch.jobs_dir, ssh) {
+            (Some(t), _) => JobsDir::Path(self.template(t)?),
+            (None, Some(_)) => JobsDir::RemoteHome,
+            (None, None) => {
+                let home = self.ctx.process_env.get("HOME").ok_or_else(|| {
+                    PlanError::at(
+                        &batch.at,
+                        "HOME is not set: give jobs_dir (a directory the compute nodes share)",
+                    )
+                })?;
+                JobsDir::Path(format!("{}/.pv-launch/jobs", home.trim_end_matches('/')))
+            }
+        };
+        let start = BatchStart {
+            spec,
+            launch_id,
+            jobs_dir,
+            server_argv,
+            server_env,
+            queue_timeout: batch.queue_timeout,
+            server: entry.name.clone(),
+        };
+        // Render once now: a bad value fails here, at its place, before anything runs.
+        let rendered = start
+            .dry_run_plan()
+            .map_err(|e| batch_error_at(batch, &entry.at, e))?;
+        let delay = entry.timeouts.delay.clone();
+        let Some(ssh) = ssh else {
+            let place = Place::Local(LocalCommand {
+                argv: rendered.sbatch_argv,
+                env: vec![],
+                workdir: None,
+            });
+            return Ok((
+                ProcessPlan {
+                    how: How::Batch(Box::new(start)),
+                    place,
+                    delay,
+                    ready_pattern: None,
+                },
+                None,
+            ));
+        };
+        if resource.direction() == Some(Direction::Reverse) {
+            return Err(PlanError::at(
+                &entry.resource.at,
+                "a reverse connection from a batch job submitted over ssh is not supported: \
+                 the job's node would dial a -R tunnel on the login node, which needs sshd's \
+                 GatewayPorts there; use a forward connection (cs://), which goes through -L",
+            ));
+        }
+        let env = self.remote_environment(entry, ssh, false, warnings)?;
+        // The entry's own `env` is for the server in the job (the script exports it); the
+        // scheduler's commands on the login node get the ssh table's `env` only.
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| ssh.remote_env.iter().any(|(n, _)| n == k))
+            .collect();
+        let (mut plan, _) = self.ssh(
+            entry,
+            ssh,
+            rendered.sbatch_argv,
+            env,
+            resource,
+            None,
+            warnings,
+        )?;
+        let (tunnel, client) = batch_tunnel(entry, resource, pf_port)?;
+        plan.tunnels = vec![tunnel];
+        Ok((
+            ProcessPlan {
+                how: How::Batch(Box::new(start)),
+                place: Place::Ssh(Box::new(plan)),
+                delay,
+                ready_pattern: None,
+            },
+            Some(client),
+        ))
+    }
+
+    /// The `[server.startup.batch]` table with its templates substituted and checked.
+    fn batch_spec(&self, entry: &ServerEntry, b: &BatchSettings) -> Result<BatchSpec, PlanError> {
+        let text = |t: &Option<Located<Template>>| t.as_ref().map(|t| self.template(t)).transpose();
+        let count =
+            |t: &Option<Located<Template>>, field: &str| -> Result<Option<u32>, PlanError> {
+                let Some(t) = t else { return Ok(None) };
+                let v = self.template(t)?;
+                match v.trim().parse::<u32>() {
+                    Ok(n) if n >= 1 => Ok(Some(n)),
+                    _ => Err(PlanError::at(
+                        &t.at,
+                        format!("{field} = {v:?}: not a whole number of at least 1"),
+                    )),
+                }
+            };
+        let time = match &b.time {
+            None => None,
+            Some(t) => {
+                let v = self.template(t)?;
+                Some(
+                    v.parse::<WallTime>()
+                        .map_err(|e| PlanError::at(&t.at, format!("time: {e}")))?,
+                )
+            }
+        };
+        let job_name = match text(&b.job_name)? {
+            Some(n) => Some(n),
+            None => Some(job_name_of(&entry.name)).filter(|n| !n.is_empty()),
+        };
+        let spec = BatchSpec {
+            scheduler: b.scheduler,
+            nodes: count(&b.nodes, "nodes")?,
+            ntasks: count(&b.ntasks, "ntasks")?,
+            cpus_per_task: count(&b.cpus_per_task, "cpus_per_task")?,
+            partition: text(&b.partition)?,
+            account: text(&b.account)?,
+            time,
+            qos: text(&b.qos)?,
+            constraint: text(&b.constraint)?,
+            gres: text(&b.gres)?,
+            extra_options: b
+                .extra_options
+                .iter()
+                .map(|t| self.template(t))
+                .collect::<Result<_, _>>()?,
+            in_job: b.in_job,
+            job_name,
+            output: text(&b.output)?,
+        };
+        spec.validate()
+            .map_err(|e| batch_error_at(b, &entry.at, BatchError::Spec(e)))?;
+        Ok(spec)
     }
 
     fn script_argv(
@@ -357,6 +533,85 @@ impl Resolver<'_> {
         Ok(target.with_batch_mode(ssh.prompts == SshPrompts::BatchMode))
     }
 }
+
+/// A fresh launch id: 12 hex digits from a random token (not a secret, only unique).
+fn fresh_launch_id() -> String {
+    pv_transport::Token::generate().to_hex()[..12].to_string()
+}
+
+/// The server's name as a job name part: letters, digits, `-`, `_`, `.` (others become `_`).
+fn job_name_of(server: &str) -> String {
+    server
+        .chars()
+        .take(40)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A batch error at the place of the field it names (else the table, else the entry).
+fn batch_error_at(b: &BatchSettings, entry_at: &SourcePos, e: BatchError) -> PlanError {
+    let field = match &e {
+        BatchError::Spec(s) => Some(s.field),
+        _ => None,
+    };
+    let at = field
+        .and_then(|f| {
+            b.templates()
+                .find(|(n, _)| *n == f)
+                .map(|(_, t)| t.at.clone())
+        })
+        .unwrap_or_else(|| {
+            if field == Some("server argv") || field == Some("env") {
+                entry_at.clone()
+            } else {
+                b.at.clone()
+            }
+        });
+    PlanError::at(&at, e.to_string())
+}
+
+/// The `-L` tunnel to the job's node for a batch job submitted over ssh: to
+/// `<batch host>:<ready line's port>`, both known only once the job runs; the client dials
+/// its local end.
+fn batch_tunnel(
+    entry: &ServerEntry,
+    resource: &Resource,
+    pf_port: Option<u16>,
+) -> Result<(Tunnel, Resource), PlanError> {
+    let Resource::ClientServer { tls, server, .. } = resource else {
+        return Err(PlanError::at(
+            &entry.resource.at,
+            "a batch job reaches its client through one -L tunnel: use a cs:// resource",
+        ));
+    };
+    let local = pf_port.unwrap_or(0);
+    let client = Resource::ClientServer {
+        direction: Direction::Forward,
+        tls: *tls,
+        server: Endpoint {
+            host: Some(Host::Name("localhost".into())),
+            port: Some(local),
+        },
+    };
+    let _ = server;
+    Ok((
+        Tunnel::Local {
+            local_port: local,
+            host: BATCH_HOST_PLACEHOLDER.to_string(),
+            remote_port: 0,
+        },
+        client,
+    ))
+}
+
+/// The `-L` target's host in a batch plan: the job's batch host, known once it runs.
+pub const BATCH_HOST_PLACEHOLDER: &str = "<the job's batch host>";
 
 fn ssh_start(
     how: How,

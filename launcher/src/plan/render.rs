@@ -253,6 +253,144 @@ fn russh_summary(t: &SshTarget, s: &RusshSettings) -> String {
     parts.join("; ")
 }
 
+/// The batch part of a dry run: the job, its script and `sbatch` argv exactly as they are
+/// submitted, and where the scheduler's commands run.
+fn batch_text(w: &mut String, b: &BatchStart, place: &Place) {
+    let rendered = match b.dry_run_plan() {
+        Ok(r) => r,
+        Err(e) => {
+            // The plan was checked when it was made; this cannot happen.
+            let _ = writeln!(w, "  (cannot render the job: {e})");
+            return;
+        }
+    };
+    let home_note = match (&b.jobs_dir, place) {
+        (JobsDir::RemoteHome, _) => {
+            format!(" ({REMOTE_HOME_PLACEHOLDER} is read on the login node when the launch runs)")
+        }
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        w,
+        "  scheduler: slurm, the job submitted {}",
+        match place {
+            Place::Local(_) => "on this host".to_string(),
+            Place::Ssh(ssh) => format!("on {:?} over ssh", ssh.target.host()),
+        }
+    );
+    let _ = writeln!(
+        w,
+        "  launch id: {} (job name {}, comment pv-launch:{})",
+        b.launch_id,
+        b.spec.job_name_for(&b.launch_id),
+        b.launch_id
+    );
+    let _ = writeln!(w, "  job directory: {}{home_note}", rendered.files.dir);
+    let _ = writeln!(
+        w,
+        "    made 0700 before submitting; the token waits in its 0600 `secrets` file (written through stdin), which the job reads once and deletes"
+    );
+    let _ = writeln!(w, "  server argv in the job:");
+    for (i, a) in b.server_argv.iter().enumerate() {
+        let _ = writeln!(w, "    [{i}] {a:?}");
+    }
+    let _ = writeln!(w, "  submit command (the job script goes on its stdin):");
+    for (i, a) in rendered.sbatch_argv.iter().enumerate() {
+        let _ = writeln!(w, "    [{i}] {a:?}");
+    }
+    let _ = writeln!(w, "  job script:");
+    for line in rendered.script.lines() {
+        let _ = writeln!(w, "    | {line}");
+    }
+    let _ = writeln!(
+        w,
+        "  queue timeout: {}",
+        b.queue_timeout.as_ref().map_or(
+            "none (wait as long as the job is pending; Ctrl-C cancels it)".to_string(),
+            seconds
+        )
+    );
+    if let Place::Ssh(ssh) = place {
+        let t = &ssh.target;
+        if let Some(u) = t.user() {
+            let _ = writeln!(w, "  login node user: {u:?}");
+        }
+        if !ssh.remote.env.is_empty() {
+            let _ = writeln!(
+                w,
+                "  the scheduler commands' environment on the login node:"
+            );
+            for (k, v) in &ssh.remote.env {
+                let _ = writeln!(w, "    {k}={v:?}");
+            }
+        }
+        let _ = writeln!(
+            w,
+            "  every scheduler command runs as one ssh argument, e.g. the submission: {}",
+            ssh.command()
+        );
+        for tunnel in &ssh.tunnels {
+            let _ = writeln!(w, "  tunnel: {}", tunnel_text(tunnel));
+        }
+        match &ssh.backend {
+            BackendPlan::OpenSsh => {
+                let c = OpenSshCommands {
+                    target: &ssh.target,
+                    control: CONTROL_PLACEHOLDER,
+                    log: LOG_PLACEHOLDER,
+                };
+                let _ = writeln!(
+                    w,
+                    "  ssh backend: openssh; these commands run ({CONTROL_PLACEHOLDER} and {LOG_PLACEHOLDER} are in a private directory made at run time):"
+                );
+                let mut commands = vec![
+                    (
+                        "control master (authenticates once)",
+                        c.master(&MasterSettings::default()),
+                    ),
+                    (
+                        "the submission (squeue, scancel and cat run the same way)",
+                        c.run(&ssh.command()),
+                    ),
+                ];
+                commands.extend(
+                    ssh.tunnels
+                        .iter()
+                        .map(|t| ("forward tunnel, once the job runs", c.forward(t))),
+                );
+                for (what, argv) in commands {
+                    let _ = writeln!(w, "    {what}:");
+                    for (i, a) in argv.iter().enumerate() {
+                        let _ = writeln!(w, "      [{i}] {a:?}");
+                    }
+                }
+                let env = askpass_env(ssh);
+                if !env.is_empty() {
+                    let _ = writeln!(
+                        w,
+                        "    the control master's environment: pv-launch's own, plus:"
+                    );
+                    for (k, v) in env {
+                        let _ = writeln!(w, "      {k}={v}");
+                    }
+                }
+            }
+            BackendPlan::Russh(settings) => {
+                let _ = writeln!(
+                    w,
+                    "  ssh backend: russh (in process; no ssh program runs): {}",
+                    russh_summary(t, settings)
+                );
+            }
+        }
+    } else {
+        let _ = writeln!(
+            w,
+            "  the client dials the job's batch host (squeue %B) at the port in the server's ready line"
+        );
+    }
+}
+
 impl Plan {
     /// The `--dry-run` text: exact and deterministic for a given plan.
     pub fn to_dry_run_text(&self) -> String {
@@ -266,39 +404,51 @@ impl Plan {
             }
             Launch::Process(p) => {
                 let _ = writeln!(w, "start: {} process", p.mechanism());
-                match &p.place {
-                    Place::Local(local) => local_text(w, local),
-                    Place::Ssh(ssh) => ssh_text(w, ssh),
-                }
-                let _ = writeln!(
-                    w,
-                    "  process start timeout: {}",
-                    self.timeouts
-                        .process_start
-                        .as_ref()
-                        .map_or("none".to_string(), seconds)
-                );
-                match &p.ready_pattern {
-                    Some(r) => {
-                        let _ = writeln!(
-                            w,
-                            "  then (without a ready line): ready when the output matches {:?}{}",
-                            r.regex.as_str(),
-                            match (&p.delay, r.required) {
-                                (_, true) => String::new(),
-                                (Delay::Wait(d), false) => format!(
-                                    " or after {} (ParaView's delay), whichever comes first",
-                                    seconds(d)
-                                ),
-                                (_, false) => {
-                                    " (ParaView's default; if none does in time, hand over anyway)"
-                                        .to_string()
-                                }
-                            }
-                        );
+                if let How::Batch(b) = &p.how {
+                    batch_text(w, b, &p.place);
+                    let _ = writeln!(
+                        w,
+                        "  ready line timeout once the job runs: {}",
+                        self.timeouts
+                            .process_start
+                            .as_ref()
+                            .map_or("none".to_string(), seconds)
+                    );
+                } else {
+                    match &p.place {
+                        Place::Local(local) => local_text(w, local),
+                        Place::Ssh(ssh) => ssh_text(w, ssh),
                     }
-                    None => {
-                        let _ = writeln!(w, "  then: {}", delay(&p.delay));
+                    let _ = writeln!(
+                        w,
+                        "  process start timeout: {}",
+                        self.timeouts
+                            .process_start
+                            .as_ref()
+                            .map_or("none".to_string(), seconds)
+                    );
+                    match &p.ready_pattern {
+                        Some(r) => {
+                            let _ = writeln!(
+                                w,
+                                "  then (without a ready line): ready when the output matches {:?}{}",
+                                r.regex.as_str(),
+                                match (&p.delay, r.required) {
+                                    (_, true) => String::new(),
+                                    (Delay::Wait(d), false) => format!(
+                                        " or after {} (ParaView's delay), whichever comes first",
+                                        seconds(d)
+                                    ),
+                                    (_, false) => {
+                                        " (ParaView's default; if none does in time, hand over anyway)"
+                                            .to_string()
+                                    }
+                                }
+                            );
+                        }
+                        None => {
+                            let _ = writeln!(w, "  then: {}", delay(&p.delay));
+                        }
                     }
                 }
             }
@@ -363,7 +513,20 @@ impl Plan {
                         )
                     }
                 };
-                json!({
+                let batch = p.batch().and_then(|b| {
+                    let r = b.dry_run_plan().ok()?;
+                    Some(json!({
+                        "launch_id": b.launch_id.as_str(),
+                        "job_name": b.spec.job_name_for(&b.launch_id),
+                        "job_dir": r.files.dir,
+                        "jobs_dir_on_login_node_home": b.jobs_dir == JobsDir::RemoteHome,
+                        "server_argv": b.server_argv,
+                        "sbatch_argv": r.sbatch_argv,
+                        "script": r.script,
+                        "queue_timeout": b.queue_timeout.map(|d| d.as_secs_f64()),
+                    }))
+                });
+                let mut launch = json!({
                     "mechanism": p.mechanism(),
                     "argv": argv,
                     "env": env,
@@ -371,7 +534,11 @@ impl Plan {
                     "process_start_timeout": self.timeouts.process_start.map(|d| d.as_secs_f64()),
                     "ready_pattern": p.ready_pattern.as_ref().map(|r| json!({"regex": r.regex.as_str(), "required": r.required})),
                     "remote": remote,
-                })
+                });
+                if let Some(b) = batch {
+                    launch["batch"] = b;
+                }
+                launch
             }
         };
         let c = &self.connection;

@@ -329,6 +329,7 @@ fn ssh_settings(startup: &Startup) -> Option<&SshSettings> {
         Startup::Command(Mechanism::SshDirect { ssh, .. } | Mechanism::SshScript { ssh, .. }) => {
             Some(ssh)
         }
+        Startup::Command(Mechanism::Batch { ssh, .. }) => ssh.as_ref(),
         _ => None,
     }
 }
@@ -580,5 +581,82 @@ mod tests {
                 .is_empty()
         );
         assert!(reverse_over_ssh("127.0.0.1", "").warnings().is_empty());
+    }
+
+    fn batch_plan(table: &str, extra: &str) -> Result<Plan, PlanError> {
+        let text = format!(
+            "[[server]]\nname = \"viz job\"\nresource = \"cs://localhost:0\"\n\
+             [server.startup]\nmechanism = \"batch\"\nargv = [\"pvserver\"]\n\
+             [server.startup.batch]\n{table}{extra}"
+        );
+        let profile = load_str(Path::new("p.toml"), &text).unwrap();
+        Plan::resolve(
+            &profile.servers[0],
+            &LaunchContext::fixed(),
+            &crate::prompt::NonInteractive,
+        )
+    }
+
+    #[test]
+    fn a_batch_plan_substitutes_its_table_and_checks_it_at_its_place() {
+        let plan = batch_plan(
+            "ntasks = \"${N}\"\ntime = \"${T}\"\n",
+            "[[server.option]]\nname = \"N\"\ntype = \"int\"\ndefault = 4\n\
+             [[server.option]]\nname = \"T\"\ntype = \"string\"\ndefault = \"30\"\n",
+        )
+        .unwrap();
+        let Launch::Process(p) = plan.launch() else {
+            panic!("a process")
+        };
+        let b = p.batch().expect("a batch start");
+        assert_eq!(b.spec.ntasks, Some(4));
+        assert_eq!(b.spec.job_name.as_deref(), Some("viz_job"));
+        assert_eq!(
+            b.jobs_dir,
+            JobsDir::Path("/home/user/.pv-launch/jobs".into())
+        );
+        let Place::Local(submit) = &p.place else {
+            panic!("submitted here")
+        };
+        assert!(
+            submit.argv.contains(&"--time=00:30:00".to_string()),
+            "{:?}",
+            submit.argv
+        );
+        // Bad values after substitution: the error points at the field.
+        let e = |table: &str| batch_plan(table, "").unwrap_err().to_string();
+        assert_eq!(
+            e("time = \"1-99\"\n"),
+            "p.toml:8:8: time: time \"1-99\": hours 99 is out of range 0-23 (expected minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes, days-hours:minutes:seconds or UNLIMITED)"
+        );
+        assert!(
+            e("extra_options = [\"--output=/tmp/x\"]\n")
+                .starts_with("p.toml:8:18: batch field `extra_options`: \"--output=/tmp/x\" is set by pv-launch itself"),
+            "{}",
+            e("extra_options = [\"--output=/tmp/x\"]\n")
+        );
+        assert_eq!(
+            e("ntasks = \"many\"\n"),
+            "p.toml:8:10: ntasks = \"many\": not a whole number of at least 1"
+        );
+    }
+
+    #[test]
+    fn a_reverse_batch_job_over_ssh_is_refused() {
+        let text = "[[server]]\nname = \"r\"\nresource = \"csrc://localhost:11111\"\n\
+                    [server.startup]\nmechanism = \"batch\"\nargv = [\"pvserver\"]\n\
+                    [server.startup.ssh]\nhost = \"login1\"\n[server.startup.batch]\n";
+        let profile = load_str(Path::new("p.toml"), text).unwrap();
+        let e = Plan::resolve(
+            &profile.servers[0],
+            &LaunchContext::fixed(),
+            &crate::prompt::NonInteractive,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("p.toml:3:12: a reverse connection") && e.contains("GatewayPorts"),
+            "{e}"
+        );
     }
 }

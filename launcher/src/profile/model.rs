@@ -209,17 +209,94 @@ pub enum Mechanism {
         /// Its arguments.
         args: Vec<Located<Template>>,
     },
+    /// The server runs in a batch job (Slurm), submitted on this host or, with `ssh`, on a
+    /// login node over ssh.
+    Batch {
+        /// How ssh reaches the login node; `None`: the scheduler's commands run here.
+        ssh: Option<SshSettings>,
+        /// The server's command line inside the job.
+        command: CommandLine,
+        /// The `[server.startup.batch]` table.
+        batch: Box<BatchSettings>,
+    },
 }
 
 impl Mechanism {
-    /// A short name: `local`, `local-script`, `ssh`, `ssh-script`.
+    /// A short name: `local`, `local-script`, `ssh`, `ssh-script`, `batch`.
     pub fn kind_name(&self) -> &'static str {
         match self {
             Mechanism::LocalDirect { .. } => "local",
             Mechanism::LocalScript { .. } => "local-script",
             Mechanism::SshDirect { .. } => "ssh",
             Mechanism::SshScript { .. } => "ssh-script",
+            Mechanism::Batch { .. } => "batch",
         }
+    }
+}
+
+/// A batch start's request as the profile writes it: every text field a `${NAME}`
+/// template, substituted when the plan is made and then checked as a
+/// [`crate::startup::batch::BatchSpec`].
+#[derive(Clone, Debug)]
+pub struct BatchSettings {
+    /// Where the table was written.
+    pub at: SourcePos,
+    /// The scheduler.
+    pub scheduler: crate::startup::batch::SchedulerKind,
+    /// `nodes`, `ntasks`, `cpus_per_task`: a number, or a template that renders to one.
+    pub nodes: Option<Located<Template>>,
+    /// See `nodes`.
+    pub ntasks: Option<Located<Template>>,
+    /// See `nodes`.
+    pub cpus_per_task: Option<Located<Template>>,
+    /// `partition`.
+    pub partition: Option<Located<Template>>,
+    /// `account`.
+    pub account: Option<Located<Template>>,
+    /// `time` (a Slurm duration after substitution).
+    pub time: Option<Located<Template>>,
+    /// `qos`.
+    pub qos: Option<Located<Template>>,
+    /// `constraint`.
+    pub constraint: Option<Located<Template>>,
+    /// `gres`.
+    pub gres: Option<Located<Template>>,
+    /// `job_name`.
+    pub job_name: Option<Located<Template>>,
+    /// `output`.
+    pub output: Option<Located<Template>>,
+    /// `extra_options`, one `sbatch` argv word each.
+    pub extra_options: Vec<Located<Template>>,
+    /// How the server starts inside the job.
+    pub in_job: crate::startup::batch::InJob,
+    /// How long the job may wait in the queue; `None`: as long as it stays pending.
+    pub queue_timeout: Option<Duration>,
+    /// The directory of the jobs' private directories (on a file system the compute nodes
+    /// share); `None`: `$HOME/.pv-launch/jobs` of the host that submits.
+    pub jobs_dir: Option<Located<Template>>,
+}
+
+impl BatchSettings {
+    /// Every template of the table with its field's name, in table order.
+    pub fn templates(&self) -> impl Iterator<Item = (&'static str, &Located<Template>)> {
+        let single = [
+            ("nodes", &self.nodes),
+            ("ntasks", &self.ntasks),
+            ("cpus_per_task", &self.cpus_per_task),
+            ("partition", &self.partition),
+            ("account", &self.account),
+            ("time", &self.time),
+            ("qos", &self.qos),
+            ("constraint", &self.constraint),
+            ("gres", &self.gres),
+            ("job_name", &self.job_name),
+            ("output", &self.output),
+            ("jobs_dir", &self.jobs_dir),
+        ];
+        single
+            .into_iter()
+            .filter_map(|(n, t)| t.as_ref().map(|t| (n, t)))
+            .chain(self.extra_options.iter().map(|t| ("extra_options", t)))
     }
 }
 

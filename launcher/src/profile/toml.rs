@@ -63,6 +63,32 @@ struct RawStartup {
     delay: Option<Spanned<f64>>,
     ready_pattern: Option<Spanned<String>>,
     ssh: Option<Spanned<RawSsh>>,
+    batch: Option<Spanned<RawBatch>>,
+}
+
+/// `[server.startup.batch]`: text fields are templates; counts are numbers or templates.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    #[serde(default)]
+    scheduler: crate::startup::batch::SchedulerKind,
+    nodes: Option<Spanned<Value>>,
+    ntasks: Option<Spanned<Value>>,
+    cpus_per_task: Option<Spanned<Value>>,
+    partition: Option<Spanned<String>>,
+    account: Option<Spanned<String>>,
+    time: Option<Spanned<String>>,
+    qos: Option<Spanned<String>>,
+    constraint: Option<Spanned<String>>,
+    gres: Option<Spanned<String>>,
+    job_name: Option<Spanned<String>>,
+    output: Option<Spanned<String>>,
+    #[serde(default)]
+    extra_options: Vec<Spanned<String>>,
+    #[serde(default)]
+    in_job: crate::startup::batch::InJob,
+    queue_timeout: Option<Spanned<f64>>,
+    jobs_dir: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -463,10 +489,15 @@ impl Loader<'_> {
                     args,
                 }
             }
+            "batch" => Mechanism::Batch {
+                ssh: r.ssh.as_ref().map(|s| self.ssh(s)).transpose()?,
+                command: self.argv(r, mech)?,
+                batch: Box::new(self.batch(r)?),
+            },
             other => {
                 return Err(self.err(
                     &r.mechanism,
-                    format!("mechanism {other:?}: expected \"manual\", \"local\", \"local-script\", \"ssh\" or \"ssh-script\""),
+                    format!("mechanism {other:?}: expected \"manual\", \"local\", \"local-script\", \"ssh\", \"ssh-script\" or \"batch\""),
                 ));
             }
         };
@@ -515,7 +546,73 @@ impl Loader<'_> {
         wrong("argv", r.argv.is_none() || !is_script)?;
         wrong("script", r.script.is_none() || is_script)?;
         wrong("args", r.args.is_empty() || is_script)?;
-        wrong("ssh", r.ssh.is_none() || mech.starts_with("ssh"))
+        wrong(
+            "ssh",
+            r.ssh.is_none() || mech.starts_with("ssh") || mech == "batch",
+        )?;
+        wrong("batch", r.batch.is_none() || mech == "batch")
+    }
+
+    /// The `[server.startup.batch]` table the batch mechanism needs.
+    fn batch(&self, r: &RawStartup) -> Result<BatchSettings, ProfileError> {
+        let Some(b) = &r.batch else {
+            return Err(self.err(
+                &r.mechanism,
+                "mechanism \"batch\" needs a [server.startup.batch] table",
+            ));
+        };
+        let raw = b.get_ref();
+        let opt = |v: &Option<Spanned<String>>| v.as_ref().map(|t| self.template(t)).transpose();
+        let count = |v: &Option<Spanned<Value>>, field: &str| {
+            v.as_ref()
+                .map(|c| match c.get_ref() {
+                    Value::Integer(i) if *i >= 1 && *i <= i64::from(u32::MAX) => Ok(Located::new(
+                        Template::parse(&i.to_string()).expect("digits parse"),
+                        self.pos(c),
+                    )),
+                    Value::String(s) => Template::parse(s)
+                        .map(|t| Located::new(t, self.pos(c)))
+                        .map_err(|e| self.err(c, e.message)),
+                    _ => Err(self.err(
+                        c,
+                        format!("{field}: a number of at least 1, or a \"${{VARIABLE}}\" template"),
+                    )),
+                })
+                .transpose()
+        };
+        let queue_timeout = match &raw.queue_timeout {
+            None => None,
+            Some(q) if *q.get_ref() > 0.0 => Some(Duration::from_secs_f64(*q.get_ref())),
+            Some(q) => {
+                return Err(self.err(
+                    q,
+                    "queue_timeout: seconds (> 0); leave it out to wait as long as the job is pending",
+                ));
+            }
+        };
+        Ok(BatchSettings {
+            at: self.pos(b),
+            scheduler: raw.scheduler,
+            nodes: count(&raw.nodes, "nodes")?,
+            ntasks: count(&raw.ntasks, "ntasks")?,
+            cpus_per_task: count(&raw.cpus_per_task, "cpus_per_task")?,
+            partition: opt(&raw.partition)?,
+            account: opt(&raw.account)?,
+            time: opt(&raw.time)?,
+            qos: opt(&raw.qos)?,
+            constraint: opt(&raw.constraint)?,
+            gres: opt(&raw.gres)?,
+            job_name: opt(&raw.job_name)?,
+            output: opt(&raw.output)?,
+            extra_options: raw
+                .extra_options
+                .iter()
+                .map(|t| self.template(t))
+                .collect::<Result<_, _>>()?,
+            in_job: raw.in_job,
+            queue_timeout,
+            jobs_dir: opt(&raw.jobs_dir)?,
+        })
     }
 
     /// The `argv` a direct mechanism `what` needs.
@@ -877,7 +974,9 @@ fn check_variables(entry: &ServerEntry) -> Result<(), ProfileError> {
         let mut templates: Vec<&Located<Template>> = vec![];
         let mut ssh_settings = None;
         match m {
-            Mechanism::LocalDirect { command } | Mechanism::SshDirect { command, .. } => {
+            Mechanism::LocalDirect { command }
+            | Mechanism::SshDirect { command, .. }
+            | Mechanism::Batch { command, .. } => {
                 if let CommandLine::Argv(argv) = command {
                     templates.extend(argv);
                 }
@@ -889,6 +988,10 @@ fn check_variables(entry: &ServerEntry) -> Result<(), ProfileError> {
         }
         if let Mechanism::SshDirect { ssh, .. } | Mechanism::SshScript { ssh, .. } = m {
             ssh_settings = Some(ssh);
+        }
+        if let Mechanism::Batch { ssh, batch, .. } = m {
+            ssh_settings = ssh.as_ref();
+            templates.extend(batch.templates().map(|(_, t)| t));
         }
         if let Some(ssh) = ssh_settings {
             templates.extend(&ssh.remote_workdir);
@@ -1078,6 +1181,62 @@ mod tests {
                  [server.startup.ssh]\nenv = { \"A-B\" = \"v\" }\n"
             ),
             "p.toml:8:17: \"A-B\" is not a variable name"
+        );
+    }
+
+    /// A batch entry: `[server.startup]` from line 4, `[server.startup.batch]` from line 7.
+    fn batch(table: &str) -> String {
+        format!(
+            "[server.startup]\nmechanism = \"batch\"\nargv = [\"srv\", \"--port\", \"${{PV_SERVER_PORT}}\"]\n\
+             [server.startup.batch]\n{table}"
+        )
+    }
+
+    #[test]
+    fn a_batch_table_loads_with_templates_and_numbers() {
+        let e = entry(&batch(
+            "nodes = 2\nntasks = \"${N}\"\npartition = \"${Q}\"\ntime = \"1:00:00\"\n\
+             queue_timeout = 90\nin_job = \"direct\"\n\
+             [[server.option]]\nname = \"N\"\ntype = \"int\"\n\
+             [[server.option]]\nname = \"Q\"\ntype = \"string\"\n",
+        ));
+        let Startup::Command(Mechanism::Batch { ssh, batch, .. }) = &e.startup else {
+            panic!("{:?}", e.startup)
+        };
+        assert!(ssh.is_none());
+        assert_eq!(batch.nodes.as_ref().unwrap().value.source(), "2");
+        assert_eq!(batch.ntasks.as_ref().unwrap().at.to_string(), "p.toml:9:10");
+        assert_eq!(batch.queue_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(batch.in_job, crate::startup::batch::InJob::Direct);
+    }
+
+    #[test]
+    fn batch_table_errors_name_their_place() {
+        assert_eq!(
+            error(&batch("ntask = 2\n")),
+            "p.toml:8:1: unknown field `ntask`, expected one of `scheduler`, `nodes`, `ntasks`, `cpus_per_task`, `partition`, `account`, `time`, `qos`, `constraint`, `gres`, `job_name`, `output`, `extra_options`, `in_job`, `queue_timeout`, `jobs_dir`"
+        );
+        assert_eq!(
+            error(&batch("nodes = 0\n")),
+            "p.toml:8:9: nodes: a number of at least 1, or a \"${VARIABLE}\" template"
+        );
+        assert_eq!(
+            error(&batch("partition = \"${NOPE}\"\n")),
+            "p.toml:8:14: unknown variable `${NOPE}`: not an option, a `set` variable or a predefined PV_* variable"
+        );
+        assert_eq!(
+            error(&batch("queue_timeout = -1\n")),
+            "p.toml:8:17: queue_timeout: seconds (> 0); leave it out to wait as long as the job is pending"
+        );
+        assert_eq!(
+            error("[server.startup]\nmechanism = \"batch\"\nargv = [\"srv\"]\n"),
+            "p.toml:5:13: mechanism \"batch\" needs a [server.startup.batch] table"
+        );
+        assert_eq!(
+            error(
+                "[server.startup]\nmechanism = \"local\"\nargv = [\"srv\"]\n[server.startup.batch]\nnodes = 1\n"
+            ),
+            "p.toml:5:13: `batch` does not apply to mechanism \"local\""
         );
     }
 }

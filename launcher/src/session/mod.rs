@@ -130,7 +130,8 @@ impl Session {
     }
 
     /// Wait until the supervised server ends: its exit status, or an error when the ssh
-    /// connection carrying it (and its tunnels) was lost. Never returns when nothing is
+    /// connection carrying it (and its tunnels) was lost or its batch job ended otherwise
+    /// than completed. Never returns when nothing is
     /// supervised (a manual start, a detached local command, `builtin:`).
     pub async fn wait_server(&mut self) -> Result<std::process::ExitStatus, LaunchError> {
         match self.server.as_mut() {
@@ -170,6 +171,16 @@ fn tunnelled_target(
             std::net::Ipv4Addr::LOCALHOST,
         ));
         ep.port = Some(local.port());
+    }
+    // A batch job's server (without a tunnel) is on the job's node: dial it there.
+    let dial = server.and_then(Server::dial_target);
+    if let (Some((host, port)), Resource::ClientServer { server: ep, .. }) = (dial, &mut target) {
+        ep.host = Some(match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) => pv_transport::resource::Host::Ipv4(a),
+            Ok(std::net::IpAddr::V6(a)) => pv_transport::resource::Host::Ipv6(a),
+            Err(_) => pv_transport::resource::Host::Name(host),
+        });
+        ep.port = Some(port);
     }
     (target, tunnel)
 }

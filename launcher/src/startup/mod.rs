@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use pv_transport::launch::{ReadyLine, Secrets};
 
 use crate::events::{Event, EventSender};
-use crate::plan::{Place, ProcessPlan, ReadyPattern};
+use crate::plan::{How, Place, ProcessPlan, ReadyPattern};
 use crate::profile::Delay;
 use ssh::{SshError, SshOptions, SshSession};
 
@@ -114,6 +114,55 @@ pub enum StartError {
     /// Starting the server over ssh failed, or the ssh connection was lost.
     #[error(transparent)]
     Ssh(#[from] SshError),
+    /// A batch job could not be submitted, followed or cancelled.
+    #[error("batch job: {0}")]
+    Batch(#[from] batch::BatchError),
+    /// The batch job ended (before its ready line, or while the session ran).
+    #[error(
+        "batch job {id} ended {state}{}{}{}",
+        reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
+        exit_code.as_ref().map(|c| format!(", exit code {c}")).unwrap_or_default(),
+        output_text(output_tail)
+    )]
+    JobEnded {
+        /// The job id.
+        id: String,
+        /// Its final state (`FAILED`, `CANCELLED`, `TIMEOUT`, `COMPLETED`, …).
+        state: String,
+        /// The scheduler's reason, if any.
+        reason: Option<String>,
+        /// Its exit code (`status:signal`), when known.
+        exit_code: Option<String>,
+        /// The last lines of the job's output file.
+        output_tail: Vec<String>,
+    },
+    /// A stage of a batch start took too long; the job was cancelled.
+    #[error(
+        "batch job {id}: waited {} for {what}; the job was cancelled{}{}",
+        crate::plan::render::seconds(waited),
+        last.as_ref().map(|l| format!(" (last seen: {l})")).unwrap_or_default(),
+        output_text(output_tail)
+    )]
+    JobTimeout {
+        /// The job id.
+        id: String,
+        /// What was awaited.
+        what: &'static str,
+        /// How long.
+        waited: Duration,
+        /// The last status seen, in words.
+        last: Option<String>,
+        /// The last lines of the job's output file (when it ran).
+        output_tail: Vec<String>,
+    },
+}
+
+fn output_text(tail: &[String]) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; last lines of its output:\n  {}", tail.join("\n  "))
+    }
 }
 
 fn tail_text(tail: &[String]) -> String {
@@ -145,6 +194,8 @@ pub enum Server {
     /// script that submitted a batch job): the ssh connection and its tunnels stay up for
     /// the server, and only their loss ends the session.
     Detached(Box<Server>),
+    /// A server in a batch job, submitted here or on a login node over ssh.
+    Batch(Box<batch::BatchServer>),
 }
 
 impl Server {
@@ -172,22 +223,42 @@ impl Server {
         }
     }
 
+    /// The batch job, when the server runs in one.
+    pub fn batch(&mut self) -> Option<&mut batch::BatchServer> {
+        match self.active() {
+            Server::Batch(b) => Some(b),
+            _ => None,
+        }
+    }
+
     /// Where the client dials: the local end of a forward ssh tunnel.
     pub fn tunnel_address(&self) -> Option<std::net::SocketAddr> {
         match self {
             Server::Detached(inner) => inner.tunnel_address(),
             Server::Local(_) => None,
             Server::Ssh(s) => s.local_address(),
+            Server::Batch(b) => b.tunnel_address(),
+        }
+    }
+
+    /// Where the client dials a server that is reached directly on another host (a batch
+    /// job's node and port), when that is not where the plan's resource points.
+    pub fn dial_target(&self) -> Option<(String, u16)> {
+        match self {
+            Server::Batch(b) => b.dial_target(),
+            _ => None,
         }
     }
 
     /// Wait until the server ends: its exit status, or an error when the ssh connection
-    /// carrying it was lost. A detached server ends only with its connection.
-    pub async fn wait(&mut self) -> Result<ExitStatus, SshError> {
+    /// carrying it was lost or its batch job ended otherwise than completed. A detached
+    /// server ends only with its connection.
+    pub async fn wait(&mut self) -> Result<ExitStatus, StartError> {
         match self {
-            Server::Detached(inner) => Err(inner.connection_lost().await),
+            Server::Detached(inner) => Err(StartError::Ssh(inner.connection_lost().await)),
             Server::Local(h) => Ok(h.wait().await),
-            Server::Ssh(s) => s.wait().await,
+            Server::Ssh(s) => Ok(s.wait().await?),
+            Server::Batch(b) => b.wait().await,
         }
     }
 
@@ -197,15 +268,20 @@ impl Server {
             Server::Ssh(s) => s.connection_lost().await,
             Server::Detached(inner) => Box::pin(inner.connection_lost()).await,
             Server::Local(_) => std::future::pending().await,
+            Server::Batch(b) => b.connection_lost().await,
         }
     }
 
-    /// Stop the server's whole process group (and the ssh connection carrying it).
+    /// Stop the server's whole process group (and the ssh connection carrying it); for a
+    /// batch job: cancel it, confirm it left the queue, remove its directory.
     pub async fn cleanup(self) {
         match self {
             Server::Detached(inner) => Box::pin(inner.cleanup()).await,
             Server::Local(mut h) => h.cleanup().await,
             Server::Ssh(s) => s.close().await,
+            Server::Batch(b) => {
+                let _ = (*b).cleanup().await;
+            }
         }
     }
 }
@@ -260,6 +336,11 @@ pub async fn start(
     listening: &[u16],
     events: &EventSender,
 ) -> Result<(Option<Server>, Option<ReadyLine>), StartError> {
+    if let How::Batch(b) = &process.how {
+        let (server, ready) =
+            batch::start(b, &process.place, secrets, ready_timeout, options, events).await?;
+        return Ok((Some(Server::Batch(Box::new(server))), Some(ready)));
+    }
     // ParaView's default pattern replaces its delay, and waits no longer than the delay.
     let ready_timeout = match (&process.ready_pattern, &process.delay) {
         (Some(p), Delay::Wait(d)) if !p.required && secrets.is_none() => *d,

@@ -70,6 +70,7 @@ mod runner;
 mod script;
 mod slurm;
 mod spec;
+mod start;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -93,6 +94,7 @@ pub use spec::{
     BatchSpec, InJob, JOB_NAME_PREFIX, LaunchId, SchedulerKind, SpecError, TimeError, WallTime,
     expand_output,
 };
+pub use start::{BatchServer, HostRunner, SshRunner, finish_pending_cancels, job_event, start};
 pub use status::{ExitCode, JobId, JobState, JobStatus, OTHER_FINAL_STATES};
 pub use track::{
     DEFAULT_FIRST_POLL, DEFAULT_POLL_CAP, DEFAULT_WALLTIME_LEAD, OUTPUT_TAIL_LINES, PollSchedule,

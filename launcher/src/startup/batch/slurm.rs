@@ -247,6 +247,16 @@ impl<R: Runner> Slurm<R> {
         &self.runner
     }
 
+    /// The runner, to change it (open a tunnel on its ssh connection).
+    pub fn runner_mut(&mut self) -> &mut R {
+        &mut self.runner
+    }
+
+    /// The runner, taken back (to close the ssh connection it runs on).
+    pub fn into_runner(self) -> R {
+        self.runner
+    }
+
     /// The argv of the one status query for `ids`.
     pub fn squeue_argv(ids: &[JobId]) -> Vec<String> {
         let list: Vec<&str> = ids.iter().map(JobId::as_str).collect();

@@ -88,9 +88,47 @@ impl SshHost {
         }
     }
 
+    /// Run `command` (one POSIX sh command line, no cleanup wrapper) to its end with
+    /// `stdin` written to it, at most `timeout`: its exit status (`None`: a signal, or none
+    /// sent), stdout and stderr. For the batch scheduler's commands.
+    pub async fn run(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<(Option<i32>, Vec<u8>, Vec<u8>), SshError> {
+        match self {
+            SshHost::OpenSsh(m) => {
+                let out = m.run_with_input(command, stdin, timeout).await?;
+                // 255 is ssh's own failure (the master went away), not the command's.
+                if out.status.code() == Some(255) && !m.is_alive() {
+                    return Err(SshError::ConnectionLost {
+                        host: m.target().display_name(),
+                        log_tail: m.log_tail(),
+                    });
+                }
+                Ok((out.status.code(), out.stdout, out.stderr))
+            }
+            #[cfg(feature = "russh")]
+            SshHost::Russh(c) => {
+                let run = c.run_command(command, stdin);
+                let (status, out, err) =
+                    tokio::time::timeout(timeout, run)
+                        .await
+                        .map_err(|_| SshError::Timeout {
+                            host: c.host().to_string(),
+                            what: "a remote command".to_string(),
+                            waited: timeout,
+                            log_tail: Vec::new(),
+                        })??;
+                Ok((status.map(|s| s as i32), out, err))
+            }
+        }
+    }
+
     /// Open `-L 127.0.0.1:<local_port>:<host>:<port>` (local port 0: a free one): the
     /// local port.
-    async fn forward_local(
+    pub(crate) async fn forward_local(
         &mut self,
         local_port: u16,
         host: &str,
@@ -142,7 +180,7 @@ impl SshHost {
     }
 
     /// Close the connection (the master only when no other session shares it).
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         match self {
             SshHost::OpenSsh(m) => {
                 if let Ok(m) = Arc::try_unwrap(m) {
@@ -157,7 +195,7 @@ impl SshHost {
     /// Wait until the connection (and with it the tunnels) is lost. OpenSSH: checks the
     /// master process twice a second (it exits when ssh's `ServerAlive` checks fail) and
     /// its control socket every 10 s; russh: the connection's own state, twice a second.
-    async fn connection_lost(&self, log_tail: impl Fn() -> Vec<String>) -> SshError {
+    pub(crate) async fn connection_lost(&self, log_tail: impl Fn() -> Vec<String>) -> SshError {
         let mut checks = 0u32;
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -364,6 +364,66 @@ impl Master {
         out.map_err(SshError::io("run ssh"))
     }
 
+    /// Run `remote` to completion through the master with `stdin` written to it (then
+    /// closed), at most `timeout`: its status and output. For the batch scheduler's
+    /// commands; `stdin` may hold a secret and is never logged.
+    pub async fn run_with_input(
+        &self,
+        remote: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Output, SshError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = self.remote_command(remote);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = c.spawn().map_err(SshError::io("run ssh"))?;
+        let (mut input, mut out, mut err) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let data = stdin.unwrap_or_default();
+        let work = async {
+            // Feed and drain at once: neither side may fill a pipe and wait on the other.
+            let write = async {
+                if let Some(mut w) = input.take() {
+                    let _ = w.write_all(data).await;
+                    let _ = w.shutdown().await;
+                }
+            };
+            let read_out = async {
+                let mut buf = Vec::new();
+                if let Some(r) = out.as_mut() {
+                    let _ = r.read_to_end(&mut buf).await;
+                }
+                buf
+            };
+            let read_err = async {
+                let mut buf = Vec::new();
+                if let Some(r) = err.as_mut() {
+                    let _ = r.read_to_end(&mut buf).await;
+                }
+                buf
+            };
+            let ((), o, e) = tokio::join!(write, read_out, read_err);
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>(Output {
+                status,
+                stdout: o,
+                stderr: e,
+            })
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| SshError::Timeout {
+                host: self.target.display_name(),
+                what: "a remote command".to_string(),
+                waited: timeout,
+                log_tail: Vec::new(),
+            })?
+            .map_err(SshError::io("run ssh"))
+    }
+
     /// Run a control command (`-O op …`) on the master.
     async fn control(&self, op: &[&str]) -> Result<Output, SshError> {
         self.run_control(self.argv(|c| c.control(op)), &op.join(" "))

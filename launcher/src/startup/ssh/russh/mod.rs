@@ -505,6 +505,46 @@ impl RusshConnection {
         }
     }
 
+    /// Run `command` (one POSIX sh command line, no wrapper) to its end with `stdin`
+    /// written to it (then end-of-file): its exit status (`None`: it sent none), stdout
+    /// and stderr. For the batch scheduler's commands; `stdin` may hold a secret.
+    pub async fn run_command(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+    ) -> Result<(Option<u32>, Vec<u8>, Vec<u8>), SshError> {
+        let host = self.host.clone();
+        let mut channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(russh_err(&host, "open a session channel"))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(russh_err(&host, "exec"))?;
+        if let Some(data) = stdin.filter(|d| !d.is_empty()) {
+            channel
+                .data(data)
+                .await
+                .map_err(russh_err(&host, "write the command's input"))?;
+        }
+        channel
+            .eof()
+            .await
+            .map_err(russh_err(&host, "end the command's input"))?;
+        let (mut out, mut err, mut exit) = (Vec::new(), Vec::new(), None);
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, ext: 1 } => err.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => exit = Some(exit_status),
+                _ => {}
+            }
+        }
+        Ok((exit, out, err))
+    }
+
     /// Run `command` as is (no wrapper), waiting at most [`STOP_GRACE`] for it.
     async fn run_briefly(&self, command: &str) {
         if let Ok(mut channel) = self.handle.channel_open_session().await {

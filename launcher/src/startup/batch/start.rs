@@ -1,0 +1,579 @@
+//! A batch start end to end, as [`crate::startup::start`] runs it for a plan's
+//! [`How::Batch`](crate::plan::How::Batch): the runner where the scheduler is (this host, or
+//! a login node over ssh: [`SshRunner`]), the submission with the token staged in the 0700
+//! job directory, the tracking until the ready line (events for every status change; the
+//! queue wait and the wait for the ready line each have their own timeout), the way to the
+//! server (its batch host directly, or an ssh `-L` tunnel there), and the supervised
+//! [`BatchServer`].
+//!
+//! No job is left behind: a start that fails or times out cancels its job (and confirms it
+//! left the queue) before it returns; [`BatchServer::cleanup`] does the same at the end of
+//! a session; a [`BatchServer`] dropped without cleanup (the launch abandoned by Ctrl-C, a
+//! client that exits) cancels from a background task, which
+//! [`finish_pending_cancels`] waits for. A SIGKILLed pv-launch cannot cancel anything:
+//! `pv-launch jobs --cancel` finds its tagged jobs afterwards.
+
+use std::net::SocketAddr;
+use std::process::ExitStatus;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pv_transport::launch::{ReadyLine, Secrets};
+
+use super::{
+    BatchError, BatchPlan, CommandOutput, DEFAULT_COMMAND_TIMEOUT, JobState, JobStatus,
+    LocalRunner, RunError, Runner, Slurm, Submitted, TrackEvent,
+};
+use crate::events::{Event, EventSender, Stage};
+use crate::plan::{BatchStart, JobsDir, Place, Tunnel};
+use crate::startup::ssh::{SshError, SshHost, remote_command, require_backend};
+use crate::startup::{StartError, StartOptions, channel};
+
+/// Runs scheduler commands on a login node through an authenticated ssh connection
+/// (either backend): each argv is quoted for the remote shell ([`remote_command`]: POSIX sh
+/// quoting inside one `exec /bin/sh -c '…'` argument), with the profile's ssh `env`
+/// exported and in its `workdir`; stdin (the secrets line, the job script) goes through
+/// the channel, never on a command line. Files are read with `cat`.
+#[derive(Debug)]
+pub struct SshRunner {
+    host: SshHost,
+    env: Vec<(String, String)>,
+    workdir: Option<String>,
+    timeout: Duration,
+}
+
+/// Exit status of the file-reading command when the file does not exist.
+const MISSING_FILE: i32 = 66;
+
+impl SshRunner {
+    /// Run commands on `host` with `env` exported, in `workdir`, each at most `timeout`.
+    pub fn new(
+        host: SshHost,
+        env: Vec<(String, String)>,
+        workdir: Option<String>,
+        timeout: Duration,
+    ) -> SshRunner {
+        SshRunner {
+            host,
+            env,
+            workdir,
+            timeout,
+        }
+    }
+
+    /// The ssh connection.
+    pub fn host(&self) -> &SshHost {
+        &self.host
+    }
+
+    /// The ssh connection, for a tunnel.
+    pub fn host_mut(&mut self) -> &mut SshHost {
+        &mut self.host
+    }
+}
+
+fn program_name(argv: &[String]) -> String {
+    argv.first().cloned().unwrap_or_default()
+}
+
+impl Runner for SshRunner {
+    async fn run(&self, argv: &[String], stdin: Option<&[u8]>) -> Result<CommandOutput, RunError> {
+        let command = remote_command(argv, &self.env, self.workdir.as_deref());
+        match self.host.run(&command, stdin, self.timeout).await {
+            Ok((status, stdout, stderr)) => Ok(CommandOutput {
+                status,
+                stdout,
+                stderr,
+            }),
+            Err(SshError::Timeout { waited, .. }) => Err(RunError::TimedOut {
+                program: program_name(argv),
+                after: waited,
+            }),
+            Err(e) => Err(RunError::Io {
+                what: format!("running {:?} over ssh", program_name(argv)),
+                source: std::io::Error::other(e.to_string()),
+            }),
+        }
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, RunError> {
+        let read = format!("[ -e \"$1\" ] || exit {MISSING_FILE}; exec cat -- \"$1\"");
+        let argv = ["sh", "-c", &read, "pv-launch-read", path].map(String::from);
+        let out = self.run(&argv, None).await?;
+        match out.status {
+            Some(0) => Ok(Some(out.stdout)),
+            Some(MISSING_FILE) => Ok(None),
+            _ => Err(RunError::Io {
+                what: format!("reading {path} over ssh"),
+                source: std::io::Error::other(out.stderr_text()),
+            }),
+        }
+    }
+}
+
+/// Where a batch start's scheduler commands run.
+#[derive(Debug)]
+pub enum HostRunner {
+    /// On this host.
+    Local(LocalRunner),
+    /// On a login node over ssh.
+    Ssh(SshRunner),
+}
+
+impl Runner for HostRunner {
+    async fn run(&self, argv: &[String], stdin: Option<&[u8]>) -> Result<CommandOutput, RunError> {
+        match self {
+            HostRunner::Local(r) => r.run(argv, stdin).await,
+            HostRunner::Ssh(r) => r.run(argv, stdin).await,
+        }
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, RunError> {
+        match self {
+            HostRunner::Local(r) => r.read_file(path).await,
+            HostRunner::Ssh(r) => r.read_file(path).await,
+        }
+    }
+}
+
+/// Cancels of dropped [`BatchServer`]s still running in the background.
+static PENDING_CANCELS: Mutex<Vec<tokio::task::JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Wait (at most `within`) for the cancels that dropped [`BatchServer`]s started in the
+/// background: a program that abandons a launch (Ctrl-C) calls this before it exits, so
+/// its job is gone from the queue when it does.
+pub async fn finish_pending_cancels(within: Duration) {
+    let handles: Vec<_> =
+        std::mem::take(&mut *PENDING_CANCELS.lock().unwrap_or_else(|e| e.into_inner()));
+    let _ = tokio::time::timeout(within, async {
+        for h in handles {
+            let _ = h.await;
+        }
+    })
+    .await;
+}
+
+/// A server running in a batch job, supervised until the job ends or the session does.
+///
+/// [`BatchServer::cleanup`] cancels the job (confirming it left the queue), removes its
+/// directory and closes the ssh connection; dropping it without that does the same from a
+/// background task (see [`finish_pending_cancels`]).
+#[derive(Debug)]
+pub struct BatchServer {
+    live: Option<Live>,
+}
+
+#[derive(Debug)]
+struct Live {
+    slurm: Slurm<HostRunner>,
+    plan: BatchPlan,
+    job: Submitted,
+    events: EventSender,
+    last: Option<JobStatus>,
+    dial: Option<(String, u16)>,
+    tunnel: Option<SocketAddr>,
+}
+
+impl Live {
+    /// Cancel (confirmed), remove the job directory, close the ssh connection.
+    async fn end(self) -> Result<JobStatus, BatchError> {
+        let Live {
+            slurm, plan, job, ..
+        } = self;
+        let st = plan.cancel(&slurm, &job).await;
+        if let HostRunner::Ssh(r) = slurm.into_runner() {
+            r.host.close().await;
+        }
+        st
+    }
+
+    fn send_status(&self, st: &JobStatus) {
+        let _ = self.events.send(job_event(st));
+    }
+}
+
+/// The [`Event::Job`] for `st`.
+pub fn job_event(st: &JobStatus) -> Event {
+    Event::Job {
+        id: st.id.to_string(),
+        state: st.state.to_string(),
+        reason: st.reason.clone(),
+        estimated_start: st
+            .estimated_start
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs()),
+        nodes: st.nodes.clone(),
+        time_left: st.time_left,
+    }
+}
+
+fn ended_error(status: JobStatus, output_tail: Vec<String>) -> StartError {
+    StartError::JobEnded {
+        id: status.id.to_string(),
+        state: status.state.to_string(),
+        reason: status.reason,
+        exit_code: status.exit_code.map(|e| e.to_string()),
+        output_tail,
+    }
+}
+
+impl BatchServer {
+    fn live(&self) -> &Live {
+        self.live
+            .as_ref()
+            .expect("a batch server is live until cleanup")
+    }
+
+    fn live_mut(&mut self) -> &mut Live {
+        self.live
+            .as_mut()
+            .expect("a batch server is live until cleanup")
+    }
+
+    /// The job's id.
+    pub fn job_id(&self) -> &str {
+        self.live().job.job_id.as_str()
+    }
+
+    /// The launch id the job is tagged with.
+    pub fn launch_id(&self) -> &str {
+        self.live().plan.launch_id.as_str()
+    }
+
+    /// The job's private directory.
+    pub fn job_dir(&self) -> &str {
+        &self.live().plan.files.dir
+    }
+
+    /// The last status seen.
+    pub fn last_status(&self) -> Option<&JobStatus> {
+        self.live().last.as_ref()
+    }
+
+    /// Where the client dials without a tunnel: the job's batch host and the server's port.
+    pub fn dial_target(&self) -> Option<(String, u16)> {
+        self.live.as_ref().and_then(|l| l.dial.clone())
+    }
+
+    /// The local end of the `-L` tunnel to the job's node (a job submitted over ssh).
+    pub fn tunnel_address(&self) -> Option<SocketAddr> {
+        self.live.as_ref().and_then(|l| l.tunnel)
+    }
+
+    /// Follow the job until it ends: `Ok` with its exit status when it completed, else the
+    /// error naming its final state, reason, exit code and the last lines of its output.
+    /// Over ssh, a lost connection ends the wait with [`SshError::ConnectionLost`].
+    pub async fn wait(&mut self) -> Result<ExitStatus, StartError> {
+        use std::os::unix::process::ExitStatusExt;
+        let live = self.live_mut();
+        let mut last = live.last.clone();
+        let follow = async {
+            let mut tracker = live.plan.tracker(&live.slurm, &live.job);
+            loop {
+                match tracker.next_event().await {
+                    Err(e) => return Err(StartError::Batch(e)),
+                    Ok(None) => {
+                        return Err(StartError::Batch(BatchError::Controller(
+                            "the job's tracking ended without a final state".into(),
+                        )));
+                    }
+                    Ok(Some(TrackEvent::Changed(st))) => {
+                        if last.as_ref().is_none_or(|l| st.differs_from(l)) {
+                            live.send_status(&st);
+                        }
+                        last = Some(st);
+                    }
+                    Ok(Some(TrackEvent::Ready { .. })) => {}
+                    Ok(Some(TrackEvent::WalltimeWarning { time_left })) => {
+                        let _ = live.events.send(Event::WalltimeWarning {
+                            id: live.job.job_id.to_string(),
+                            time_left,
+                        });
+                    }
+                    Ok(Some(TrackEvent::Ended {
+                        status,
+                        output_tail,
+                    })) => {
+                        live.send_status(&status);
+                        let code = status.exit_code.map_or(0, |e| e.status);
+                        if status.state == JobState::Completed {
+                            return Ok(ExitStatus::from_raw((code & 0xff) << 8));
+                        }
+                        return Err(ended_error(status, output_tail));
+                    }
+                }
+            }
+        };
+        match live.slurm.runner() {
+            HostRunner::Ssh(r) => {
+                let log = || Vec::new();
+                tokio::select! {
+                    r = follow => r,
+                    e = r.host.connection_lost(log) => Err(StartError::Ssh(e)),
+                }
+            }
+            HostRunner::Local(_) => follow.await,
+        }
+    }
+
+    /// Wait until the ssh connection to the login node is lost (never for a local
+    /// submission).
+    pub async fn connection_lost(&self) -> SshError {
+        match self.live.as_ref().map(|l| l.slurm.runner()) {
+            Some(HostRunner::Ssh(r)) => r.host.connection_lost(Vec::new).await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// Cancel the job and confirm it left the queue, remove its directory, close the ssh
+    /// connection: the job's final status.
+    pub async fn cleanup(mut self) -> Option<Result<JobStatus, BatchError>> {
+        let live = self.live.take()?;
+        Some(live.end().await)
+    }
+}
+
+impl Drop for BatchServer {
+    fn drop(&mut self) {
+        let Some(live) = self.live.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let task = rt.spawn(async move {
+                    let _ = live.end().await;
+                });
+                PENDING_CANCELS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(task);
+            }
+            // No runtime left: a local job can still be cancelled synchronously.
+            Err(_) => {
+                if let HostRunner::Local(_) = live.slurm.runner() {
+                    let _ = std::process::Command::new("scancel")
+                        .arg(live.job.job_id.as_str())
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                    let _ = std::fs::remove_dir_all(&live.plan.files.dir);
+                }
+            }
+        }
+    }
+}
+
+fn stage(events: &EventSender, stage: Stage, begun: Instant) {
+    let _ = events.send(Event::Stage {
+        stage,
+        elapsed: begun.elapsed(),
+    });
+}
+
+/// Start the server of `batch` in a job submitted where `place` says: connect to the login
+/// node (over ssh), stage the secrets and submit, follow the job (events) until the
+/// server's ready line — within the queue timeout while queued and `ready_timeout` once
+/// running — then open the way to it. On any failure the job is cancelled first.
+pub async fn start(
+    batch: &BatchStart,
+    place: &Place,
+    secrets: Option<&Secrets>,
+    ready_timeout: Duration,
+    options: &StartOptions,
+    events: &EventSender,
+) -> Result<(BatchServer, ReadyLine), StartError> {
+    let begun = Instant::now();
+    let (runner, tunnel) = match place {
+        Place::Local(_) => (HostRunner::Local(LocalRunner::default()), None),
+        Place::Ssh(plan) => {
+            require_backend(plan.backend_kind())?;
+            stage(events, Stage::SshConnect, begun);
+            let host = SshHost::connect(&plan.target, &plan.backend, &options.ssh).await?;
+            let runner = SshRunner::new(
+                host,
+                plan.remote.env.clone(),
+                plan.remote.workdir.clone(),
+                DEFAULT_COMMAND_TIMEOUT,
+            );
+            (HostRunner::Ssh(runner), plan.tunnels.first().cloned())
+        }
+    };
+    stage(events, Stage::Submit, begun);
+    let home = match batch.jobs_dir {
+        JobsDir::Path(_) => String::new(),
+        JobsDir::RemoteHome => remote_home(&runner).await?,
+    };
+    let plan = batch.batch_plan(&home)?;
+    let slurm = Slurm::new(runner);
+    let line = channel::secrets_line(secrets);
+    let job = plan.submit(&slurm, &line).await?;
+    let mut server = BatchServer {
+        live: Some(Live {
+            slurm,
+            plan,
+            job,
+            events: events.clone(),
+            last: None,
+            dial: None,
+            tunnel: None,
+        }),
+    };
+    stage(events, Stage::WaitJob, begun);
+    let ready = match await_ready(
+        server.live_mut(),
+        batch.queue_timeout,
+        ready_timeout,
+        events,
+        begun,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = server.cleanup().await;
+            return Err(e);
+        }
+    };
+    let live = server.live_mut();
+    let Some(node) = live
+        .last
+        .as_ref()
+        .and_then(|s| s.batch_host.clone().or_else(|| s.nodes.clone()))
+    else {
+        let _ = server.cleanup().await;
+        return Err(StartError::Batch(BatchError::Controller(
+            "the job runs but the scheduler names no batch host".into(),
+        )));
+    };
+    let forwarded = match (&tunnel, live.slurm.runner_mut()) {
+        (Some(Tunnel::Local { local_port, .. }), HostRunner::Ssh(r)) => Some(
+            r.host_mut()
+                .forward_local(*local_port, &node, ready.port)
+                .await,
+        ),
+        _ => None,
+    };
+    match forwarded {
+        Some(Ok(p)) => live.tunnel = Some(SocketAddr::from(([127, 0, 0, 1], p))),
+        Some(Err(e)) => {
+            let _ = server.cleanup().await;
+            return Err(StartError::Ssh(e));
+        }
+        None => live.dial = Some((node, ready.port)),
+    }
+    let _ = events.send(Event::Ready {
+        port: ready.port,
+        elapsed: begun.elapsed(),
+    });
+    Ok((server, ready))
+}
+
+/// `$HOME` on the login node.
+async fn remote_home(runner: &HostRunner) -> Result<String, StartError> {
+    let argv = ["sh", "-c", "printf '%s' \"$HOME\""].map(String::from);
+    let out = runner.run(&argv, None).await.map_err(BatchError::from)?;
+    let home = out.stdout_text();
+    if !out.success() || !home.starts_with('/') {
+        return Err(StartError::Batch(BatchError::Controller(format!(
+            "cannot read $HOME on the login node (got {home:?}; {})",
+            out.stderr_text()
+        ))));
+    }
+    Ok(home)
+}
+
+/// Follow the job until its ready line: events for its status changes; the queue timeout
+/// counts from the submission while it waits, `ready_timeout` from the poll that first saw
+/// it running.
+async fn await_ready(
+    live: &mut Live,
+    queue_timeout: Option<Duration>,
+    ready_timeout: Duration,
+    events: &EventSender,
+    begun: Instant,
+) -> Result<ReadyLine, StartError> {
+    let submitted = tokio::time::Instant::now();
+    let mut tracker = live.plan.tracker(&live.slurm, &live.job);
+    let mut running_since: Option<tokio::time::Instant> = None;
+    let mut last: Option<JobStatus> = None;
+    let id = live.job.job_id.to_string();
+    let result = loop {
+        let deadline = match running_since {
+            Some(t) => Some((
+                t + ready_timeout,
+                "the server's ready line once the job runs",
+                ready_timeout,
+            )),
+            None => queue_timeout.map(|q| {
+                (
+                    submitted + q,
+                    "the job to leave the queue (queue_timeout)",
+                    q,
+                )
+            }),
+        };
+        let next = match deadline {
+            Some((at, what, waited)) => {
+                match tokio::time::timeout_at(at, tracker.next_event()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let output_tail = match running_since {
+                            Some(_) => super::tail_lines(
+                                live.slurm.runner(),
+                                &live.job.output,
+                                super::OUTPUT_TAIL_LINES,
+                            )
+                            .await
+                            .unwrap_or_default(),
+                            None => Vec::new(),
+                        };
+                        break Err(StartError::JobTimeout {
+                            id: id.clone(),
+                            what,
+                            waited,
+                            last: last.as_ref().map(|s| s.to_string()),
+                            output_tail,
+                        });
+                    }
+                }
+            }
+            None => tracker.next_event().await,
+        };
+        match next {
+            Err(e) => break Err(StartError::Batch(e)),
+            Ok(None) => {
+                break Err(StartError::Batch(BatchError::Controller(
+                    "the job's tracking ended without a final state".into(),
+                )));
+            }
+            Ok(Some(TrackEvent::Changed(st))) => {
+                if st.state.is_running() && running_since.is_none() {
+                    running_since = Some(tokio::time::Instant::now());
+                    let _ = events.send(job_event(&st));
+                    stage(events, Stage::WaitReady, begun);
+                } else {
+                    let _ = events.send(job_event(&st));
+                }
+                last = Some(st);
+            }
+            Ok(Some(TrackEvent::Ready { ready, .. })) => break Ok(ready),
+            Ok(Some(TrackEvent::WalltimeWarning { time_left })) => {
+                let _ = events.send(Event::WalltimeWarning {
+                    id: id.clone(),
+                    time_left,
+                });
+            }
+            Ok(Some(TrackEvent::Ended {
+                status,
+                output_tail,
+            })) => {
+                let _ = events.send(job_event(&status));
+                break Err(ended_error(status, output_tail));
+            }
+        }
+    };
+    drop(tracker);
+    live.last = last;
+    result
+}

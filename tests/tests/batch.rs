@@ -1,0 +1,611 @@
+//! Batch starts end to end against the real single-node Slurm of `ci/slurm` (Debian 12's
+//! 22.05: munge, slurmctld, slurmd): TOML profiles with `mechanism = "batch"` run through
+//! `session::launch_with` and through the `pv-launch` binary — a local submission connected
+//! forward to the job's batch host, the same submitted on a "login node" over the loopback
+//! sshd (both ssh backends, an `-L` tunnel to the job's node), a pending job cancelled by
+//! abandoning the launch, a job that fails at start, and a job left by a SIGKILLed
+//! `pv-launch` found and cancelled by `pv-launch jobs`. Every test checks at the end that
+//! none of its jobs is left in the queue.
+//!
+//! Needs root, the cluster (`ci/slurm`) and `SLURM_CONF` in the environment of
+//! `cargo test` (run `eval "$(ci/slurm)"` first; `ci/test` does). Without them a test
+//! skips with a message, except under `CI=true`, where that is a failure. The tests take
+//! one lock so their jobs do not queue behind each other on the 2-CPU node (cargo runs
+//! test binaries one after another, so `launcher/tests/slurm.rs` does not overlap them).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pv_e2e::prompts::Scripted;
+use pv_e2e::sshd::{Sshd, TEST_USER};
+use pv_e2e::{echo, workspace_bin};
+use pv_launch::events::{Event, Stage};
+use pv_launch::plan::Plan;
+use pv_launch::session::{LaunchError, LaunchOptions, Session, launch_with};
+use pv_launch::startup::ssh::AskpassProgram;
+use pv_launch::{LaunchContext, NonInteractive};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const WAIT: Duration = Duration::from_secs(60);
+const CI_SLURM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/slurm");
+
+/// The cluster's config file, when the cluster runs and this process can use it; `None`
+/// (the test skips) otherwise, except under `CI=true`.
+fn cluster() -> Option<String> {
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    let skip = |why: String| {
+        assert!(
+            !ci,
+            "CI=true but the Slurm test cluster is not usable: {why}"
+        );
+        eprintln!("SKIPPED: no Slurm test cluster: {why}");
+        None
+    };
+    let uid = std::process::Command::new("id").arg("-u").output();
+    if !matches!(&uid, Ok(o) if o.stdout == b"0\n") {
+        return skip("ci/slurm needs root".into());
+    }
+    let out = match std::process::Command::new(CI_SLURM).output() {
+        Ok(out) if out.status.success() => out,
+        Ok(out) => {
+            return skip(format!(
+                "ci/slurm failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Err(e) => return skip(format!("cannot run {CI_SLURM}: {e}")),
+    };
+    let conf = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("export SLURM_CONF=").map(str::to_string))
+        .unwrap_or_default();
+    // pv-launch runs the scheduler's commands with its own environment, as a user's
+    // shell would: SLURM_CONF must be there.
+    match std::env::var("SLURM_CONF") {
+        Ok(c) if c == conf => Some(conf),
+        other => skip(format!(
+            "SLURM_CONF is {other:?}, not {conf:?}: run `eval \"$(ci/slurm)\"` before cargo test"
+        )),
+    }
+}
+
+fn demo() -> String {
+    workspace_bin("pv-demo-server").display().to_string()
+}
+
+/// One line of `squeue` for the jobs whose name starts with `pvl-<launch id>`, as
+/// `id state` pairs (all states the controller still remembers).
+fn queue(launch_id: &str) -> Vec<(String, String)> {
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "--states=all", "-o", "%i %T %j"])
+        .output()
+        .expect("run squeue");
+    assert!(
+        out.status.success(),
+        "squeue: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (id, state, name) = (w.next()?, w.next()?, w.next()?);
+            name.starts_with(&format!("pvl-{launch_id}"))
+                .then(|| (id.to_string(), state.to_string()))
+        })
+        .collect()
+}
+
+/// Fails unless every job of `launch_id` has ended (or been forgotten), within a bound.
+fn assert_no_job_left(launch_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let active: Vec<_> = queue(launch_id)
+            .into_iter()
+            .filter(|(_, st)| {
+                matches!(
+                    st.as_str(),
+                    "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "SUSPENDED"
+                )
+            })
+            .collect();
+        if active.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs of launch {launch_id} still in the queue: {active:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Cancels every job of the launch when dropped (a failing test leaves nothing queued).
+struct Sweep(String);
+
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("scancel")
+            .args(["--name", &format!("pvl-{}-batch", self.0)])
+            .status();
+    }
+}
+
+/// A fresh launch id for a test.
+fn launch_id(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("e2e{}{tag}{nanos:x}", std::process::id())
+}
+
+fn plan_of(text: &str, launch: &str) -> Plan {
+    let profile = pv_launch::profile::toml::load_str(Path::new("batch.toml"), text)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut ctx = LaunchContext::from_host();
+    ctx.launch_id = Some(launch.to_string());
+    Plan::resolve(&profile.servers[0], &ctx, &NonInteractive).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// What a launch reported, each with the time it arrived.
+type Seen = Arc<Mutex<Vec<(Instant, Event)>>>;
+
+fn collect() -> (pv_launch::events::EventSender, Seen) {
+    let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let seen: Seen = Arc::default();
+    let sink = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            sink.lock().unwrap().push((Instant::now(), e));
+        }
+    });
+    (events, seen)
+}
+
+fn job_states(seen: &Seen) -> Vec<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Job { state, .. } => Some(state.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Time from the first `RUNNING` job event to `connected`.
+fn running_to_connected(seen: &Seen) -> Duration {
+    let seen = seen.lock().unwrap();
+    let running = seen
+        .iter()
+        .find_map(|(t, e)| {
+            matches!(e, Event::Job { state, .. } if state == "RUNNING").then_some(*t)
+        })
+        .expect("a RUNNING job event");
+    let connected = seen
+        .iter()
+        .find_map(|(t, e)| matches!(e, Event::Connected { .. }).then_some(*t))
+        .expect("a connected event");
+    connected - running
+}
+
+/// The `[[server]]` of a batch start of `argv` with `batch` and `extra` lines.
+fn profile(argv: &[String], batch: &str, extra: &str) -> String {
+    let argv: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        "[[server]]\nname = \"batch\"\nresource = \"cs://localhost:0\"\nconnect_timeout = 20\n\
+         [server.startup]\nmechanism = \"batch\"\nargv = [{}]\nprocess_start_timeout = 30\n\
+         [server.startup.batch]\nntasks = 1\ntime = \"5\"\n{batch}{extra}",
+        argv.join(", ")
+    )
+}
+
+fn demo_argv(extra: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        demo(),
+        "--server-port".into(),
+        "${PV_SERVER_PORT}".into(),
+        "--bind-address".into(),
+        "127.0.0.1".into(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+async fn launch(plan: &Plan, options: &LaunchOptions) -> (Result<Session, LaunchError>, Seen) {
+    let (events, seen) = collect();
+    let result = tokio::time::timeout(WAIT * 2, launch_with(plan, &events, options))
+        .await
+        .expect("the launch ends within its deadline");
+    (result, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_batch_launch_connects_forward_to_the_job_and_leaves_no_job() {
+    let _serial = SERIAL.lock().await;
+    let Some(_conf) = cluster() else { return };
+    let id = launch_id("fwd");
+    let _sweep = Sweep(id.clone());
+    let plan = plan_of(&profile(&demo_argv(&[]), "", ""), &id);
+    let began = Instant::now();
+    let (result, seen) = launch(&plan, &LaunchOptions::default()).await;
+    let mut session = result.unwrap_or_else(|e| panic!("{e}"));
+    // The client dialled the job's batch host (this host's node `localhost`).
+    assert!(
+        session.url().starts_with("cs://localhost:"),
+        "{}",
+        session.url()
+    );
+    let job = session
+        .started()
+        .and_then(|s| s.batch())
+        .map(|b| (b.job_id().to_string(), b.job_dir().to_string()))
+        .expect("a batch server");
+    assert_eq!(queue(&id), vec![(job.0.clone(), "RUNNING".to_string())]);
+    assert!(
+        job_states(&seen).contains(&"RUNNING".to_string()),
+        "{:?}",
+        job_states(&seen)
+    );
+    // The token file was read and deleted by the job.
+    assert!(!Path::new(&job.1).join("secrets").exists());
+    echo(
+        session.connection().expect("a connection"),
+        b"through the job",
+        WAIT,
+    )
+    .await;
+    eprintln!(
+        "figures: launch to connected {:?}, RUNNING to connected {:?}",
+        began.elapsed(),
+        running_to_connected(&seen)
+    );
+    session.cleanup().await;
+    assert_no_job_left(&id);
+    assert!(!Path::new(&job.1).exists(), "the job directory is removed");
+}
+
+/// The `[server.startup.ssh]` table reaching the loopback sshd as the test user, with the
+/// cluster's config for the scheduler's commands there.
+fn ssh_table(sshd: &Sshd, conf: &str, backend: &str) -> String {
+    let options: Vec<String> = sshd
+        .client_args(&sshd.known_hosts(), "publickey")
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect();
+    format!(
+        "[server.startup.ssh]\nhost = \"127.0.0.1\"\nuser = \"{TEST_USER}\"\nport = {}\n\
+         identity_file = {:?}\noptions = [{}]\nenv = {{ SLURM_CONF = {conf:?} }}\n{backend}",
+        sshd.port(),
+        sshd.plain_key().display().to_string(),
+        options.join(", ")
+    )
+}
+
+/// The test user's home, owned by it: a user deleted and created again by another test run
+/// gets a new uid while `useradd -m` leaves the old home as it was.
+fn test_user_home() -> String {
+    let out = std::process::Command::new("getent")
+        .args(["passwd", TEST_USER])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let home = line.split(':').nth(5).unwrap_or_default().to_string();
+    assert!(home.starts_with('/'), "the test user's home: {line:?}");
+    let status = std::process::Command::new("chown")
+        .args([&format!("{TEST_USER}:"), &home])
+        .status()
+        .unwrap();
+    assert!(status.success(), "chown {home}");
+    home
+}
+
+async fn batch_over_ssh(backend: &str) {
+    let _serial = SERIAL.lock().await;
+    let Some(conf) = cluster() else { return };
+    let sshd = Sshd::start();
+    let home = test_user_home();
+    let id = launch_id("ssh");
+    let _sweep = Sweep(id.clone());
+    let plan = plan_of(
+        &profile(&demo_argv(&[]), "", &ssh_table(&sshd, &conf, backend)),
+        &id,
+    );
+    let mut options = LaunchOptions::default().with_prompter(Scripted::new(vec![]));
+    options.ssh.askpass = AskpassProgram::Path(workspace_bin("pv-askpass"));
+    options.ssh.auth_timeout = WAIT;
+    let (result, seen) = launch(&plan, &options).await;
+    let mut session = result.unwrap_or_else(|e| panic!("{e}"));
+    // Through the -L tunnel's local end, not the job's node.
+    assert!(
+        session.url().starts_with("cs://127.0.0.1:"),
+        "{}",
+        session.url()
+    );
+    let stages: Vec<Stage> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Stage { stage, .. } => Some(*stage),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        &stages[..4],
+        [
+            Stage::SshConnect,
+            Stage::Submit,
+            Stage::WaitJob,
+            Stage::WaitReady
+        ],
+        "{stages:?}"
+    );
+    let dir = session
+        .started()
+        .and_then(|s| s.batch())
+        .map(|b| b.job_dir().to_string())
+        .expect("a batch server");
+    // The job directory is on the login node, under the ssh user's home.
+    assert!(
+        dir.starts_with(&format!("{home}/.pv-launch/jobs/")),
+        "{dir}"
+    );
+    // The job runs as the ssh user.
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-u", TEST_USER, "-o", "%j %T"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("pvl-{id}-batch RUNNING")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    echo(
+        session.connection().expect("a connection"),
+        b"through ssh and the job",
+        WAIT,
+    )
+    .await;
+    eprintln!(
+        "figures ({backend:?}): RUNNING to connected {:?}",
+        running_to_connected(&seen)
+    );
+    session.cleanup().await;
+    assert_no_job_left(&id);
+    assert!(!Path::new(&dir).exists(), "the job directory is removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_job_submitted_over_ssh_connects_through_a_tunnel_to_its_node() {
+    batch_over_ssh("").await;
+}
+
+#[cfg(feature = "russh")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn russh_a_batch_job_submitted_over_ssh_connects_through_a_tunnel_to_its_node() {
+    batch_over_ssh("backend = \"russh\"\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoning_the_launch_of_a_pending_job_cancels_it() {
+    let _serial = SERIAL.lock().await;
+    let Some(_conf) = cluster() else { return };
+    let id = launch_id("pend");
+    let _sweep = Sweep(id.clone());
+    // A held job stays PENDING (reason JobHeldUser) until released: it never runs.
+    let plan = plan_of(
+        &profile(&demo_argv(&[]), "extra_options = [\"--hold\"]\n", ""),
+        &id,
+    );
+    let (events, seen) = collect();
+    let options = LaunchOptions::default();
+    let launching = launch_with(&plan, &events, &options);
+    let pending = async {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if job_states(&seen).iter().any(|s| s == "PENDING") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no PENDING job event: {:?}",
+                job_states(&seen)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        r = launching => panic!("the held job's launch ended: {:?}", r.err()),
+        () = pending => {}
+    }
+    let queued = queue(&id);
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].1, "PENDING");
+    // The launch future is dropped: its job is cancelled in the background.
+    pv_launch::startup::batch::finish_pending_cancels(WAIT).await;
+    let after = queue(&id);
+    assert!(
+        after.iter().all(|(_, st)| st == "CANCELLED"),
+        "the job is cancelled: {after:?}"
+    );
+    assert_no_job_left(&id);
+    let dir = format!(
+        "{}/.pv-launch/jobs/{id}",
+        std::env::var("HOME").unwrap_or_default()
+    );
+    assert!(!Path::new(&dir).exists(), "{dir} is removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_failing_at_start_names_its_state_and_shows_its_output() {
+    let _serial = SERIAL.lock().await;
+    let Some(_conf) = cluster() else { return };
+    let id = launch_id("fail");
+    let _sweep = Sweep(id.clone());
+    let argv: Vec<String> = [
+        "/bin/sh",
+        "-c",
+        "echo 'demo: cannot open the data set /no/such/file' >&2; exit 3",
+    ]
+    .map(String::from)
+    .to_vec();
+    let plan = plan_of(&profile(&argv, "", ""), &id);
+    let (result, seen) = launch(&plan, &LaunchOptions::default()).await;
+    let e = result.expect_err("the job fails").to_string();
+    assert!(e.contains("ended FAILED"), "{e}");
+    assert!(e.contains("exit code 3:0"), "{e}");
+    assert!(
+        e.contains("demo: cannot open the data set /no/such/file"),
+        "{e}"
+    );
+    assert!(
+        job_states(&seen).contains(&"FAILED".to_string()),
+        "{:?}",
+        job_states(&seen)
+    );
+    assert_no_job_left(&id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pv_launch_jobs_finds_and_cancels_the_job_of_a_killed_pv_launch() {
+    let _serial = SERIAL.lock().await;
+    let Some(_conf) = cluster() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let profile_path = dir.path().join("batch.toml");
+    // --multi-clients: the server outlives its first client, so the job keeps running
+    // after pv-launch (its client) is gone.
+    std::fs::write(
+        &profile_path,
+        profile(&demo_argv(&["--multi-clients"]), "", ""),
+    )
+    .unwrap();
+    let bin = workspace_bin("pv-launch");
+    let mut child = tokio::process::Command::new(&bin)
+        .args([
+            "--profile",
+            profile_path.to_str().unwrap(),
+            "--no-prompt",
+            "--json",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    // Read events until the job runs and the client is connected.
+    let mut job_id = None;
+    let connected = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["event"] == "job" {
+                job_id = v["id"].as_str().map(str::to_string);
+            }
+            if v["event"] == "connected" {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("connected within the deadline");
+    assert!(connected, "pv-launch ended before connecting");
+    let job_id = job_id.expect("a job event with the id");
+    let _sweep = scopeguard_cancel(&job_id);
+    // SIGKILL: pv-launch cannot cancel anything now.
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&bin)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, listed, err) = run(&["jobs"]);
+    assert_eq!(code, Some(0), "{err}");
+    let line = listed
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(job_id.as_str()))
+        .unwrap_or_else(|| panic!("job {job_id} is listed:\n{listed}"));
+    assert!(
+        line.contains("RUNNING") && line.contains("-batch"),
+        "{line}"
+    );
+    let (code, out, err) = run(&["jobs", "--cancel", &job_id]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(&format!("job {job_id}: CANCELLED")), "{out}");
+    let (_, listed, _) = run(&["jobs"]);
+    assert!(
+        !listed
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(job_id.as_str())),
+        "{listed}"
+    );
+    let st = std::process::Command::new("squeue")
+        .args(["-h", "--states=all", "-j", &job_id, "-o", "%T"])
+        .output()
+        .unwrap();
+    let st = String::from_utf8_lossy(&st.stdout).trim().to_string();
+    assert!(st.is_empty() || st == "CANCELLED", "{st}");
+}
+
+/// `scancel ID` when dropped.
+fn scopeguard_cancel(id: &str) -> impl Drop {
+    struct Cancel(String);
+    impl Drop for Cancel {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("scancel").arg(&self.0).status();
+        }
+    }
+    Cancel(id.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_batch_job_dials_back_for_a_reverse_connection() {
+    let _serial = SERIAL.lock().await;
+    let Some(_conf) = cluster() else { return };
+    let id = launch_id("rev");
+    let _sweep = Sweep(id.clone());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let argv: Vec<String> = [
+        demo().as_str(),
+        "--reverse-connection",
+        "--client-host",
+        "127.0.0.1",
+        "--server-port",
+        "${PV_SERVER_PORT}",
+    ]
+    .map(String::from)
+    .to_vec();
+    let text = profile(&argv, "", "").replace(
+        "resource = \"cs://localhost:0\"",
+        &format!("resource = \"csrc://localhost:{port}\""),
+    );
+    let plan = plan_of(&text, &id);
+    let (result, _) = launch(&plan, &LaunchOptions::default()).await;
+    let mut session = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(session.url(), format!("csrc://:{port}"));
+    echo(
+        session.connection().expect("a connection"),
+        b"dialled back from the job",
+        WAIT,
+    )
+    .await;
+    session.cleanup().await;
+    assert_no_job_left(&id);
+}
