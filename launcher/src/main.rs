@@ -150,6 +150,17 @@ fn launch(args: &cli::LaunchArgs) -> i32 {
     let mut ctx = LaunchContext::from_host();
     ctx.seed = args.seed;
     ctx.sets = args.sets.clone();
+    for (name, file) in &args.set_files {
+        match read_private_file(std::path::Path::new(file), "--set-from-file") {
+            Ok(mut text) => {
+                if text.ends_with('\n') {
+                    text.pop();
+                }
+                ctx.private_sets.push((name.clone(), text));
+            }
+            Err(e) => return fail(e, EXIT_USAGE),
+        }
+    }
     let prompter: &dyn Prompter = if !args.no_prompt && TerminalPrompter::available() {
         &TerminalPrompter
     } else {
@@ -182,38 +193,44 @@ fn launch(args: &cli::LaunchArgs) -> i32 {
     cli::run::run(plan, args, options)
 }
 
+/// A file holding a secret: opened once, then checked on the open file (no window for a
+/// swap): owned by the user who runs pv-launch, not readable or writable by others.
+fn read_private_file(
+    path: &std::path::Path,
+    what: &str,
+) -> Result<zeroize::Zeroizing<String>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{what} {shown}: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{what} {shown}: {e}"))?;
+    let uid = pv_transport::socket_table::effective_uid()
+        .map_err(|e| format!("cannot tell who runs pv-launch: {e}"))?;
+    if meta.uid() != uid {
+        return Err(format!(
+            "{what} {shown} belongs to uid {}, not to you (uid {uid}): refused",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{what} {shown} can be read or written by others (mode {:o}): chmod 600 it",
+            meta.mode() & 0o777
+        ));
+    }
+    let mut text = zeroize::Zeroizing::new(String::new());
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("{what} {shown}: {e}"))?;
+    Ok(text)
+}
+
 /// The token of a hand-started native server: `--token-file` (owned by the user, not
 /// readable by others: checked on the open file), else `PV_LAUNCH_TOKEN`.
 fn manual_token(args: &cli::LaunchArgs) -> Result<Option<pv_transport::Token>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
     let text = match &args.token_file {
-        Some(path) => {
-            let shown = path.display();
-            let mut file =
-                std::fs::File::open(path).map_err(|e| format!("--token-file {shown}: {e}"))?;
-            let meta = file
-                .metadata()
-                .map_err(|e| format!("--token-file {shown}: {e}"))?;
-            let uid = pv_transport::socket_table::effective_uid()
-                .map_err(|e| format!("cannot tell who runs pv-launch: {e}"))?;
-            if meta.uid() != uid {
-                return Err(format!(
-                    "--token-file {shown} belongs to uid {}, not to you (uid {uid}): refused",
-                    meta.uid()
-                ));
-            }
-            if meta.mode() & 0o077 != 0 {
-                return Err(format!(
-                    "--token-file {shown} can be read by others (mode {:o}): chmod 600 it",
-                    meta.mode() & 0o777
-                ));
-            }
-            let mut text = zeroize::Zeroizing::new(String::new());
-            file.read_to_string(&mut text)
-                .map_err(|e| format!("--token-file {shown}: {e}"))?;
-            text
-        }
+        Some(path) => read_private_file(path, "--token-file")?,
         None => match std::env::var(pv_transport::launch::TOKEN_ENV) {
             Ok(t) => zeroize::Zeroizing::new(t),
             Err(_) => return Ok(None),

@@ -41,8 +41,12 @@ pub struct LaunchContext {
     pub process_env: BTreeMap<String, String>,
     /// Seed for `random` option defaults; `None` draws a fresh seed.
     pub seed: Option<u64>,
-    /// `--set NAME=VALUE` assignments, in order.
+    /// `--set NAME=VALUE` assignments, in order. They were on pv-launch's command line,
+    /// which every local user can read: a password option refuses them.
     pub sets: Vec<(String, String)>,
+    /// Assignments whose values never were on a command line (`--set-from-file`): the
+    /// only way to answer a password option without a prompt.
+    pub private_sets: Vec<(String, zeroize::Zeroizing<String>)>,
     /// The launch id a batch job is tagged with; `None` draws a fresh one.
     pub launch_id: Option<String>,
 }
@@ -60,6 +64,7 @@ impl LaunchContext {
             process_env: std::env::vars().collect(),
             seed: None,
             sets: vec![],
+            private_sets: vec![],
             launch_id: None,
         }
     }
@@ -78,6 +83,7 @@ impl LaunchContext {
                 .collect(),
             seed: Some(1),
             sets: vec![],
+            private_sets: vec![],
             launch_id: Some("0123456789ab".into()),
         }
     }

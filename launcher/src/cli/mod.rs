@@ -71,9 +71,15 @@ pub struct LaunchArgs {
     /// Server entry to launch (optional when the profile has only one).
     #[arg(long, short = 's', value_name = "NAME")]
     pub server: Option<String>,
-    /// Answer an option, or override a variable, without asking.
+    /// Answer an option, or override a variable, without asking. Not for a password
+    /// option: a command line is readable by every local user (use --set-from-file).
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_assignment)]
     pub sets: Vec<(String, String)>,
+    /// Answer an option with the contents of FILE (one trailing newline dropped): the way
+    /// to give a password option without a prompt. FILE must be yours and not readable by
+    /// others (mode 0600).
+    #[arg(long = "set-from-file", value_name = "NAME=FILE", value_parser = parse_assignment)]
+    pub set_files: Vec<(String, String)>,
     /// Print the resolved plan (argv, environment, tunnels, connection) and start nothing.
     #[arg(long)]
     pub dry_run: bool,

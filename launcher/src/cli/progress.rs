@@ -45,8 +45,8 @@ pub fn event_text(event: &Event) -> String {
     match event {
         Event::Stage { stage, .. } => stage_text(*stage).to_string(),
         Event::Ready { port, .. } => format!("server ready on port {port}"),
-        Event::Stdout { line } => format!("server: {line}"),
-        Event::Stderr { line } => format!("server stderr: {line}"),
+        Event::Stdout { line } => format!("server: {}", printable(line)),
+        Event::Stderr { line } => format!("server stderr: {}", printable(line)),
         Event::Exited { code } => format!(
             "server exited ({})",
             code.map_or("signal".to_string(), |c| format!("code {c}"))
@@ -79,8 +79,8 @@ pub fn event_text(event: &Event) -> String {
             "job {id}: walltime limit in {}: the server will be stopped then",
             span(*time_left)
         ),
-        Event::Failed { message } => format!("failed: {message}"),
-        Event::Note { message } => format!("note: {message}"),
+        Event::Failed { message } => format!("failed: {}", printable(message)),
+        Event::Note { message } => format!("note: {}", printable(message)),
         Event::Handoff { url } => format!("ready for the client: {url}"),
         Event::Client { pid, command } => format!("client started (pid {pid}): {command}"),
         Event::ClientExited { code } => format!(
@@ -149,6 +149,52 @@ fn span(d: Duration) -> String {
     } else {
         format!("{} h {:02} min", s / 3600, s / 60 % 60)
     }
+}
+
+/// `text` as it may reach a terminal: a server's (or a remote host's) output could move
+/// the cursor, retitle the window or rewrite what the user sees, so escape sequences are
+/// dropped and other control characters shown as `?` (tabs and newlines kept).
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\t' && c != '\n')
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                // CSI: parameters, then one final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC (and DCS, PM, APC, SOS): up to BEL or ESC \.
+                Some(']' | 'P' | '^' | '_' | 'X') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' {
+                            break;
+                        }
+                        if c == '\u{1b}' && chars.peek() == Some(&'\\') {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                // Any other escape: the one character after it.
+                _ => {}
+            },
+            '\t' | '\n' => out.push(c),
+            c if c.is_control() => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Shows a launch's events as JSON lines, plain timed lines or a live terminal display.
@@ -637,6 +683,25 @@ mod tests {
         assert_eq!(
             String::from_utf8(out.0.lock().unwrap().clone()).unwrap(),
             "[  0.50s] waiting for the batch job to start\n"
+        );
+    }
+
+    #[test]
+    fn remote_text_reaches_the_terminal_without_control_sequences() {
+        assert_eq!(printable("plain\ttext"), "plain\ttext");
+        assert_eq!(
+            printable("\u{1b}[31mred\u{1b}[0m \u{1b}]0;owned\u{7}title \u{1b}]2;x\u{1b}\\ok"),
+            "red title ok"
+        );
+        assert_eq!(
+            printable("bell\u{7} cr\r del\u{7f} c1\u{9b}"),
+            "bell? cr? del? c1?"
+        );
+        assert_eq!(
+            event_text(&Event::Stderr {
+                line: "\u{1b}[2J\u{1b}[Hfake prompt".into()
+            }),
+            "server stderr: fake prompt"
         );
     }
 

@@ -168,6 +168,20 @@ impl Resolver<'_> {
             env.retain(|(n, _)| n != k);
             env.push((k.clone(), value));
         }
+        // The names go unquoted into the remote shell's `export` (values are quoted): a
+        // name that is not a plain variable name (a `.pvsc` switch case may set any) is
+        // refused rather than interpreted.
+        if let Some((bad, _)) = env
+            .iter()
+            .find(|(k, _)| !crate::template::is_variable_name(k))
+        {
+            return Err(PlanError::at(
+                &entry.at,
+                format!(
+                    "{bad:?} is not a variable name, so it cannot be exported to the remote command"
+                ),
+            ));
+        }
         Ok(env)
     }
 

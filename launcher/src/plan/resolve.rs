@@ -86,7 +86,8 @@ impl Plan {
         }
         apply_switches(entry, &mut resolved.vars, &mut warnings);
         let option_names: BTreeSet<&str> = entry.options.iter().map(|o| o.name.as_str()).collect();
-        for (k, v) in &command_sets {
+        for (k, given) in &command_sets {
+            let v = &given.value;
             if !option_names.contains(k) {
                 resolved
                     .vars
@@ -210,7 +211,7 @@ impl Resolved {
 fn command_sets<'a>(
     entry: &ServerEntry,
     ctx: &'a LaunchContext,
-) -> Result<BTreeMap<&'a str, &'a str>, PlanError> {
+) -> Result<BTreeMap<&'a str, Given<'a>>, PlanError> {
     let option_names: BTreeSet<&str> = entry.options.iter().map(|o| o.name.as_str()).collect();
     let mut assigned: BTreeSet<&str> = BTreeSet::new();
     for a in &entry.assignments {
@@ -225,8 +226,29 @@ fn command_sets<'a>(
             ),
         }
     }
+    let all = ctx
+        .sets
+        .iter()
+        .map(|(k, v)| {
+            (
+                k,
+                Given {
+                    value: v.as_str(),
+                    on_argv: true,
+                },
+            )
+        })
+        .chain(ctx.private_sets.iter().map(|(k, v)| {
+            (
+                k,
+                Given {
+                    value: v.as_str(),
+                    on_argv: false,
+                },
+            )
+        }));
     let mut sets = BTreeMap::new();
-    for (k, v) in &ctx.sets {
+    for (k, given) in all {
         if !option_names.contains(k.as_str())
             && !assigned.contains(k.as_str())
             && !PREDEFINED.contains(&k.as_str())
@@ -241,9 +263,16 @@ fn command_sets<'a>(
                 }
             )));
         }
-        sets.insert(k.as_str(), v.as_str());
+        sets.insert(k.as_str(), given);
     }
     Ok(sets)
+}
+
+/// A value given without a prompt, and whether it was on pv-launch's command line.
+#[derive(Clone, Copy)]
+struct Given<'a> {
+    value: &'a str,
+    on_argv: bool,
 }
 
 /// Switches on the final values: each sets the variables of its matching case.
@@ -386,7 +415,7 @@ fn side_effects(
 /// The value of one option: `--set`, else the prompter, else the default.
 fn answer(
     option: &OptionSpec,
-    given: Option<&str>,
+    given: Option<Given<'_>>,
     prompter: &dyn Prompter,
     rng: &mut SplitMix,
 ) -> Result<Value, PlanError> {
@@ -408,9 +437,20 @@ fn answer(
                 ),
             ));
         }
+        if option.kind.is_secret() && given.on_argv {
+            return Err(PlanError::at(
+                &option.at,
+                format!(
+                    "--set {name}=… would put the password on pv-launch's command line, which \
+                     every local user can read (ps): use --set-from-file {name}=FILE (a file only \
+                     you can read), or let pv-launch ask",
+                    name = option.name
+                ),
+            ));
+        }
         return option
             .kind
-            .validate(given)
+            .validate(given.value)
             .map(wrap)
             .map_err(|m| PlanError::at(&option.at, format!("--set {}: {m}", option.name)));
     }

@@ -133,11 +133,9 @@ pub fn spawn_readers(
         let (mut ready_tx, mut pgid_tx) = (Some(ready_tx), wrapper.then_some(pgid_tx));
         let mut lines = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(n) = line.strip_prefix(PGID_PREFIX).map(str::trim) {
-                if let (Some(tx), Ok(n)) =
-                    (pgid_tx.take_if(|_| n.parse::<u32>().is_ok()), n.parse())
-                {
-                    let _ = tx.send(n);
+            if let Some(pgid) = pgid_line(&line) {
+                if let Some(tx) = pgid_tx.take() {
+                    let _ = tx.send(pgid);
                     continue;
                 }
             }
@@ -178,6 +176,16 @@ pub fn spawn_readers(
         tail,
         stderr_done,
     }
+}
+
+/// The remote wrapper's process-group line: its group id, which is never 0 or 1 (a
+/// `kill -- -1` would signal every process the remote user may signal).
+fn pgid_line(line: &str) -> Option<u32> {
+    line.strip_prefix(PGID_PREFIX)?
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|p| *p > 1)
 }
 
 /// The ready pattern, shared by the two readers: the first matching line, on either
@@ -395,6 +403,15 @@ mod tests {
         assert_eq!(tail.len(), STDERR_TAIL_LINES);
         assert_eq!(tail.last().unwrap(), "e24");
         assert_eq!(rx.recv().await, Some(OutputLine::Stdout("hello".into())));
+    }
+
+    #[test]
+    fn a_process_group_line_never_names_group_0_or_1() {
+        assert_eq!(pgid_line("pv-launch-pgid 4242"), Some(4242));
+        assert_eq!(pgid_line("pv-launch-pgid 1"), None);
+        assert_eq!(pgid_line("pv-launch-pgid 0"), None);
+        assert_eq!(pgid_line("pv-launch-pgid -1"), None);
+        assert_eq!(pgid_line("pv-launch-pgid x"), None);
     }
 
     #[tokio::test]

@@ -186,7 +186,7 @@ impl RemoteServer {
         {
             return;
         }
-        if let (Some(m), Some(pgid)) = (master, self.pgid) {
+        if let (Some(m), Some(pgid)) = (master, self.pgid.filter(|p| *p > 1)) {
             let _ = m.run(&format!("kill -KILL -- -{pgid}"), STOP_GRACE).await;
         }
         let _ = self.child.start_kill();

@@ -783,7 +783,7 @@ impl RusshRemote {
             .await
             .is_err()
         {
-            if let (Some(c), Some(pgid)) = (conn, self.pgid) {
+            if let (Some(c), Some(pgid)) = (conn, self.pgid.filter(|p| *p > 1)) {
                 c.run_briefly(&format!("kill -KILL -- -{pgid}")).await;
             }
             if let Some(w) = &self.write {
