@@ -609,10 +609,10 @@ async fn serve_one(
     deadline: Duration,
     tx: EventSender,
 ) -> Result<(), String> {
-    let addr = ep.local_addr();
+    // The refusal names the endpoint, the peer and its uid.
     let refused = |r: &Refused| {
         let _ = tx.send(Event::Note {
-            message: format!("refused a connection to {addr}: {r}"),
+            message: r.to_string(),
         });
     };
     let unix_accept = async {
