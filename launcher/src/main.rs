@@ -3,6 +3,7 @@
 
 mod cli;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
@@ -35,8 +36,21 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+/// Set by a launch with `--json`: its errors before the launch are also a `failed` event
+/// on stdout, so a reader of the JSON lines learns why nothing follows.
+static JSON_FAILURES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn fail(message: impl std::fmt::Display, code: i32) -> i32 {
     eprintln!("pv-launch: {message}");
+    if JSON_FAILURES.load(std::sync::atomic::Ordering::Relaxed) {
+        let event = pv_launch::events::Event::Failed {
+            message: message.to_string(),
+        };
+        if let Ok(line) = serde_json::to_string(&event) {
+            // A reader already gone is no reason to panic.
+            let _ = writeln!(std::io::stdout(), "{line}");
+        }
+    }
     code
 }
 
@@ -133,6 +147,7 @@ fn import(pvsc: &std::path::Path, output: Option<&std::path::Path>) -> i32 {
 }
 
 fn launch(args: &cli::LaunchArgs) -> i32 {
+    JSON_FAILURES.store(args.json, std::sync::atomic::Ordering::Relaxed);
     let Some(name) = &args.profile else {
         return fail("no profile: use --profile FILE (see --help)", EXIT_USAGE);
     };

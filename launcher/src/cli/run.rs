@@ -128,6 +128,9 @@ async fn run_async(plan: Plan, args: &LaunchArgs, options: LaunchOptions) -> i32
     let begun = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let (gone_tx, display_gone) = tokio::sync::watch::channel(false);
+    if args.json {
+        watch_stdout_reader(gone_tx.clone());
+    }
     let mut display = Renderer::for_cli(args.json);
     let printer = tokio::spawn(async move {
         while let Some(e) = rx.recv().await {
@@ -188,6 +191,39 @@ async fn run_async(plan: Plan, args: &LaunchArgs, options: LaunchOptions) -> i32
     drop(tx);
     let _ = printer.await;
     code
+}
+
+/// With `--json`: notice the reader of stdout going away even while nothing is written
+/// (the write end of a pipe reports `POLLERR` once its reader closed), so that
+/// `pv-launch --json … | head -1` ends, and cleans up, while a quiet client runs. A
+/// detached thread: it blocks in `poll` until then, or until the process exits.
+fn watch_stdout_reader(gone: tokio::sync::watch::Sender<bool>) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("stdout-reader".into())
+        .spawn(move || {
+            loop {
+                // No events asked: only an error or a hang-up wakes it (never a regular
+                // file, /dev/null or a live pipe).
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::empty())];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {
+                        let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+                        if revents.intersects(PollFlags::POLLERR | PollFlags::POLLHUP) {
+                            let _ = gone.send(true);
+                        }
+                        if !revents.is_empty() {
+                            return;
+                        }
+                    }
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(_) => return,
+                }
+            }
+        });
 }
 
 /// What a session started, stopped at its end.
@@ -609,10 +645,10 @@ async fn serve_one(
     deadline: Duration,
     tx: EventSender,
 ) -> Result<(), String> {
-    let addr = ep.local_addr();
+    // The refusal names the endpoint, the peer and its uid.
     let refused = |r: &Refused| {
         let _ = tx.send(Event::Note {
-            message: format!("refused a connection to {addr}: {r}"),
+            message: r.to_string(),
         });
     };
     let unix_accept = async {

@@ -329,6 +329,19 @@ pub async fn prepare(
                 .iter()
                 .map(|(h, p)| (connect::dial_host(*h), *p))
                 .collect();
+            // Port 0 with no ready line reporting the real one: the client would dial
+            // port 0 (pvpython falls back to 11111). Say so, instead of handing it over.
+            if endpoints.iter().any(|(_, p)| *p == 0) {
+                if let Some(server) = server {
+                    server.cleanup().await;
+                }
+                return Err(LaunchError::Config(format!(
+                    "{}: port 0, and the server reported no port (it prints no pv-launch \
+                     ready line): the client cannot know where to connect; give the \
+                     resource a port (e.g. {scheme}://127.0.0.1:11111)",
+                    expected.resource
+                )));
+            }
             let hosts: Vec<String> = endpoints
                 .iter()
                 .map(|(h, p)| {
