@@ -456,7 +456,7 @@ impl Plan {
         if let Some(client) = &self.client {
             let _ = writeln!(
                 w,
-                "client (run once the server is ready, unless --exec or --no-client):"
+                "client (unless --exec or --no-client; started once the server is ready, or first when it listens for the server):"
             );
             for (i, a) in client.written().iter().enumerate() {
                 let _ = writeln!(w, "    [{i}] {a:?}");
