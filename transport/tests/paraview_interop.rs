@@ -33,6 +33,10 @@ fn pvserver() -> Option<PathBuf> {
         .map(|dir| dir.join("pvserver"))
         .find(|candidate| candidate.is_file());
     if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but pvserver is not installed (ci/apt-packages.txt: paraview)"
+        );
         eprintln!(
             "SKIPPED: pvserver not installed (apt-get install --no-install-recommends paraview)"
         );
