@@ -417,9 +417,10 @@ impl SshSession {
             #[cfg(feature = "russh")]
             (SshHost::Russh(conn), RemoteProcess::Russh(remote)) => {
                 if remote.wait().await.is_none() {
-                    // The channel ended without an exit status: a lost connection ends it
-                    // first, and the connection's own task notices a moment later.
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                    // The channel ended with neither an exit status nor a signal: a lost
+                    // connection ends it first, and the connection's own task notices a
+                    // moment later — seconds later on a loaded machine.
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
                     while !conn.is_closed() && tokio::time::Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
