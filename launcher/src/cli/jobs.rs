@@ -11,15 +11,8 @@ use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 
 /// List (or cancel) this user's pv-launch jobs on this host's scheduler.
 pub fn run(cancel: Option<Vec<String>>) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("pv-launch: cannot start the runtime: {e}");
-            return EXIT_FAILURE;
-        }
+    let Some(runtime) = crate::cli::runtime() else {
+        return EXIT_FAILURE;
     };
     runtime.block_on(async {
         let slurm = Slurm::new(LocalRunner::default());

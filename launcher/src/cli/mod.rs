@@ -164,6 +164,22 @@ pub enum Command {
     },
 }
 
+/// The CLI's async runtime: one thread (the main one), so a process that pv-launch
+/// starts is forked from a thread that lives as long as pv-launch. `None` (after saying
+/// why on stderr) when it cannot be made.
+pub fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("pv-launch: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
 fn parse_assignment(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if pv_launch::template::is_variable_name(k) => {

@@ -50,15 +50,8 @@ pub enum ClientCommand {
 
 /// Run `plan` as the CLI does and return the exit status.
 pub fn run(plan: Plan, args: &LaunchArgs, options: LaunchOptions) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("pv-launch: cannot start the runtime: {e}");
-            return EXIT_FAILURE;
-        }
+    let Some(runtime) = crate::cli::runtime() else {
+        return EXIT_FAILURE;
     };
     let code = runtime.block_on(run_async(plan, args, options));
     drop(runtime);
@@ -164,16 +157,17 @@ async fn run_async(plan: Plan, args: &LaunchArgs, options: LaunchOptions) -> i32
     };
     let expected = plan.connection();
     let mut parts = Parts::default();
+    let run = Run {
+        plan: &plan,
+        options: &options,
+        client,
+        json: args.json,
+        watch: &watch,
+    };
     let end = if expected.resource != Resource::Builtin && !needs_token(expected) {
-        hand_off(
-            &plan, &options, client, args.json, &watch, &mut stop, &mut parts,
-        )
-        .await
+        hand_off(run, &mut stop, &mut parts).await
     } else {
-        connect_and_relay(
-            &plan, &options, client, args.json, &watch, &mut stop, &mut parts,
-        )
-        .await
+        connect_and_relay(run, &mut stop, &mut parts).await
     };
     let code = match end {
         End::Code(c) => c,
@@ -224,6 +218,15 @@ fn watch_stdout_reader(gone: tokio::sync::watch::Sender<bool>) {
                 }
             }
         });
+}
+
+/// One run's inputs: the plan, how to start it, the client program, the display.
+struct Run<'a> {
+    plan: &'a Plan,
+    options: &'a LaunchOptions,
+    client: Option<ClientCommand>,
+    json: bool,
+    watch: &'a Watch,
 }
 
 /// What a session started, stopped at its end.
@@ -426,16 +429,14 @@ async fn client_listens_first(
 }
 
 /// The hand-off: ready the path and let the client run its own handshake.
-#[allow(clippy::too_many_arguments)] // the session's parts, each used
-async fn hand_off(
-    plan: &Plan,
-    options: &LaunchOptions,
-    client: Option<ClientCommand>,
-    json: bool,
-    watch: &Watch,
-    stop: &mut Interrupts,
-    parts: &mut Parts,
-) -> End {
+async fn hand_off(run: Run<'_>, stop: &mut Interrupts, parts: &mut Parts) -> End {
+    let Run {
+        plan,
+        options,
+        client,
+        json,
+        watch,
+    } = run;
     let expected = plan.connection();
     let reverse = expected.resource.direction() == Some(Direction::Reverse);
     let mut ports = vec![];
@@ -522,16 +523,14 @@ fn free_port() -> std::io::Result<u16> {
 
 /// The relay: connect (native handshake, TLS), then serve the plaintext stream to the
 /// client on a loopback endpoint for this user only, and on a private Unix socket.
-#[allow(clippy::too_many_arguments)] // the session's parts, each used
-async fn connect_and_relay(
-    plan: &Plan,
-    options: &LaunchOptions,
-    client: Option<ClientCommand>,
-    json: bool,
-    watch: &Watch,
-    stop: &mut Interrupts,
-    parts: &mut Parts,
-) -> End {
+async fn connect_and_relay(run: Run<'_>, stop: &mut Interrupts, parts: &mut Parts) -> End {
+    let Run {
+        plan,
+        options,
+        client,
+        json,
+        watch,
+    } = run;
     parts.started = !matches!(plan.launch(), pv_launch::plan::Launch::Nothing);
     // An interrupt here drops the launch, which stops what it started: SIGTERM to its
     // process groups at once and SIGKILL after the grace from a background thread, an

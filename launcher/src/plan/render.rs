@@ -192,13 +192,28 @@ fn ssh_text(w: &mut String, ssh: &SshPlan) {
     for tunnel in &ssh.tunnels {
         let _ = writeln!(w, "  tunnel: {}", tunnel_text(tunnel));
     }
+    let commands = match &ssh.backend {
+        BackendPlan::OpenSsh => openssh_commands(ssh),
+        BackendPlan::Russh(_) => vec![],
+    };
+    backend_text(w, ssh, ", in order", commands);
+}
+
+/// The ssh backend part of a dry run: for OpenSSH the `commands` that run and the
+/// master's environment; for russh what the in-process client uses.
+fn backend_text(
+    w: &mut String,
+    ssh: &SshPlan,
+    order: &str,
+    commands: Vec<(&'static str, Vec<String>)>,
+) {
     match &ssh.backend {
         BackendPlan::OpenSsh => {
             let _ = writeln!(
                 w,
-                "  ssh backend: openssh; these commands run, in order ({CONTROL_PLACEHOLDER} and {LOG_PLACEHOLDER} are in a private directory made at run time):"
+                "  ssh backend: openssh; these commands run{order} ({CONTROL_PLACEHOLDER} and {LOG_PLACEHOLDER} are in a private directory made at run time):"
             );
-            for (what, argv) in openssh_commands(ssh) {
+            for (what, argv) in commands {
                 let _ = writeln!(w, "    {what}:");
                 for (i, a) in argv.iter().enumerate() {
                     let _ = writeln!(w, "      [{i}] {a:?}");
@@ -219,7 +234,7 @@ fn ssh_text(w: &mut String, ssh: &SshPlan) {
             let _ = writeln!(
                 w,
                 "  ssh backend: russh (in process; no ssh program runs): {}",
-                russh_summary(t, settings)
+                russh_summary(&ssh.target, settings)
             );
         }
     }
@@ -332,57 +347,30 @@ fn batch_text(w: &mut String, b: &BatchStart, place: &Place) {
         for tunnel in &ssh.tunnels {
             let _ = writeln!(w, "  tunnel: {}", tunnel_text(tunnel));
         }
-        match &ssh.backend {
-            BackendPlan::OpenSsh => {
-                let c = OpenSshCommands {
-                    target: &ssh.target,
-                    control: CONTROL_PLACEHOLDER,
-                    log: LOG_PLACEHOLDER,
-                };
-                let _ = writeln!(
-                    w,
-                    "  ssh backend: openssh; these commands run ({CONTROL_PLACEHOLDER} and {LOG_PLACEHOLDER} are in a private directory made at run time):"
-                );
-                let mut commands = vec![
-                    (
-                        "control master (authenticates once)",
-                        c.master(&MasterSettings::default()),
-                    ),
-                    (
-                        "the submission (squeue, scancel and cat run the same way)",
-                        c.run(&ssh.command()),
-                    ),
-                ];
-                commands.extend(
-                    ssh.tunnels
-                        .iter()
-                        .map(|t| ("forward tunnel, once the job runs", c.forward(t))),
-                );
-                for (what, argv) in commands {
-                    let _ = writeln!(w, "    {what}:");
-                    for (i, a) in argv.iter().enumerate() {
-                        let _ = writeln!(w, "      [{i}] {a:?}");
-                    }
-                }
-                let env = askpass_env(ssh);
-                if !env.is_empty() {
-                    let _ = writeln!(
-                        w,
-                        "    the control master's environment: pv-launch's own, plus:"
-                    );
-                    for (k, v) in env {
-                        let _ = writeln!(w, "      {k}={v}");
-                    }
-                }
-            }
-            BackendPlan::Russh(settings) => {
-                let _ = writeln!(
-                    w,
-                    "  ssh backend: russh (in process; no ssh program runs): {}",
-                    russh_summary(t, settings)
-                );
-            }
+        let c = OpenSshCommands {
+            target: &ssh.target,
+            control: CONTROL_PLACEHOLDER,
+            log: LOG_PLACEHOLDER,
+        };
+        let mut commands = vec![
+            (
+                "control master (authenticates once)",
+                c.master(&MasterSettings::default()),
+            ),
+            (
+                "the submission (squeue, scancel and cat run the same way)",
+                c.run(&ssh.command()),
+            ),
+        ];
+        commands.extend(
+            ssh.tunnels
+                .iter()
+                .map(|t| ("forward tunnel, once the job runs", c.forward(t))),
+        );
+        if matches!(ssh.backend, BackendPlan::Russh(_)) {
+            commands.clear();
         }
+        backend_text(w, ssh, "", commands);
     } else {
         let _ = writeln!(
             w,

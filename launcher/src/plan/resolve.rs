@@ -544,7 +544,12 @@ mod tests {
              [server.startup]\nmechanism = \"ssh\"\nargv = [\"pvserver\"]\n\
              [server.startup.ssh]\nhost = \"login1\"\nbackend = \"russh\"\n{ssh_extra}"
         );
-        let profile = load_str(Path::new("p.toml"), &text).unwrap();
+        plan_of(&text)
+    }
+
+    /// The plan of a one-server profile, resolved in the fixed context.
+    fn plan_of(text: &str) -> Result<Plan, PlanError> {
+        let profile = load_str(Path::new("p.toml"), text).unwrap();
         Plan::resolve(
             &profile.servers[0],
             &LaunchContext::fixed(),
@@ -629,12 +634,7 @@ mod tests {
              [server.startup]\nmechanism = \"batch\"\nargv = [\"pvserver\"]\n\
              [server.startup.batch]\n{table}{extra}"
         );
-        let profile = load_str(Path::new("p.toml"), &text).unwrap();
-        Plan::resolve(
-            &profile.servers[0],
-            &LaunchContext::fixed(),
-            &crate::prompt::NonInteractive,
-        )
+        plan_of(&text)
     }
 
     #[test]

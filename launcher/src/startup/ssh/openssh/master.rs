@@ -346,6 +346,15 @@ impl Master {
         c
     }
 
+    fn command_timed_out(&self, waited: Duration) -> SshError {
+        SshError::Timeout {
+            host: self.target.display_name(),
+            what: "a remote command".to_string(),
+            waited,
+            log_tail: Vec::new(),
+        }
+    }
+
     /// Run `remote` to completion through the master, at most `timeout`.
     pub async fn run(&self, remote: &str, timeout: Duration) -> Result<Output, SshError> {
         let mut c = self.remote_command(remote);
@@ -355,12 +364,7 @@ impl Master {
             .kill_on_drop(true);
         let out = tokio::time::timeout(timeout, c.output())
             .await
-            .map_err(|_| SshError::Timeout {
-                host: self.target.display_name(),
-                what: "a remote command".to_string(),
-                waited: timeout,
-                log_tail: Vec::new(),
-            })?;
+            .map_err(|_| self.command_timed_out(timeout))?;
         out.map_err(SshError::io("run ssh"))
     }
 
@@ -415,12 +419,7 @@ impl Master {
         };
         tokio::time::timeout(timeout, work)
             .await
-            .map_err(|_| SshError::Timeout {
-                host: self.target.display_name(),
-                what: "a remote command".to_string(),
-                waited: timeout,
-                log_tail: Vec::new(),
-            })?
+            .map_err(|_| self.command_timed_out(timeout))?
             .map_err(SshError::io("run ssh"))
     }
 

@@ -539,9 +539,9 @@ impl RusshConnection {
                 ChannelMsg::Data { data } => out.extend_from_slice(&data),
                 ChannelMsg::ExtendedData { data, ext: 1 } => err.extend_from_slice(&data),
                 ChannelMsg::ExitStatus { exit_status } => exit = Some(exit_status),
-            // Killed by a signal: an end all the same (255, as OpenSSH's client reports
-            // it), not a lost connection.
-            ChannelMsg::ExitSignal { .. } => exit = exit.or(Some(255)),
+                // Killed by a signal: an end all the same (255, as OpenSSH's client reports
+                // it), not a lost connection.
+                ChannelMsg::ExitSignal { .. } => exit = exit.or(Some(255)),
                 _ => {}
             }
         }
