@@ -240,3 +240,43 @@ async fn a_missing_program_is_a_spawn_error() {
         .unwrap_err();
     assert!(matches!(err, StartError::Spawn { .. }), "{err}");
 }
+
+/// The SIGTERM grace is the group's: a helper in the server's group that takes a second
+/// to shut down finishes, even though the leader exits at once on SIGTERM.
+#[tokio::test]
+async fn cleanup_gives_the_whole_group_its_grace_not_only_the_leader() {
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("helper.log");
+    let script = format!(
+        "( trap 'echo got TERM >> {log}; sleep 1; echo done >> {log}; exit 0' TERM; \
+           echo up >> {log}; while :; do sleep 0.05; done ) & \
+         trap 'exit 0' TERM; while [ ! -s {log} ]; do sleep 0.01; done; \
+         echo started; while :; do sleep 0.05; done",
+        log = log.display()
+    );
+    let started = start_sh(&sh(&script, Delay::None), None, Duration::from_secs(5), &tx)
+        .await
+        .unwrap();
+    let Started::Running { mut handle, .. } = started else {
+        panic!("it runs")
+    };
+    // The helper is up before the cleanup begins.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("up")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the helper never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.cleanup().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("got TERM") && text.contains("done"),
+        "the helper got SIGTERM and finished its shutdown: {text:?}"
+    );
+}

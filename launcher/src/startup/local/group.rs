@@ -195,6 +195,11 @@ impl GroupStop {
         sent
     }
 
+    /// Whether the group still has live members (and is ours).
+    pub(super) fn alive(&self) -> bool {
+        self.pgid().is_some()
+    }
+
     /// The leader was just reaped: if nothing of the group is left, forget it now, before
     /// its id can go to another process.
     pub(super) fn leader_reaped(&self) {

@@ -100,14 +100,24 @@ impl ServerHandle {
     pub async fn cleanup(&mut self) {
         self.stdin = None;
         let _ = self.terminate();
-        if tokio::time::timeout(TERMINATE_GRACE, self.wait())
+        // The grace is the group's, not only the leader's: a helper of the server that
+        // takes a moment to shut down gets it even when the leader exits at once.
+        let group_gone = async {
+            self.wait().await;
+            let mut pause = Duration::from_millis(5);
+            while self.group.alive() {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        };
+        if tokio::time::timeout(TERMINATE_GRACE, group_gone)
             .await
             .is_err()
         {
             let _ = self.signal(Signal::SIGKILL);
             self.wait().await;
         }
-        // Members that outlived the leader (or ignored SIGTERM) go too.
+        // Members that outlived the grace (or ignored SIGTERM) go too.
         let _ = self.signal(Signal::SIGKILL);
         // Stopped: dropping the handle later must not signal the group id again (it may
         // belong to someone else by then).
