@@ -227,8 +227,11 @@ async fn run(args: Args) -> Result<(), Error> {
     }
 }
 
-/// Echo until the client closes its side.
+/// Echo until the client closes its side, then close ours properly (over TLS a
+/// `close_notify`, so the client can tell the end from a truncation).
 async fn echo(conn: Connection) {
+    use tokio::io::AsyncWriteExt;
     let (mut r, mut w) = tokio::io::split(conn);
     let _ = tokio::io::copy(&mut r, &mut w).await;
+    let _ = w.shutdown().await;
 }

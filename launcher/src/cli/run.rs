@@ -590,7 +590,16 @@ async fn connect_and_relay(run: Run<'_>, stop: &mut Interrupts, parts: &mut Part
         r = done.recv() => match r {
             // Without a client program, the first relayed client ending ends the session.
             Some(Ok(())) if parts.client.is_none() => End::Code(EXIT_OK),
-            Some(Err(e)) => watch.failed(e),
+            Some(Err(e)) if parts.client.is_none() => watch.failed(e),
+            // With one, a relay's end (even a bad one: its client saw the connection
+            // close) is the client program's to judge.
+            Some(Err(e)) => {
+                watch.send(Event::Note {
+                    message: format!("the relayed connection ended badly: {e}"),
+                });
+                let code = client_exit(&mut parts.client, watch).await;
+                End::Code(code)
+            }
             _ => {
                 // A relay ended while the client program runs: it decides.
                 let code = client_exit(&mut parts.client, watch).await;
