@@ -50,6 +50,10 @@ pub fn escape_label(text: &str) -> String {
 /// Shows the dialog for `prompt` and waits for the user, at most `timeout` (which
 /// cancels). `stay_on_top` asks the window manager to keep the dialog above others (pass
 /// [`crate::display::DisplayInfo::can_stay_on_top`]). Returns what the user did.
+///
+/// One long function on purpose: FLTK's widgets, their callbacks and the event loop below
+/// share the window's lifetime and its state; split apart, the layout would travel
+/// through structs without reading any easier.
 pub fn ask(prompt: &Prompt, timeout: Option<Duration>, stay_on_top: bool) -> Outcome {
     let app = app::App::default().with_scheme(app::Scheme::Gtk);
     app::set_font_size(FONT_SIZE);

@@ -55,6 +55,7 @@ fn client_config(token: &Token, pin: Option<Fingerprint>) -> Result<ConnectionCo
     Ok(config)
 }
 
+// Long on purpose: the example reads top to bottom, one step of a launch after another.
 async fn run(args: Args) -> Result<(), Error> {
     let started = Instant::now();
     let server_bin = std::env::current_exe()?.with_file_name("pv-demo-server");

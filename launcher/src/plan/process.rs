@@ -274,6 +274,9 @@ impl Resolver<'_> {
     /// A batch start: the server's command in the job, the checked spec, the job's
     /// directory, and where the scheduler's commands run (here, or a login node with the
     /// `-L` tunnel to the job's node for a forward connection).
+    ///
+    /// About 100 lines, read top to bottom: each step resolves one part of the start
+    /// from the ones before it (argv and env, spec, launch id, job files, place).
     #[allow(clippy::too_many_arguments)] // each is one resolved part of the entry
     fn batch(
         &self,

@@ -325,58 +325,65 @@ fn batch_text(w: &mut String, b: &BatchStart, place: &Place) {
             seconds
         )
     );
-    if let Place::Ssh(ssh) = place {
-        let t = &ssh.target;
-        if let Some(u) = t.user() {
-            let _ = writeln!(w, "  login node user: {u:?}");
-        }
-        if !ssh.remote.env.is_empty() {
+    match place {
+        Place::Ssh(ssh) => batch_ssh_text(w, ssh),
+        Place::Local(_) => {
             let _ = writeln!(
                 w,
-                "  the scheduler commands' environment on the login node:"
+                "  the client dials the job's batch host (squeue %B) at the port in the server's ready line"
             );
-            for (k, v) in &ssh.remote.env {
-                let _ = writeln!(w, "    {k}={v:?}");
-            }
         }
-        let _ = writeln!(
-            w,
-            "  every scheduler command runs as one ssh argument, e.g. the submission: {}",
-            ssh.command()
-        );
-        for tunnel in &ssh.tunnels {
-            let _ = writeln!(w, "  tunnel: {}", tunnel_text(tunnel));
-        }
-        let c = OpenSshCommands {
-            target: &ssh.target,
-            control: CONTROL_PLACEHOLDER,
-            log: LOG_PLACEHOLDER,
-        };
-        let mut commands = vec![
-            (
-                "control master (authenticates once)",
-                c.master(&MasterSettings::default()),
-            ),
-            (
-                "the submission (squeue, scancel and cat run the same way)",
-                c.run(&ssh.command()),
-            ),
-        ];
-        commands.extend(
-            ssh.tunnels
-                .iter()
-                .map(|t| ("forward tunnel, once the job runs", c.forward(t))),
-        );
-        if matches!(ssh.backend, BackendPlan::Russh(_)) {
-            commands.clear();
-        }
-        backend_text(w, ssh, "", commands);
-    } else {
-        let _ = writeln!(
-            w,
-            "  the client dials the job's batch host (squeue %B) at the port in the server's ready line"
-        );
     }
+}
+
+/// How a batch job submitted over ssh is reached: the login node, the commands run there,
+/// the tunnel to the job's node.
+fn batch_ssh_text(w: &mut String, ssh: &SshPlan) {
+    let t = &ssh.target;
+    if let Some(u) = t.user() {
+        let _ = writeln!(w, "  login node user: {u:?}");
+    }
+    if !ssh.remote.env.is_empty() {
+        let _ = writeln!(
+            w,
+            "  the scheduler commands' environment on the login node:"
+        );
+        for (k, v) in &ssh.remote.env {
+            let _ = writeln!(w, "    {k}={v:?}");
+        }
+    }
+    let _ = writeln!(
+        w,
+        "  every scheduler command runs as one ssh argument, e.g. the submission: {}",
+        ssh.command()
+    );
+    for tunnel in &ssh.tunnels {
+        let _ = writeln!(w, "  tunnel: {}", tunnel_text(tunnel));
+    }
+    let c = OpenSshCommands {
+        target: &ssh.target,
+        control: CONTROL_PLACEHOLDER,
+        log: LOG_PLACEHOLDER,
+    };
+    let mut commands = vec![
+        (
+            "control master (authenticates once)",
+            c.master(&MasterSettings::default()),
+        ),
+        (
+            "the submission (squeue, scancel and cat run the same way)",
+            c.run(&ssh.command()),
+        ),
+    ];
+    commands.extend(
+        ssh.tunnels
+            .iter()
+            .map(|t| ("forward tunnel, once the job runs", c.forward(t))),
+    );
+    if matches!(ssh.backend, BackendPlan::Russh(_)) {
+        commands.clear();
+    }
+    backend_text(w, ssh, "", commands);
 }
 
 impl Plan {
