@@ -201,7 +201,15 @@ fn launch(args: &cli::LaunchArgs) -> i32 {
         && pv_launch::session::needs_token(plan.connection())
     {
         match manual_token(args) {
-            Ok(t) => options.token = t,
+            Ok(Some(t)) => options.token = Some(t),
+            Ok(None) => {
+                return fail(
+                    "this server is started by hand and speaks pv-launch's native handshake: give \
+                     the token it was started with (--token-file FILE, or PV_LAUNCH_TOKEN in the \
+                     environment)",
+                    EXIT_USAGE,
+                );
+            }
             Err(e) => return fail(e, EXIT_USAGE),
         }
     }

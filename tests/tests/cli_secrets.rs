@@ -110,3 +110,137 @@ fn a_password_option_refuses_set_and_takes_a_private_file() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A server started by hand that speaks the native handshake: pv-launch needs its token
+/// (`--token-file`, checked like a password file, or `PV_LAUNCH_TOKEN`), says so clearly
+/// without it, and then hands the connection to the client; having started nothing, it
+/// reports no cleanup of processes. `check` takes the profile as a launch names it too.
+#[test]
+fn a_hand_started_native_server_takes_its_token_from_a_file_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = pv_transport::Token::generate().to_hex();
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(workspace_bin("pv-demo-server"))
+        .args(["--server-port", &port.to_string(), "--multi-clients"])
+        .env("PV_LAUNCH_TOKEN", &token)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its ready line says it listens.
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("pv-launch-ready"), "{first}");
+    let p = dir.path().join("manual.toml");
+    std::fs::write(
+        &p,
+        format!("[[server]]\nname = \"by hand\"\nresource = \"cs://127.0.0.1:{port}\"\nconnect_timeout = 5\n"),
+    )
+    .unwrap();
+    let p = p.to_str().unwrap();
+
+    let out = pv_launch(&["check", "--profile", p]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    let out = pv_launch(&["--profile", p, "--exec", "true"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--token-file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // pv-launch's own connect retries are its notes, not the server's stderr.
+    let closed = dir.path().join("closed.toml");
+    let closed_port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &closed,
+        format!("[[server]]\nname = \"gone\"\nresource = \"cs://127.0.0.1:{closed_port}\"\nconnect_timeout = 1.5\n"),
+    )
+    .unwrap();
+    let out = Command::new(workspace_bin("pv-launch"))
+        .args(["--profile", closed.to_str().unwrap(), "--exec", "true"])
+        .env("PV_LAUNCH_TOKEN", &token)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("note: connect attempt 1 to 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(!err.contains("server stderr: connect attempt"), "{err}");
+
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let client = "printf 'by hand\\n' | socat -t 5 - TCP:$PV_LAUNCH_HOST:$PV_LAUNCH_PORT | grep -qx 'by hand'";
+    let out = pv_launch(&[
+        "--profile",
+        p,
+        "--token-file",
+        file.to_str().unwrap(),
+        "--exec",
+        client,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+
+    // From the environment, with a wrong token: the handshake says so.
+    let out = Command::new(workspace_bin("pv-launch"))
+        .args(["--profile", p, "--exec", "true"])
+        .env("PV_LAUNCH_TOKEN", pv_transport::Token::generate().to_hex())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Without a client, the session holds until Ctrl-C; nothing was started, so no
+    // processes are stopped.
+    let mut held = Command::new(workspace_bin("pv-launch"))
+        .args(["--profile", p])
+        .env("PV_LAUNCH_TOKEN", &token)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(held.stderr.take().unwrap()));
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let ready = line.starts_with("ready for the client: ");
+        seen.push(line);
+        if ready {
+            break;
+        }
+    }
+    Command::new("kill")
+        .args(["-INT", &held.id().to_string()])
+        .status()
+        .unwrap();
+    seen.extend(lines.map(|l| l.unwrap()));
+    let status = held.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen:#?}");
+    assert!(
+        !seen.iter().any(|l| l.contains("stopping processes")),
+        "{seen:#?}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}

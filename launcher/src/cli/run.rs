@@ -241,16 +241,17 @@ struct Parts {
 }
 
 impl Parts {
-    /// Stop everything, reporting the cleanup stage when something was started.
+    /// Stop everything, reporting the cleanup stage when something was started (a relay
+    /// alone is closed quietly).
     async fn cleanup(self, watch: &Watch) {
-        if !self.started {
-            return;
-        }
         let (tx, begun) = (&watch.tx, watch.begun);
-        let _ = tx.send(Event::Stage {
-            stage: Stage::Cleanup,
-            elapsed: begun.elapsed(),
-        });
+        let report = self.started || self.client.is_some();
+        if report {
+            let _ = tx.send(Event::Stage {
+                stage: Stage::Cleanup,
+                elapsed: begun.elapsed(),
+            });
+        }
         let began = Instant::now();
         if let Some(mut client) = self.client {
             client.cleanup().await;
@@ -266,6 +267,9 @@ impl Parts {
         }
         if let Some(handoff) = self.handoff {
             handoff.cleanup().await;
+        }
+        if !report {
+            return;
         }
         // The groups' grace is watched by threads: wait for them off the runtime, so the
         // display keeps running.
@@ -551,7 +555,8 @@ async fn connect_and_relay(run: Run<'_>, stop: &mut Interrupts, parts: &mut Part
         Ok(s) => parts.session.insert(s),
         Err(e) => return watch.failed(e),
     };
-    parts.started = true;
+    // A server started by hand: nothing of pv-launch's to stop but the relay.
+    parts.started = session.started().is_some();
     let connections = session.take_connections();
     let (endpoints, relay_socket, vars) = match relay_endpoints(connections.len(), watch).await {
         Ok(r) => r,

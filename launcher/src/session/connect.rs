@@ -200,8 +200,8 @@ async fn dial_retrying_closed(
         };
         let result = manager
             .connect_to_remote(host, port, round, |n, e, left| {
-                let _ = events.send(Event::Stderr {
-                    line: format!(
+                let _ = events.send(Event::Note {
+                    message: format!(
                         "connect attempt {} to {host}:{port} failed ({e}){}",
                         attempt + n,
                         left.map(|l| format!("; retrying for {:.0} s more", l.as_secs_f64()))
