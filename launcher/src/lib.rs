@@ -15,6 +15,8 @@
 
 pub mod cli;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod plan;
 pub mod profile;
 pub mod progress;
