@@ -172,3 +172,57 @@ fn import_writes_a_profile_that_loads_with_the_same_argv() {
         }
     }
 }
+
+/// Found by fuzzing (fuzz target `profile_pvsc`): a `.pvsc` that sets a name twice, repeats
+/// a case value, or sets a name that is no bare TOML key loads, but its import wrote a key
+/// or table twice, or a dotted key, and so did not load. The import keeps what the
+/// original does: the last `<Set>` of a name, the first `<Case>` of a value.
+#[test]
+fn import_of_repeated_sets_and_cases_loads_with_the_same_values() {
+    let text = r#"<Servers>
+  <Server name="s" resource="cs://localhost:11111">
+    <CommandStartup>
+      <Options>
+        <Set name="MODE" value="first"/>
+        <Set name="MODE" value="last"/>
+        <Switch name="PV_CLIENT_PLATFORM">
+          <Case value="Linux">
+            <Set name="TERM" value="first"/>
+            <Set name="TERM" value="last"/>
+            <Set name="odd.name" value="x"/>
+          </Case>
+          <Case value="Linux">
+            <Set name="TERM" value="never"/>
+          </Case>
+        </Switch>
+      </Options>
+      <Command exec="echo">
+        <Arguments>
+          <Argument value="$MODE$"/>
+          <Argument value="$TERM$"/>
+        </Arguments>
+      </Command>
+    </CommandStartup>
+  </Server>
+</Servers>"#;
+    let original = pv_launch::pvsc::load_str(Path::new("repeated.pvsc"), text).unwrap();
+    let toml_text = pv_launch::pvsc::import::to_toml(&original);
+    let imported =
+        pv_launch::profile::toml_format::load_str(Path::new("imported.toml"), &toml_text)
+            .unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
+    let mut ctx = pv_launch::LaunchContext::fixed();
+    ctx.client_platform = "Linux".into();
+    let argv = |entry: &pv_launch::ServerEntry| {
+        let plan = pv_launch::Plan::resolve(entry, &ctx, &pv_launch::NonInteractive).unwrap();
+        match plan.launch() {
+            pv_launch::plan::Launch::Process(p) => p.argv.clone(),
+            _ => panic!("not a process start"),
+        }
+    };
+    assert_eq!(argv(&original.servers[0]), ["echo", "last", "last"]);
+    assert_eq!(
+        argv(&imported.servers[0]),
+        ["echo", "last", "last"],
+        "{toml_text}"
+    );
+}

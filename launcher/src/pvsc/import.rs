@@ -204,8 +204,13 @@ fn server(w: &mut String, s: &ServerEntry) {
             );
         }
     }
-    for a in &s.assignments {
+    for (i, a) in s.assignments.iter().enumerate() {
         if let Assignment::Set { name, value, .. } = a {
+            // A later <Set> of the same name overrides this one, and TOML allows a key once.
+            let later = |b: &Assignment| matches!(b, Assignment::Set { name: n, .. } if n == name);
+            if s.assignments[i + 1..].iter().any(later) {
+                continue;
+            }
             if !body.contains("\n[server.set]") {
                 body.push_str("\n[server.set]\n");
             }
@@ -229,10 +234,24 @@ fn server(w: &mut String, s: &ServerEntry) {
         {
             let _ = writeln!(body, "\n[[server.switch]]");
             let _ = writeln!(body, "variable = {}", toml_string(variable));
-            for c in cases {
+            for (i, c) in cases.iter().enumerate() {
+                // Only the first case of a value can match, and TOML allows a table once.
+                if cases[..i].iter().any(|earlier| earlier.value == c.value) {
+                    continue;
+                }
                 let _ = writeln!(body, "[server.switch.cases.{}]", toml_string(&c.value));
-                for (k, v) in &c.sets {
-                    let _ = writeln!(body, "{k} = {}", toml_string(v));
+                for (j, (k, v)) in c.sets.iter().enumerate() {
+                    // A later <Set> of the same name overrides this one.
+                    if c.sets[j + 1..].iter().any(|(later, _)| later == k) {
+                        continue;
+                    }
+                    // A name that is no bare TOML key (`a.b`, `a b`) is quoted.
+                    let key = if is_variable_name(k) {
+                        k.clone()
+                    } else {
+                        toml_string(k)
+                    };
+                    let _ = writeln!(body, "{key} = {}", toml_string(v));
                 }
             }
         }
