@@ -117,7 +117,25 @@ write("handshake_paraview", [
 
 # --- profiles ------------------------------------------------------------------------------
 write("profile_toml", [(p.name, p.read_bytes()) for p in sorted((ROOT / "examples/profiles").glob("*.toml"))])
-write("profile_pvsc", [(p.name, p.read_bytes()) for p in sorted((ROOT / "launcher/tests/data/pvsc-corpus").glob("*.pvsc*"))])
+# Found by fuzzing: repeated <Set> names and <Case> values (the import wrote them twice).
+REPEATED_SETS = """<Servers>
+  <Server name="s" resource="cs://localhost:11111">
+    <CommandStartup>
+      <Options>
+        <Set name="MODE" value="first"/>
+        <Set name="MODE" value="last"/>
+        <Switch name="PV_CLIENT_PLATFORM">
+          <Case value="Linux"><Set name="TERM" value="a"/><Set name="TERM" value="b"/><Set name="odd.name" value="x"/></Case>
+          <Case value="Linux"><Set name="TERM" value="never"/></Case>
+        </Switch>
+      </Options>
+      <Command exec="echo"><Arguments><Argument value="$MODE$"/><Argument value="$TERM$"/></Arguments></Command>
+    </CommandStartup>
+  </Server>
+</Servers>
+"""
+write("profile_pvsc", [(p.name, p.read_bytes()) for p in sorted((ROOT / "launcher/tests/data/pvsc-corpus").glob("*.pvsc*"))]
+      + [("regress-repeated-sets.pvsc", REPEATED_SETS)])
 
 # --- ParaView command lines ----------------------------------------------------------------
 # NUL-separated parts; `=NAME=value` defines a variable, then exec, then arguments.
@@ -128,6 +146,8 @@ write("command_line", [
     ("windows", "cmd.exe\0/C\0start\0cmd.exe\0/C\0\"C:\\Program Files\\PuTTY\\plink.exe\"\0-ssh"),
     ("self-reference", "=A=x$A$\0run\0$A$"),
     ("loop", "=A=$B$\0=B=$A$\0run\0$A$"),
+    # Found by fuzzing: an empty name whose value brings `$$` back grew the line for long.
+    ("regress-growing-empty-name", "=A=$$B\0==A=$$B\x10B=$A$\0run\0$A$"),
 ])
 
 # --- askpass bridge (askpass/src/bridge.rs) ------------------------------------------------
