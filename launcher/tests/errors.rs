@@ -226,3 +226,17 @@ fn import_of_repeated_sets_and_cases_loads_with_the_same_values() {
         "{toml_text}"
     );
 }
+
+/// Found by fuzzing (fuzz target `profile_pvsc`): an `<Enumeration>` without entries
+/// loaded, but its import did not (a TOML enumeration needs entries). ParaView would offer
+/// nothing to choose, so it is an error here, with line and column.
+#[test]
+fn pvsc_enumeration_without_entries_is_an_error() {
+    let e = pvsc(
+        "<Servers>\n <Server name='a' resource='cs://h'>\n  <CommandStartup><Options><Option name='Q'>\n   <Enumeration default='x'>\n   </Enumeration></Option></Options><Command exec='x'/></CommandStartup>\n </Server>\n</Servers>",
+    );
+    assert!(
+        e.starts_with("bad.pvsc:4:4:") && e.contains("has no <Entry>"),
+        "{e}"
+    );
+}

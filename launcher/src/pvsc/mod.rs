@@ -4,8 +4,9 @@
 //! inside an `<Option>` is its type, `<Argument>` may be spelt differently. Strict where
 //! ParaView silently does harm: malformed XML, a missing `<Servers>` root, an unknown option
 //! type (ParaView drops the option, and `$NAME$` then expands to the bare name), a default
-//! outside its range (ParaView clamps it), a server without startup, and a self-referencing
-//! variable (ParaView hangs) are errors with line and column.
+//! outside its range (ParaView clamps it), an enumeration without entries (ParaView offers
+//! nothing to choose), a server without startup, and a self-referencing variable (ParaView
+//! hangs) are errors with line and column.
 //!
 //! `<Terminal>` and `<Askpass>` both become pv-askpass: ssh runs with `SSH_ASKPASS` set to
 //! `pv-askpass` and `SSH_ASKPASS_REQUIRE=force`, so every prompt (password, passphrase,
@@ -523,6 +524,11 @@ impl<'a, 'input> Loader<'a, 'input> {
                             format!("ignoring <{}> inside <Enumeration>", e.tag_name().name()),
                         );
                     }
+                }
+                // ParaView shows an empty list and the value is always empty; a TOML
+                // profile (and so `pv-launch import`) cannot express that either.
+                if entries.is_empty() {
+                    return Err(self.err(ty, format!("<Enumeration> of option {name:?} has no <Entry>: ParaView would offer nothing to choose and ${name}$ would always be empty")));
                 }
                 let default = match default {
                     Some(d) if entries.iter().any(|e| e.value == d) => Some(d.to_string()),
