@@ -240,3 +240,16 @@ fn pvsc_enumeration_without_entries_is_an_error() {
         "{e}"
     );
 }
+
+/// Found by fuzzing (fuzz target `profile_pvsc`): a `$NAME$` whose name holds a newline or
+/// another control character went as it was into a `# note:` comment of the import, which
+/// then did not load (or, with a newline, turned the rest of the note into TOML).
+#[test]
+fn import_notes_with_control_characters_stay_comments() {
+    let text = "<Servers>\n <Server name='s' resource='cs://localhost:11111'>\n  <CommandStartup>\n   <Command exec='echo'><Arguments>\n    <Argument value='$a&#10;[x]&#10;b$'/>\n    <Argument value='$c&#127;$'/>\n   </Arguments></Command>\n  </CommandStartup>\n </Server>\n</Servers>";
+    let original = pv_launch::pvsc::load_str(Path::new("control.pvsc"), text).unwrap();
+    let toml_text = pv_launch::pvsc::import::to_toml(&original);
+    assert!(toml_text.contains("# note: $a\\n[x]\\nb$"), "{toml_text}");
+    pv_launch::profile::toml_format::load_str(Path::new("imported.toml"), &toml_text)
+        .unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
+}

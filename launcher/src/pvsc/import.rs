@@ -34,6 +34,20 @@ pub fn toml_string(s: &str) -> String {
     out
 }
 
+/// `text` made fit for a TOML comment, which ends at a newline and may hold no other
+/// control character: those are written as escapes (`\n`, `\u{7f}`).
+fn comment(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Convert ParaView `$NAME$` text into a `${NAME}` template source.
 fn convert(text: &str, known: &BTreeSet<String>, notes: &mut Vec<String>) -> String {
     let mut out = String::new();
@@ -63,7 +77,11 @@ fn seconds(d: &std::time::Duration) -> String {
 pub fn to_toml(profile: &Profile) -> String {
     let mut out = String::new();
     let w = &mut out;
-    let _ = writeln!(w, "# Imported by pv-launch from {}", profile.path.display());
+    let _ = writeln!(
+        w,
+        "# Imported by pv-launch from {}",
+        comment(&profile.path.display().to_string())
+    );
     let _ = writeln!(
         w,
         "# ParaView re-split its command lines after substitution (a value with spaces became"
@@ -259,7 +277,7 @@ fn server(w: &mut String, s: &ServerEntry) {
     notes.sort();
     notes.dedup();
     for n in &notes {
-        let _ = writeln!(w, "# note: {n}");
+        let _ = writeln!(w, "# note: {}", comment(n));
     }
     w.push_str(&body);
 }
