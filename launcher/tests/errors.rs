@@ -253,3 +253,47 @@ fn import_notes_with_control_characters_stay_comments() {
     pv_launch::profile::toml_format::load_str(Path::new("imported.toml"), &toml_text)
         .unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
 }
+
+/// Found by fuzzing (fuzz target `profile_pvsc`): a number of seconds that no `Duration`
+/// holds (NaN, infinite, 1e300) made the loaders panic in `Duration::from_secs_f64`. It is
+/// an error at the value now, in both formats.
+#[test]
+fn seconds_that_fit_no_duration_are_errors_not_panics() {
+    for (attrs, at) in [
+        ("timeout='nan'", "bad.pvsc:2:"),
+        ("timeout='inf'", "bad.pvsc:2:"),
+    ] {
+        let e = pvsc(&format!(
+            "<Servers>\n <Server name='a' resource='cs://h' {attrs}>\n  <CommandStartup><Command exec='x'/></CommandStartup>\n </Server>\n</Servers>"
+        ));
+        assert!(
+            e.starts_with(at) && e.contains("not a usable number of seconds"),
+            "{e}"
+        );
+    }
+    for attrs in ["delay='1e300'", "process_wait='inf'", "delay='nan'"] {
+        let e = pvsc(&format!(
+            "<Servers>\n <Server name='a' resource='cs://h'>\n  <CommandStartup><Command exec='x' {attrs}/></CommandStartup>\n </Server>\n</Servers>"
+        ));
+        assert!(
+            e.starts_with("bad.pvsc:3:") && e.contains("not a usable number of seconds"),
+            "{e}"
+        );
+    }
+    let startup = "[server.startup]\nmechanism = \"local\"\nargv = [\"x\"]\n";
+    for (server, startup_extra, line) in [
+        ("connect_timeout = nan\n", "", 4),
+        ("connect_timeout = inf\n", "", 4),
+        ("", "delay = 1e300\n", 7),
+        ("", "process_start_timeout = inf\n", 7),
+    ] {
+        let e = toml(&format!(
+            "[[server]]\nname = \"a\"\nresource = \"cs://h\"\n{server}{startup}{startup_extra}"
+        ));
+        assert!(
+            e.starts_with(&format!("bad.toml:{line}:"))
+                && e.contains("not a usable number of seconds"),
+            "{e}"
+        );
+    }
+}

@@ -339,6 +339,13 @@ impl Loader<'_> {
         }
     }
 
+    /// `secs` seconds, or an error at `at` when no [`Duration`] holds them (nan, inf, too
+    /// large), which `Duration::from_secs_f64` would panic on.
+    fn seconds<T>(&self, at: &Spanned<T>, secs: f64) -> Result<Duration, ProfileError> {
+        Duration::try_from_secs_f64(secs)
+            .map_err(|_| self.err(at, format!("{secs:?} is not a usable number of seconds")))
+    }
+
     fn connect_timeout(&self, c: &Spanned<toml::Value>) -> Result<ConnectTimeout, ProfileError> {
         let secs = match c.get_ref() {
             toml::Value::String(s) if s == "forever" => return Ok(ConnectTimeout::Forever),
@@ -356,7 +363,7 @@ impl Loader<'_> {
         } else if secs == 0.0 {
             ConnectTimeout::OneAttempt
         } else {
-            ConnectTimeout::Within(Duration::from_secs_f64(secs))
+            ConnectTimeout::Within(self.seconds(c, secs)?)
         })
     }
 
@@ -368,7 +375,11 @@ impl Loader<'_> {
         let r = st.get_ref();
         if let Some(p) = &r.process_start_timeout {
             let v = *p.get_ref();
-            timeouts.process_start = (v > 0.0).then(|| Duration::from_secs_f64(v));
+            timeouts.process_start = if v > 0.0 {
+                Some(self.seconds(p, v)?)
+            } else {
+                None
+            };
         }
         if let Some(d) = &r.delay {
             let v = *d.get_ref();
@@ -379,7 +390,7 @@ impl Loader<'_> {
             } else if v == 0.0 {
                 Delay::None
             } else {
-                Delay::Wait(Duration::from_secs_f64(v))
+                Delay::Wait(self.seconds(d, v)?)
             };
         }
         let mech = r.mechanism.get_ref().as_str();

@@ -125,6 +125,18 @@ impl<'a, 'input> Loader<'a, 'input> {
         ProfileError::at(&self.attr_pos(node, attr), message)
     }
 
+    /// `secs` seconds, or an error at `attr` when no [`Duration`] holds them (NaN, infinite,
+    /// too large), which `Duration::from_secs_f64` would panic on.
+    fn seconds(&self, node: N, attr: &str, secs: f64) -> Result<Duration, ProfileError> {
+        Duration::try_from_secs_f64(secs).map_err(|_| {
+            self.attr_err(
+                node,
+                attr,
+                format!("{attr}: {secs:?} is not a usable number of seconds"),
+            )
+        })
+    }
+
     fn warn(&self, node: N, message: impl Into<String>) {
         self.warnings
             .borrow_mut()
@@ -183,7 +195,7 @@ impl<'a, 'input> Loader<'a, 'input> {
             } else if t == 0.0 {
                 ConnectTimeout::OneAttempt
             } else {
-                ConnectTimeout::Within(Duration::from_secs_f64(t))
+                ConnectTimeout::Within(self.seconds(node, "timeout", t)?)
             };
         }
         for child in node.children().filter(Node::is_element) {
@@ -296,7 +308,7 @@ impl<'a, 'input> Loader<'a, 'input> {
             (None, None) => None,
         };
         timeouts.process_start = match process_wait {
-            Some(w) if w > 0.0 => Some(Duration::from_secs_f64(w)),
+            Some(w) if w > 0.0 => Some(self.seconds(cmd, "process_wait", w)?),
             _ => None,
         };
         timeouts.delay = match self.number(cmd, "delay")? {
@@ -310,7 +322,7 @@ impl<'a, 'input> Loader<'a, 'input> {
                 Delay::None
             }
             Some(0.0) => Delay::None,
-            Some(d) => Delay::Wait(Duration::from_secs_f64(d)),
+            Some(d) => Delay::Wait(self.seconds(cmd, "delay", d)?),
         };
         let mut arguments = vec![];
         if let Some(args) = first_child(cmd, "Arguments") {
