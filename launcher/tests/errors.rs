@@ -297,3 +297,34 @@ fn seconds_that_fit_no_duration_are_errors_not_panics() {
         );
     }
 }
+
+/// Found by fuzzing (fuzz target `profile_pvsc`): a name set only in a `<Case>` that can
+/// never match (an earlier one has its value, and the import leaves it out) was still taken
+/// as known, so the import wrote `${TERM}` for it and did not load.
+#[test]
+fn import_refers_only_to_variables_it_writes() {
+    let text = r#"<Servers>
+  <Server name="s" resource="cs://localhost:11111">
+    <CommandStartup>
+      <Options>
+        <Set name="a.b" value="x"/>
+        <Switch name="PV_CLIENT_PLATFORM">
+          <Case value="Linux"><Set name="MODE" value="m"/></Case>
+          <Case value="Linux"><Set name="TERM" value="never"/></Case>
+        </Switch>
+      </Options>
+      <Command exec="echo">
+        <Arguments><Argument value="$TERM$"/><Argument value="$a.b$"/><Argument value="$MODE$"/></Arguments>
+      </Command>
+    </CommandStartup>
+  </Server>
+</Servers>"#;
+    let original = pv_launch::pvsc::load_str(Path::new("dead.pvsc"), text).unwrap();
+    let toml_text = pv_launch::pvsc::import::to_toml(&original);
+    assert!(
+        toml_text.contains("${env:TERM}") && toml_text.contains("${MODE}"),
+        "{toml_text}"
+    );
+    pv_launch::profile::toml_format::load_str(Path::new("imported.toml"), &toml_text)
+        .unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
+}

@@ -109,10 +109,13 @@ fn server(w: &mut String, s: &ServerEntry) {
             Assignment::Set { name, .. } => {
                 known.insert(name.clone());
             }
+            // Only the first case of a value can match: the others are not written.
             Assignment::Switch { cases, .. } => known.extend(
                 cases
                     .iter()
-                    .flat_map(|c| c.sets.iter().map(|(k, _)| k.clone())),
+                    .enumerate()
+                    .filter(|(i, c)| !cases[..*i].iter().any(|e| e.value == c.value))
+                    .flat_map(|(_, c)| c.sets.iter().map(|(k, _)| k.clone())),
             ),
         }
     }
