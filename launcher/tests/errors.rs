@@ -328,3 +328,19 @@ fn import_refers_only_to_variables_it_writes() {
     pv_launch::profile::toml_format::load_str(Path::new("imported.toml"), &toml_text)
         .unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
 }
+
+/// Found by fuzzing (fuzz target `profile_pvsc`): a `<Switch>` without `<Case>` loaded, but
+/// its import had no `cases` and did not load.
+#[test]
+fn import_of_a_switch_without_cases_loads() {
+    let text = "<Servers>\n <Server name='s' resource='cs://h'>\n  <CommandStartup><Options>\n   <Switch name='PV_CLIENT_PLATFORM'/>\n  </Options><Command exec='x'/></CommandStartup>\n </Server>\n</Servers>";
+    let original = pv_launch::pvsc::load_str(Path::new("switch.pvsc"), text).unwrap();
+    let toml_text = pv_launch::pvsc::import::to_toml(&original);
+    let imported =
+        pv_launch::profile::toml_format::load_str(Path::new("imported.toml"), &toml_text)
+            .unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
+    assert_eq!(
+        imported.servers[0].assignments.len(),
+        original.servers[0].assignments.len()
+    );
+}

@@ -255,6 +255,10 @@ fn server(w: &mut String, s: &ServerEntry) {
         {
             let _ = writeln!(body, "\n[[server.switch]]");
             let _ = writeln!(body, "variable = {}", toml_string(variable));
+            if cases.is_empty() {
+                // A switch without cases sets nothing, but TOML needs the key.
+                let _ = writeln!(body, "cases = {{}}");
+            }
             for (i, c) in cases.iter().enumerate() {
                 // Only the first case of a value can match, and TOML allows a table once.
                 if cases[..i].iter().any(|earlier| earlier.value == c.value) {
