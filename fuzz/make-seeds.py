@@ -117,6 +117,18 @@ write("handshake_paraview", [
 
 # --- profiles ------------------------------------------------------------------------------
 write("profile_toml", [(p.name, p.read_bytes()) for p in sorted((ROOT / "examples/profiles").glob("*.toml"))])
+# Found by fuzzing: the shape of small .pvsc files that loaded but did not import, or
+# made the loader panic.
+PVSC_SHAPE = """<Servers>
+ <Server name='s' resource='cs://localhost:11111'>
+  <CommandStartup>
+   <Options>{options}</Options>
+   <Command exec='echo' {attrs}><Arguments><Argument value='{arg}'/></Arguments></Command>
+  </CommandStartup>
+ </Server>
+</Servers>
+"""
+
 # Found by fuzzing: repeated <Set> names and <Case> values (the import wrote them twice).
 REPEATED_SETS = """<Servers>
   <Server name="s" resource="cs://localhost:11111">
@@ -135,7 +147,15 @@ REPEATED_SETS = """<Servers>
 </Servers>
 """
 write("profile_pvsc", [(p.name, p.read_bytes()) for p in sorted((ROOT / "launcher/tests/data/pvsc-corpus").glob("*.pvsc*"))]
-      + [("regress-repeated-sets.pvsc", REPEATED_SETS)])
+      + [("regress-repeated-sets.pvsc", REPEATED_SETS)]
+      + [(f"regress-{name}.pvsc", PVSC_SHAPE.format(attrs=attrs, options=options, arg=arg))
+         for name, attrs, options, arg in [
+             ("empty-enumeration", "", "<Option name='Q'><Enumeration default='x'></Enumeration></Option>", "$Q$"),
+             ("control-characters", "", "", "$a&#10;[x]&#10;b$ $c&#127;$"),
+             ("huge-delay", "delay='5e97'", "", "x"),
+             ("inf-process-wait", "process_wait='inf'", "", "x"),
+             ("switch-without-case", "", "<Switch name='PV_CLIENT_PLATFORM'/>", "x"),
+         ]])
 
 # --- ParaView command lines ----------------------------------------------------------------
 # NUL-separated parts; `=NAME=value` defines a variable, then exec, then arguments.
