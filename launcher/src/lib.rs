@@ -22,6 +22,8 @@
 #![warn(missing_docs)]
 
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod plan;
 pub mod profile;
 pub mod prompt;

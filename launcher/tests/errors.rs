@@ -174,3 +174,176 @@ fn import_writes_a_profile_that_loads_with_the_same_argv() {
         }
     }
 }
+
+/// Found by fuzzing (fuzz target `profile_pvsc`): a `.pvsc` that sets a name twice, repeats
+/// a case value, or sets a name that is no bare TOML key loads, but its import wrote a key
+/// or table twice, or a dotted key, and so did not load. The import keeps what the
+/// original does: the last `<Set>` of a name, the first `<Case>` of a value.
+#[test]
+fn import_of_repeated_sets_and_cases_loads_with_the_same_values() {
+    let text = r#"<Servers>
+  <Server name="s" resource="cs://localhost:11111">
+    <CommandStartup>
+      <Options>
+        <Set name="MODE" value="first"/>
+        <Set name="MODE" value="last"/>
+        <Switch name="PV_CLIENT_PLATFORM">
+          <Case value="Linux">
+            <Set name="TERM" value="first"/>
+            <Set name="TERM" value="last"/>
+            <Set name="odd.name" value="x"/>
+          </Case>
+          <Case value="Linux">
+            <Set name="TERM" value="never"/>
+          </Case>
+        </Switch>
+      </Options>
+      <Command exec="echo">
+        <Arguments>
+          <Argument value="$MODE$"/>
+          <Argument value="$TERM$"/>
+        </Arguments>
+      </Command>
+    </CommandStartup>
+  </Server>
+</Servers>"#;
+    let original = pv_launch::profile::pvsc::load_str(Path::new("repeated.pvsc"), text).unwrap();
+    let toml_text = pv_launch::profile::pvsc::import::to_toml(&original);
+    let imported = pv_launch::profile::toml::load_str(Path::new("imported.toml"), &toml_text)
+        .unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
+    let mut ctx = pv_launch::LaunchContext::fixed();
+    ctx.client_platform = "Linux".into();
+    let argv = |entry: &pv_launch::ServerEntry| {
+        let plan = pv_launch::Plan::resolve(entry, &ctx, &pv_launch::NonInteractive).unwrap();
+        match plan.launch() {
+            pv_launch::plan::Launch::Process(p) => match &p.place {
+                pv_launch::plan::Place::Local(l) => l.argv.clone(),
+                pv_launch::plan::Place::Ssh(s) => s.remote.argv.clone(),
+            },
+            _ => panic!("not a process start"),
+        }
+    };
+    assert_eq!(argv(&original.servers[0]), ["echo", "last", "last"]);
+    assert_eq!(
+        argv(&imported.servers[0]),
+        ["echo", "last", "last"],
+        "{toml_text}"
+    );
+}
+
+/// Found by fuzzing (fuzz target `profile_pvsc`): an `<Enumeration>` without entries
+/// loaded, but its import did not (a TOML enumeration needs entries). ParaView would offer
+/// nothing to choose, so it is an error here, with line and column.
+#[test]
+fn pvsc_enumeration_without_entries_is_an_error() {
+    let e = pvsc(
+        "<Servers>\n <Server name='a' resource='cs://h'>\n  <CommandStartup><Options><Option name='Q'>\n   <Enumeration default='x'>\n   </Enumeration></Option></Options><Command exec='x'/></CommandStartup>\n </Server>\n</Servers>",
+    );
+    assert!(
+        e.starts_with("bad.pvsc:4:4:") && e.contains("has no <Entry>"),
+        "{e}"
+    );
+}
+
+/// Found by fuzzing (fuzz target `profile_pvsc`): a `$NAME$` whose name holds a newline or
+/// another control character went as it was into a `# note:` comment of the import, which
+/// then did not load (or, with a newline, turned the rest of the note into TOML).
+#[test]
+fn import_notes_with_control_characters_stay_comments() {
+    let text = "<Servers>\n <Server name='s' resource='cs://localhost:11111'>\n  <CommandStartup>\n   <Command exec='echo'><Arguments>\n    <Argument value='$a&#10;[x]&#10;b$'/>\n    <Argument value='$c&#127;$'/>\n   </Arguments></Command>\n  </CommandStartup>\n </Server>\n</Servers>";
+    let original = pv_launch::profile::pvsc::load_str(Path::new("control.pvsc"), text).unwrap();
+    let toml_text = pv_launch::profile::pvsc::import::to_toml(&original);
+    assert!(toml_text.contains("# note: $a\\n[x]\\nb$"), "{toml_text}");
+    pv_launch::profile::toml::load_str(Path::new("imported.toml"), &toml_text)
+        .unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
+}
+
+/// Found by fuzzing (fuzz target `profile_pvsc`): a number of seconds that no `Duration`
+/// holds (NaN, infinite, 1e300) made the loaders panic in `Duration::from_secs_f64`. It is
+/// an error at the value now, in both formats.
+#[test]
+fn seconds_that_fit_no_duration_are_errors_not_panics() {
+    for (attrs, at) in [
+        ("timeout='nan'", "bad.pvsc:2:"),
+        ("timeout='inf'", "bad.pvsc:2:"),
+    ] {
+        let e = pvsc(&format!(
+            "<Servers>\n <Server name='a' resource='cs://h' {attrs}>\n  <CommandStartup><Command exec='x'/></CommandStartup>\n </Server>\n</Servers>"
+        ));
+        assert!(
+            e.starts_with(at) && e.contains("not a usable number of seconds"),
+            "{e}"
+        );
+    }
+    for attrs in ["delay='1e300'", "process_wait='inf'", "delay='nan'"] {
+        let e = pvsc(&format!(
+            "<Servers>\n <Server name='a' resource='cs://h'>\n  <CommandStartup><Command exec='x' {attrs}/></CommandStartup>\n </Server>\n</Servers>"
+        ));
+        assert!(
+            e.starts_with("bad.pvsc:3:") && e.contains("not a usable number of seconds"),
+            "{e}"
+        );
+    }
+    let startup = "[server.startup]\nmechanism = \"local\"\nargv = [\"x\"]\n";
+    for (server, startup_extra, line) in [
+        ("connect_timeout = nan\n", "", 4),
+        ("connect_timeout = inf\n", "", 4),
+        ("", "delay = 1e300\n", 7),
+        ("", "process_start_timeout = inf\n", 7),
+    ] {
+        let e = toml(&format!(
+            "[[server]]\nname = \"a\"\nresource = \"cs://h\"\n{server}{startup}{startup_extra}"
+        ));
+        assert!(
+            e.starts_with(&format!("bad.toml:{line}:"))
+                && e.contains("not a usable number of seconds"),
+            "{e}"
+        );
+    }
+}
+
+/// Found by fuzzing (fuzz target `profile_pvsc`): a name set only in a `<Case>` that can
+/// never match (an earlier one has its value, and the import leaves it out) was still taken
+/// as known, so the import wrote `${TERM}` for it and did not load.
+#[test]
+fn import_refers_only_to_variables_it_writes() {
+    let text = r#"<Servers>
+  <Server name="s" resource="cs://localhost:11111">
+    <CommandStartup>
+      <Options>
+        <Set name="a.b" value="x"/>
+        <Switch name="PV_CLIENT_PLATFORM">
+          <Case value="Linux"><Set name="MODE" value="m"/></Case>
+          <Case value="Linux"><Set name="TERM" value="never"/></Case>
+        </Switch>
+      </Options>
+      <Command exec="echo">
+        <Arguments><Argument value="$TERM$"/><Argument value="$a.b$"/><Argument value="$MODE$"/></Arguments>
+      </Command>
+    </CommandStartup>
+  </Server>
+</Servers>"#;
+    let original = pv_launch::profile::pvsc::load_str(Path::new("dead.pvsc"), text).unwrap();
+    let toml_text = pv_launch::profile::pvsc::import::to_toml(&original);
+    assert!(
+        toml_text.contains("${env:TERM}") && toml_text.contains("${MODE}"),
+        "{toml_text}"
+    );
+    pv_launch::profile::toml::load_str(Path::new("imported.toml"), &toml_text)
+        .unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
+}
+
+/// Found by fuzzing (fuzz target `profile_pvsc`): a `<Switch>` without `<Case>` loaded, but
+/// its import had no `cases` and did not load.
+#[test]
+fn import_of_a_switch_without_cases_loads() {
+    let text = "<Servers>\n <Server name='s' resource='cs://h'>\n  <CommandStartup><Options>\n   <Switch name='PV_CLIENT_PLATFORM'/>\n  </Options><Command exec='x'/></CommandStartup>\n </Server>\n</Servers>";
+    let original = pv_launch::profile::pvsc::load_str(Path::new("switch.pvsc"), text).unwrap();
+    let toml_text = pv_launch::profile::pvsc::import::to_toml(&original);
+    let imported = pv_launch::profile::toml::load_str(Path::new("imported.toml"), &toml_text)
+        .unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
+    assert_eq!(
+        imported.servers[0].assignments.len(),
+        original.servers[0].assignments.len()
+    );
+}

@@ -124,18 +124,20 @@ fn a_hand_started_native_server_takes_its_token_from_a_file_or_the_environment()
         .local_addr()
         .unwrap()
         .port();
-    let mut server = Command::new(workspace_bin("pv-demo-server"))
-        .args(["--server-port", &port.to_string(), "--multi-clients"])
-        .env("PV_LAUNCH_TOKEN", &token)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = KillOnDrop(
+        Command::new(workspace_bin("pv-demo-server"))
+            .args(["--server-port", &port.to_string(), "--multi-clients"])
+            .env("PV_LAUNCH_TOKEN", &token)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Its ready line says it listens.
     let mut first = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.as_mut().unwrap()),
+        &mut std::io::BufReader::new(server.0.stdout.as_mut().unwrap()),
         &mut first,
     )
     .unwrap();
@@ -241,6 +243,15 @@ fn a_hand_started_native_server_takes_its_token_from_a_file_or_the_environment()
         !seen.iter().any(|l| l.contains("stopping processes")),
         "{seen:#?}"
     );
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
+}
+
+/// A child killed (and reaped) when the test ends, panicking or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

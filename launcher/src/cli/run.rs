@@ -569,7 +569,7 @@ async fn connect_and_relay(run: Run<'_>, stop: &mut Interrupts, parts: &mut Part
         None => None,
     }
     .unwrap_or(Duration::from_secs(10 * 365 * 86_400));
-    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel::<Result<(), RelayEnd>>();
     let mut socket = Some(relay_socket);
     for (i, (conn, ep)) in connections.into_iter().zip(endpoints).enumerate() {
         let tx = watch.tx.clone();
@@ -595,10 +595,12 @@ async fn connect_and_relay(run: Run<'_>, stop: &mut Interrupts, parts: &mut Part
         r = done.recv() => match r {
             // Without a client program, the first relayed client ending ends the session.
             Some(Ok(())) if parts.client.is_none() => End::Code(EXIT_OK),
-            Some(Err(e)) if parts.client.is_none() => watch.failed(e),
-            // With one, a relay's end (even a bad one: its client saw the connection
-            // close) is the client program's to judge.
-            Some(Err(e)) => {
+            // Nobody came within the connect timeout: the session fails.
+            Some(Err(RelayEnd::NoClient(e))) => watch.failed(e),
+            Some(Err(RelayEnd::Broken(e))) if parts.client.is_none() => watch.failed(e),
+            // A served connection that ended badly (its client saw the connection close)
+            // is the client program's to judge.
+            Some(Err(RelayEnd::Broken(e))) => {
                 watch.send(Event::Note {
                     message: format!("the relayed connection ended badly: {e}"),
                 });
@@ -650,6 +652,14 @@ async fn relay_endpoints(
     Ok((endpoints, relay_socket, vars))
 }
 
+/// How a relay ended badly.
+enum RelayEnd {
+    /// No client came within the deadline.
+    NoClient(String),
+    /// A client was served, and the connection then failed.
+    Broken(String),
+}
+
 /// Serve `conn` to the first client on `ep` (this user's sockets only) or on `unix`.
 async fn serve_one(
     mut conn: pv_transport::Connection,
@@ -657,7 +667,7 @@ async fn serve_one(
     unix: Option<UnixRelay>,
     deadline: Duration,
     tx: EventSender,
-) -> Result<(), String> {
+) -> Result<(), RelayEnd> {
     // The refusal names the endpoint, the peer and its uid.
     let refused = |r: &Refused| {
         let _ = tx.send(Event::Note {
@@ -672,12 +682,12 @@ async fn serve_one(
     };
     tokio::select! {
         r = ep.accept_own(deadline, refused) => {
-            let mut client = r.map_err(|e| format!("no client connected: {e}"))?;
-            relay(&mut client, &mut conn).await.map(|_| ()).map_err(|e| e.to_string())
+            let mut client = r.map_err(|e| RelayEnd::NoClient(format!("no client connected: {e}")))?;
+            relay(&mut client, &mut conn).await.map(|_| ()).map_err(|e| RelayEnd::Broken(e.to_string()))
         }
         r = unix_accept => {
-            let mut client = r.map_err(|e| e.to_string())?;
-            relay(&mut client, &mut conn).await.map(|_| ()).map_err(|e| e.to_string())
+            let mut client = r.map_err(|e| RelayEnd::NoClient(e.to_string()))?;
+            relay(&mut client, &mut conn).await.map(|_| ()).map_err(|e| RelayEnd::Broken(e.to_string()))
         }
     }
 }

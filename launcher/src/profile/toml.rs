@@ -452,8 +452,15 @@ impl Loader<'_> {
         } else if secs == 0.0 {
             ConnectTimeout::OneAttempt
         } else {
-            ConnectTimeout::Within(Duration::from_secs_f64(secs))
+            ConnectTimeout::Within(self.seconds(c, secs)?)
         })
+    }
+
+    /// `secs` seconds, or an error at `at` when no [`Duration`] holds them (nan, inf, too
+    /// large), which `Duration::from_secs_f64` would panic on.
+    fn seconds<T>(&self, at: &Spanned<T>, secs: f64) -> Result<Duration, ProfileError> {
+        Duration::try_from_secs_f64(secs)
+            .map_err(|_| self.err(at, format!("{secs:?} is not a usable number of seconds")))
     }
 }
 
@@ -512,7 +519,11 @@ impl Loader<'_> {
     ) -> Result<(), ProfileError> {
         if let Some(p) = &r.process_start_timeout {
             let v = *p.get_ref();
-            timeouts.process_start = (v > 0.0).then(|| Duration::from_secs_f64(v));
+            timeouts.process_start = if v > 0.0 {
+                Some(self.seconds(p, v)?)
+            } else {
+                None
+            };
         }
         if let Some(d) = &r.delay {
             let v = *d.get_ref();
@@ -523,7 +534,7 @@ impl Loader<'_> {
             } else if v == 0.0 {
                 Delay::None
             } else {
-                Delay::Wait(Duration::from_secs_f64(v))
+                Delay::Wait(self.seconds(d, v)?)
             };
         }
         Ok(())
@@ -582,7 +593,7 @@ impl Loader<'_> {
         };
         let queue_timeout = match &raw.queue_timeout {
             None => None,
-            Some(q) if *q.get_ref() > 0.0 => Some(Duration::from_secs_f64(*q.get_ref())),
+            Some(q) if *q.get_ref() > 0.0 => Some(self.seconds(q, *q.get_ref())?),
             Some(q) => {
                 return Err(self.err(
                     q,

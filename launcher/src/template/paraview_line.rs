@@ -78,21 +78,30 @@ pub fn substitute(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, EndlessSubstitution> {
     let mut line = line.to_string();
-    let start_len = line.len();
+    let max_len = line.len().saturating_mul(64).max(1 << 20);
+    // Every round reads the whole line, so the rounds are bounded by the bytes they read
+    // too: far more than any finite substitution of a real command line needs.
+    let max_work = max_len.saturating_mul(2);
     let mut rounds = 0usize;
+    let mut work = 0usize;
     while let Some((range, name)) = first_placeholder(&line) {
         let placeholder = line[range].to_string();
         let name = name.to_string();
         let value = lookup(&name).unwrap_or_else(|| name.clone());
-        line = line.replace(&placeholder, &value);
+        // The length of the next line, known before it is made (it may be huge).
+        let count = line.matches(&placeholder).count();
+        let next_len = (line.len() - count * placeholder.len())
+            .saturating_add(count.saturating_mul(value.len()));
         rounds += 1;
+        work = work.saturating_add(line.len());
         // A finite set of variables can only need so many rounds; far beyond that, or a
         // line that keeps growing, means a loop.
-        if rounds > 10_000 || line.len() > start_len.saturating_mul(64).max(1 << 20) {
+        if rounds > 10_000 || next_len > max_len || work > max_work {
             return Err(EndlessSubstitution {
                 cycle: find_cycle(&line, lookup).unwrap_or_else(|| vec![name]),
             });
         }
+        line = line.replace(&placeholder, &value);
     }
     Ok(line)
 }
@@ -297,6 +306,23 @@ mod tests {
             e.to_string().contains("refer to each other in a loop"),
             "{e}"
         );
+    }
+
+    /// Found by fuzzing (target `command_line`): an empty name (`$$`) whose value brings
+    /// back `$$` and another placeholder grew the line round after round; the old limits
+    /// (10 000 rounds, 1 MiB) let that take seconds to minutes before the error.
+    #[test]
+    fn a_growing_substitution_gives_up_after_bounded_work() {
+        let v = vars(&[("A", "$$B"), ("", "A=$$B\u{10}B=$A$")]);
+        let lookups = std::cell::Cell::new(0usize);
+        let counting = |name: &str| {
+            lookups.set(lookups.get() + 1);
+            lookup_in(&BTreeMap::new(), &v)(name)
+        };
+        assert!(substitute("run $A$", &counting).is_err());
+        // A round is one lookup; each round reads the whole line, so the work stays
+        // bounded only if the rounds do while the line is long.
+        assert!(lookups.get() < 2_000, "{} lookups", lookups.get());
     }
 
     #[test]

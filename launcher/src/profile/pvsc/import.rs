@@ -63,7 +63,11 @@ fn seconds(d: &std::time::Duration) -> String {
 pub fn to_toml(profile: &Profile) -> String {
     let mut out = String::new();
     let w = &mut out;
-    let _ = writeln!(w, "# Imported by pv-launch from {}", profile.path.display());
+    let _ = writeln!(
+        w,
+        "# Imported by pv-launch from {}",
+        comment(&profile.path.display().to_string())
+    );
     let _ = writeln!(
         w,
         "# ParaView re-split its command lines after substitution (a value with spaces became"
@@ -81,6 +85,20 @@ pub fn to_toml(profile: &Profile) -> String {
         server(w, s);
     }
     out
+}
+
+/// `text` made fit for a TOML comment, which ends at a newline and may hold no other
+/// control character: those are written as escapes (`\n`, `\u{7f}`).
+fn comment(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn server(w: &mut String, s: &ServerEntry) {
@@ -117,7 +135,7 @@ fn server(w: &mut String, s: &ServerEntry) {
     notes.sort();
     notes.dedup();
     for n in &notes {
-        let _ = writeln!(w, "# note: {n}");
+        let _ = writeln!(w, "# note: {}", comment(n));
     }
     w.push_str(&body);
 }
@@ -132,10 +150,13 @@ fn known_names(s: &ServerEntry) -> BTreeSet<String> {
             Assignment::Set { name, .. } => {
                 known.insert(name.clone());
             }
+            // Only the first case of a value can match: the others are not written.
             Assignment::Switch { cases, .. } => known.extend(
                 cases
                     .iter()
-                    .flat_map(|c| c.sets.iter().map(|(k, _)| k.clone())),
+                    .enumerate()
+                    .filter(|(i, c)| !cases[..*i].iter().any(|e| e.value == c.value))
+                    .flat_map(|(_, c)| c.sets.iter().map(|(k, _)| k.clone())),
             ),
         }
     }
@@ -235,8 +256,13 @@ fn ssh_table(b: &mut String, ssh: &SshSettings, known: &BTreeSet<String>, notes:
 
 /// `[server.set]`, from ParaView's `<Set>`s.
 fn sets(body: &mut String, assignments: &[Assignment]) {
-    for a in assignments {
+    for (i, a) in assignments.iter().enumerate() {
         if let Assignment::Set { name, value, .. } = a {
+            // A later <Set> of the same name overrides this one, and TOML allows a key once.
+            let later = |b: &Assignment| matches!(b, Assignment::Set { name: n, .. } if n == name);
+            if assignments[i + 1..].iter().any(later) {
+                continue;
+            }
             if !body.contains("\n[server.set]") {
                 body.push_str("\n[server.set]\n");
             }
@@ -261,10 +287,28 @@ fn switches(body: &mut String, assignments: &[Assignment]) {
         {
             let _ = writeln!(body, "\n[[server.switch]]");
             let _ = writeln!(body, "variable = {}", toml_string(variable));
-            for c in cases {
+            if cases.is_empty() {
+                // A switch without cases sets nothing, but TOML needs the key.
+                let _ = writeln!(body, "cases = {{}}");
+            }
+            for (i, c) in cases.iter().enumerate() {
+                // Only the first case of a value can match, and TOML allows a table once.
+                if cases[..i].iter().any(|earlier| earlier.value == c.value) {
+                    continue;
+                }
                 let _ = writeln!(body, "[server.switch.cases.{}]", toml_string(&c.value));
-                for (k, v) in &c.sets {
-                    let _ = writeln!(body, "{k} = {}", toml_string(v));
+                for (j, (k, v)) in c.sets.iter().enumerate() {
+                    // A later <Set> of the same name overrides this one.
+                    if c.sets[j + 1..].iter().any(|(later, _)| later == k) {
+                        continue;
+                    }
+                    // A name that is no bare TOML key (`a.b`, `a b`) is quoted.
+                    let key = if is_variable_name(k) {
+                        k.clone()
+                    } else {
+                        toml_string(k)
+                    };
+                    let _ = writeln!(body, "{key} = {}", toml_string(v));
                 }
             }
         }

@@ -4,8 +4,9 @@
 //! inside an `<Option>` is its type, `<Argument>` may be spelt differently. Strict where
 //! ParaView silently does harm: malformed XML, a missing `<Servers>` root, an unknown option
 //! type (ParaView drops the option, and `$NAME$` then expands to the bare name), a default
-//! outside its range (ParaView clamps it), a server without startup, and a self-referencing
-//! variable (ParaView hangs) are errors with line and column.
+//! outside its range (ParaView clamps it), an enumeration without entries (ParaView offers
+//! nothing to choose), a server without startup, and a self-referencing variable (ParaView
+//! hangs) are errors with line and column.
 //!
 //! `<Terminal>` and `<Askpass>` both become pv-askpass: ssh runs with `SSH_ASKPASS` set to
 //! `pv-askpass` and `SSH_ASKPASS_REQUIRE=force`, so every prompt (password, passphrase,
@@ -124,6 +125,18 @@ impl<'a, 'input> Loader<'a, 'input> {
         ProfileError::at(&self.attr_pos(node, attr), message)
     }
 
+    /// `secs` seconds, or an error at `attr` when no [`Duration`] holds them (NaN, infinite,
+    /// too large), which `Duration::from_secs_f64` would panic on.
+    fn seconds(&self, node: N, attr: &str, secs: f64) -> Result<Duration, ProfileError> {
+        Duration::try_from_secs_f64(secs).map_err(|_| {
+            self.attr_err(
+                node,
+                attr,
+                format!("{attr}: {secs:?} is not a usable number of seconds"),
+            )
+        })
+    }
+
     fn warn(&self, node: N, message: impl Into<String>) {
         self.warnings
             .borrow_mut()
@@ -182,7 +195,7 @@ impl<'a, 'input> Loader<'a, 'input> {
             } else if t == 0.0 {
                 ConnectTimeout::OneAttempt
             } else {
-                ConnectTimeout::Within(Duration::from_secs_f64(t))
+                ConnectTimeout::Within(self.seconds(node, "timeout", t)?)
             };
         }
         for child in node.children().filter(Node::is_element) {
@@ -319,7 +332,7 @@ impl<'a, 'input> Loader<'a, 'input> {
             (None, None) => None,
         };
         timeouts.process_start = match process_wait {
-            Some(w) if w > 0.0 => Some(Duration::from_secs_f64(w)),
+            Some(w) if w > 0.0 => Some(self.seconds(cmd, "process_wait", w)?),
             _ => None,
         };
         timeouts.delay = match self.number(cmd, "delay")? {
@@ -333,7 +346,7 @@ impl<'a, 'input> Loader<'a, 'input> {
                 Delay::None
             }
             Some(0.0) => Delay::None,
-            Some(d) => Delay::Wait(Duration::from_secs_f64(d)),
+            Some(d) => Delay::Wait(self.seconds(cmd, "delay", d)?),
         };
         Ok(())
     }
@@ -546,6 +559,11 @@ impl<'a, 'input> Loader<'a, 'input> {
                             format!("ignoring <{}> inside <Enumeration>", e.tag_name().name()),
                         );
                     }
+                }
+                // ParaView shows an empty list and the value is always empty; a TOML
+                // profile (and so `pv-launch import`) cannot express that either.
+                if entries.is_empty() {
+                    return Err(self.err(ty, format!("<Enumeration> of option {name:?} has no <Entry>: ParaView would offer nothing to choose and ${name}$ would always be empty")));
                 }
                 let default = match default {
                     Some(d) if entries.iter().any(|e| e.value == d) => Some(d.to_string()),
