@@ -4,9 +4,10 @@
 //! the runtime and `--dry-run` use.
 //!
 //! ssh joins its trailing arguments with spaces into one string that the remote login
-//! shell parses (tcsh and fish included), so pv-launch sends exactly one argument:
-//! `exec /bin/sh -c '<command>'`, where `<command>` quotes every remote argv element for
-//! POSIX sh. `--` ends ssh's options before the destination, and host and user names are
+//! shell parses, whatever it is (sh, bash, tcsh, fish), so pv-launch sends exactly one
+//! argument, written so that every one of those shells reads it the same way
+//! ([`login_shell_word`]): `exec /bin/sh -c <wrapper> pv-launch <command>`, where
+//! `<command>` is POSIX sh text that quotes every remote argv element for POSIX sh. `--` ends ssh's options before the destination, and host and user names are
 //! refused when they hold control characters or start with `-`.
 
 use super::russh_options::RusshSettings;
@@ -346,9 +347,36 @@ pub const PGID_PREFIX: &str = "pv-launch-pgid ";
 pub fn wrap_remote_command(command: &str) -> String {
     format!(
         "exec /bin/sh -c {} pv-launch {}",
-        sh_quote(WRAPPER),
-        sh_quote(command)
+        login_shell_word(WRAPPER),
+        login_shell_word(command)
     )
+}
+
+/// `s` as one word for whichever login shell the remote user has: POSIX sh, bash, tcsh
+/// and fish all read a backslash before a character as that character, so every
+/// character special to any of them is backslash-escaped (single quotes would not do:
+/// fish reads `\'` inside them as an escaped quote, tcsh expands `!` in them). A control
+/// character is single-quoted instead, since a backslash would make a newline a line
+/// continuation and fish reads `\t` as an escape; every shell but tcsh accepts that (tcsh
+/// refuses a newline in any quotes: the one known limit).
+pub fn login_shell_word(s: &str) -> String {
+    if s.is_empty() {
+        return "''".to_string();
+    }
+    let mut out = String::with_capacity(s.len() * 2);
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() || "_./=+-,:@%".contains(c) {
+            out.push(c);
+        } else if c.is_control() {
+            out.push('\'');
+            out.push(c);
+            out.push('\'');
+        } else {
+            out.push('\\');
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -397,6 +425,40 @@ mod tests {
         let mut parts: Vec<String> = text.split('\0').map(str::to_string).collect();
         parts.pop();
         parts
+    }
+
+    /// Every login shell installed here reads a wrapped command's words back exactly.
+    #[test]
+    fn login_shell_words_survive_sh_bash_tcsh_and_fish() {
+        let words = [
+            "a b", "it's", "$(id)", "`id`", "x;y", "", "\"q\"", "*", "a\\b", "q\\'", "bang!",
+            "{a,b}", "#hash", "~", "<>", "a\tb", "é", "%s", "a'b\"c$d", "!!", "(x)", "[x]", "^x",
+            "&", "|", "?",
+        ];
+        let shells: Vec<&str> = ["/bin/sh", "/bin/bash", "/usr/bin/tcsh", "/usr/bin/fish"]
+            .into_iter()
+            .filter(|s| std::path::Path::new(s).exists())
+            .collect();
+        assert!(
+            shells.len() == 4 || std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but a login shell to check is missing: {shells:?}"
+        );
+        for shell in shells {
+            for w in words {
+                let line = format!(
+                    "/usr/bin/printf {} {}",
+                    login_shell_word("[%s]"),
+                    login_shell_word(w)
+                );
+                let out = Command::new(shell).arg("-c").arg(&line).output().unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&out.stdout),
+                    format!("[{w}]"),
+                    "{shell} read {line:?} otherwise: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
     }
 
     #[test]
