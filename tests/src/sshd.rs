@@ -92,6 +92,70 @@ pub fn ensure_test_user() {
     );
 }
 
+/// Create the throwaway login `name` with `shell` as its login shell if missing (or give an
+/// existing one that shell), and set its password to [`TEST_PASSWORD`] (sshd refuses a locked
+/// account even for a key). Every [`Sshd`] accepts its plain and encrypted keys for any user,
+/// so this login reaches it the way [`TEST_USER`] does: for tests of other login shells
+/// (tcsh, fish) parsing the remote command.
+pub fn ensure_user_with_shell(name: &str, shell: &str) {
+    assert!(Path::new(shell).exists(), "no login shell {shell}");
+    let exists = || {
+        Command::new("id")
+            .args(["-u", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !exists() {
+        let _ = Command::new("useradd")
+            .args(["-m", "-s", shell, name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if exists() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cannot create user {name}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let entry = run(Command::new("getent").args(["passwd", name])).stdout;
+    let current = String::from_utf8_lossy(&entry)
+        .trim_end()
+        .rsplit(':')
+        .next()
+        .map(str::to_owned);
+    if current.as_deref() != Some(shell) {
+        run_retrying(
+            || {
+                let mut c = Command::new("usermod");
+                c.args(["-s", shell, name]);
+                c
+            },
+            "usermod -s",
+        );
+    }
+    run_retrying(
+        || {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("echo '{name}:{TEST_PASSWORD}' | chpasswd"));
+            c
+        },
+        "chpasswd",
+    );
+    // Two useradd racing (parallel tests) can leave the home owned by a uid that lost;
+    // fish needs to write there.
+    let home = String::from_utf8_lossy(&entry)
+        .trim_end()
+        .split(':')
+        .nth(5)
+        .map(str::to_owned)
+        .expect("a home directory");
+    run(Command::new("chown").args(["-R", &format!("{name}:"), &home]));
+}
+
 fn keygen(path: &Path, passphrase: &str) {
     run(Command::new("ssh-keygen")
         .args([
