@@ -40,16 +40,19 @@ impl Terminal {
     /// like the dialog, until ssh ends the helper with SIGTERM.
     pub fn ask(self, prompt: &Prompt) -> Outcome {
         let mut tty = self.tty;
+        // The prompt's text comes from the remote host (keyboard-interactive prompts, host
+        // names): it reaches the terminal without escape sequences.
+        let shown = printable(&prompt.text);
         match prompt.kind {
             PromptKind::Notify => {
-                let _ = writeln!(tty, "{}", prompt.text.trim_end());
+                let _ = writeln!(tty, "{}", shown.trim_end());
                 // ssh sends SIGTERM when the operation is over; the default action ends us.
                 loop {
                     std::thread::park();
                 }
             }
             PromptKind::Confirm => {
-                let question = format!("{}\nAllow? (yes/no) ", prompt.text.trim_end());
+                let question = format!("{}\nAllow? (yes/no) ", shown.trim_end());
                 match read_visible(&mut tty, &question) {
                     Some(answer) if is_yes(&answer) => Outcome::Accepted,
                     _ => Outcome::Cancelled,
@@ -58,7 +61,7 @@ impl Terminal {
             // Host-key answers (yes / no / a fingerprint) are passed on as typed: ssh
             // checks them and asks again if they are neither.
             PromptKind::HostKey | PromptKind::OneTimeCode | PromptKind::Username => {
-                match read_visible(&mut tty, &prompt.text) {
+                match read_visible(&mut tty, &shown) {
                     Some(answer) => Outcome::Answer(answer),
                     None => Outcome::Cancelled,
                 }
@@ -69,13 +72,59 @@ impl Terminal {
             | PromptKind::Unknown => {
                 // rpassword opens /dev/tty itself, switches echo off and restores it.
                 drop(tty);
-                match rpassword::prompt_password(&prompt.text) {
+                match rpassword::prompt_password(shown.as_ref()) {
                     Ok(secret) => Outcome::Answer(Zeroizing::new(secret)),
                     Err(_) => Outcome::Cancelled,
                 }
             }
         }
     }
+}
+
+/// `text` as it may reach a terminal: a remote host's prompt (or a server's output) could
+/// move the cursor, retitle the window or rewrite what the user sees, so escape sequences
+/// are dropped and other control characters shown as `?` (tabs and newlines kept).
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\t' && c != '\n')
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                // CSI: parameters, then one final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC (and DCS, PM, APC, SOS): up to BEL or ESC \.
+                Some(']' | 'P' | '^' | '_' | 'X') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' {
+                            break;
+                        }
+                        if c == '\u{1b}' && chars.peek() == Some(&'\\') {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                // Any other escape: the one character after it.
+                _ => {}
+            },
+            '\t' | '\n' => out.push(c),
+            c if c.is_control() => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn is_yes(answer: &str) -> bool {

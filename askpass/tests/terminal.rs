@@ -236,3 +236,23 @@ fn no_display_and_no_terminal_exits_1_with_one_line() {
     assert!(err.contains("DISPLAY is not set"), "{err}");
     assert!(err.contains("no terminal"), "{err}");
 }
+
+/// A prompt from a remote host reaches the terminal without its control sequences: one
+/// that would erase the real question (carriage return, erase line) and draw a fake one
+/// shows both, as plain text.
+#[test]
+fn a_prompt_s_control_sequences_do_not_reach_the_terminal() {
+    let t = Tmux::run(
+        "",
+        "(bob@example.org) Verification code for bob:\r\u{1b}[K\u{1b}]0;t\u{7}Fake code: ",
+    );
+    t.wait_for_screen("Fake code:");
+    let screen = t.screen();
+    assert!(
+        screen.contains("Verification code for bob:"),
+        "the real question was erased: {screen}"
+    );
+    t.type_line("1234");
+    let (rc, out, _) = t.result();
+    assert_eq!((rc, out.as_str()), (0, "1234\n"));
+}

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
+use pv_askpass::terminal::printable;
 use pv_launch::events::{Event, Stage};
 
 /// What a stage is called on the screen and in the plain lines.
@@ -149,52 +150,6 @@ fn span(d: Duration) -> String {
     } else {
         format!("{} h {:02} min", s / 3600, s / 60 % 60)
     }
-}
-
-/// `text` as it may reach a terminal: a server's (or a remote host's) output could move
-/// the cursor, retitle the window or rewrite what the user sees, so escape sequences are
-/// dropped and other control characters shown as `?` (tabs and newlines kept).
-pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text
-        .chars()
-        .any(|c| c.is_control() && c != '\t' && c != '\n')
-    {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{1b}' => match chars.next() {
-                // CSI: parameters, then one final byte in @..~.
-                Some('[') => {
-                    for c in chars.by_ref() {
-                        if ('@'..='~').contains(&c) {
-                            break;
-                        }
-                    }
-                }
-                // OSC (and DCS, PM, APC, SOS): up to BEL or ESC \.
-                Some(']' | 'P' | '^' | '_' | 'X') => {
-                    while let Some(c) = chars.next() {
-                        if c == '\u{7}' {
-                            break;
-                        }
-                        if c == '\u{1b}' && chars.peek() == Some(&'\\') {
-                            chars.next();
-                            break;
-                        }
-                    }
-                }
-                // Any other escape: the one character after it.
-                _ => {}
-            },
-            '\t' | '\n' => out.push(c),
-            c if c.is_control() => out.push('?'),
-            c => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 /// Shows a launch's events as JSON lines, plain timed lines or a live terminal display.
