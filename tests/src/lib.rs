@@ -175,3 +175,27 @@ pub fn wait_not_running(pid: u32, deadline: Duration) -> bool {
     }
     true
 }
+
+/// Whether every one of `parts` (paths of programs) is installed, and, with `root`,
+/// whether the test runs as root. A missing part is a skip, said on stderr, except under
+/// `CI=true`, where it fails the test.
+pub fn have_parts(parts: &[&str], root: bool) -> bool {
+    let mut missing: Vec<String> = parts
+        .iter()
+        .filter(|p| !std::path::Path::new(p).exists())
+        .map(|p| p.to_string())
+        .collect();
+    if root && pv_transport::socket_table::effective_uid().unwrap_or(u32::MAX) != 0 {
+        missing.push("root".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "missing under CI: {missing:?}"
+    );
+    eprintln!("SKIPPED: missing {missing:?}");
+    false
+}

@@ -25,21 +25,7 @@ const SOCAT: &str = "/usr/bin/socat";
 
 /// Whether every one of `parts` is installed; under `CI=true` a missing part fails.
 fn have(parts: &[&str]) -> bool {
-    let missing: Vec<&str> = parts
-        .iter()
-        .copied()
-        .filter(|p| !Path::new(p).exists())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "missing under CI: {missing:?}"
-    );
-    eprintln!("SKIPPED: missing {missing:?}");
-    false
+    pv_e2e::have_parts(parts, false)
 }
 
 fn demo() -> String {

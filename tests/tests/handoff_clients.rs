@@ -44,24 +44,7 @@ const SPHERE_POINTS: &str = "points 226";
 /// Whether every one of `parts` is installed (and we are root); under `CI=true` a missing
 /// part is a failure, never a skip.
 fn have(parts: &[&str]) -> bool {
-    let mut missing: Vec<String> = parts
-        .iter()
-        .filter(|p| !Path::new(p).exists())
-        .map(|p| p.to_string())
-        .collect();
-    if pv_transport::socket_table::effective_uid().unwrap() != 0 {
-        missing.push("root".into());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "missing under CI: {missing:?}"
-    );
-    eprintln!("SKIPPED: missing {missing:?}");
-    false
+    pv_e2e::have_parts(parts, true)
 }
 
 fn free_port() -> u16 {
