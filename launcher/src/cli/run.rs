@@ -24,7 +24,10 @@ use std::time::{Duration, Instant};
 use pv_launch::events::{Event, EventSender, Stage};
 use pv_launch::plan::{ExpectedConnection, Plan};
 use pv_launch::profile::ConnectTimeout;
-use pv_launch::session::{Handoff, LaunchOptions, Session, launch_with, needs_token, prepare};
+use pv_launch::session::{
+    Handoff, LaunchOptions, Session, client_url, launch_with, loopback_endpoints, needs_token,
+    prepare,
+};
 use pv_launch::startup::{ServerHandle, TERMINATE_GRACE, spawn_group};
 use pv_transport::handoff::{LoopbackEndpoint, Refused, relay};
 use pv_transport::{Direction, Resource};
@@ -389,12 +392,8 @@ async fn client_listens_first(
             p => p,
         });
     }
-    let endpoints: Vec<(String, u16)> = ports
-        .iter()
-        .map(|p| ("127.0.0.1".to_string(), *p))
-        .collect();
-    let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let url = format!("{}://{}", expected.resource.scheme(), hosts.join("//"));
+    let endpoints = loopback_endpoints(&ports);
+    let url = client_url(expected.resource.scheme(), &endpoints);
     let vars = client_variables(&url, &endpoints);
     match &client {
         Some(c) => match spawn_client(c, &vars, json, watch) {
@@ -636,13 +635,10 @@ async fn relay_endpoints(
             .map_err(|e| watch.failed(format!("cannot listen on 127.0.0.1: {e}")))?;
         endpoints.push(ep);
     }
-    let addrs: Vec<(String, u16)> = endpoints
-        .iter()
-        .map(|e| ("127.0.0.1".to_string(), e.local_addr().port()))
-        .collect();
-    let hosts: Vec<String> = addrs.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+    let ports: Vec<u16> = endpoints.iter().map(|e| e.local_addr().port()).collect();
+    let addrs = loopback_endpoints(&ports);
     let scheme = if addrs.len() == 2 { "cdsrs" } else { "cs" };
-    let url = format!("{scheme}://{}", hosts.join("//"));
+    let url = client_url(scheme, &addrs);
     let mut vars = client_variables(&url, &addrs);
     vars.insert(
         "PV_LAUNCH_SOCKET".to_string(),

@@ -235,6 +235,30 @@ async fn start_plan(
     .await?)
 }
 
+/// `127.0.0.1:<port>` for each of `ports`: where a client listens (or a relay serves).
+pub fn loopback_endpoints(ports: &[u16]) -> Vec<(String, u16)> {
+    ports
+        .iter()
+        .map(|p| ("127.0.0.1".to_string(), *p))
+        .collect()
+}
+
+/// The URL a client gets in `PV_LAUNCH_URL`: `scheme://HOST:PORT`, endpoints joined by
+/// `//` (a data + render pair), IPv6 hosts in brackets.
+pub fn client_url(scheme: &str, endpoints: &[(String, u16)]) -> String {
+    let hosts: Vec<String> = endpoints
+        .iter()
+        .map(|(h, p)| {
+            if h.contains(':') {
+                format!("[{h}]:{p}")
+            } else {
+                format!("{h}:{p}")
+            }
+        })
+        .collect();
+    format!("{scheme}://{}", hosts.join("//"))
+}
+
 /// A server started and readied for a client program that runs the server's handshake
 /// itself (ParaView's, or none): pv-launch holds no connection to it.
 #[derive(Debug)]
@@ -312,15 +336,8 @@ pub async fn prepare(
     let scheme = expected.resource.scheme();
     let (url, endpoints) = match direction {
         Direction::Reverse => {
-            let endpoints: Vec<(String, u16)> = client_ports
-                .iter()
-                .map(|p| ("127.0.0.1".to_string(), *p))
-                .collect();
-            let hosts: Vec<String> = client_ports
-                .iter()
-                .map(|p| format!("127.0.0.1:{p}"))
-                .collect();
-            (format!("{scheme}://{}", hosts.join("//")), endpoints)
+            let endpoints = loopback_endpoints(client_ports);
+            (client_url(scheme, &endpoints), endpoints)
         }
         Direction::Forward => {
             let (target, _) = tunnelled_target(expected, ready.as_ref(), server.as_ref());
@@ -342,17 +359,7 @@ pub async fn prepare(
                     expected.resource
                 )));
             }
-            let hosts: Vec<String> = endpoints
-                .iter()
-                .map(|(h, p)| {
-                    if h.contains(':') {
-                        format!("[{h}]:{p}")
-                    } else {
-                        format!("{h}:{p}")
-                    }
-                })
-                .collect();
-            (format!("{scheme}://{}", hosts.join("//")), endpoints)
+            (client_url(scheme, &endpoints), endpoints)
         }
     };
     let _ = events.send(Event::Handoff { url: url.clone() });
