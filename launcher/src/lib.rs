@@ -1,23 +1,26 @@
-//! pv-launch: start a server somewhere (this host, a user's script, a remote host over
-//! ssh, and next a batch job) and hand back a live, authenticated connection to it.
+#![doc = include_str!("../README.md")]
 //!
-//! This is the library an application embeds; it carries no GUI toolkit and no CLI
-//! crates (the `pv-launch` command is the default cargo feature `cli`, built on top).
+//! ## Modules
+//!
 //! Data flows one way through the modules:
 //!
 //! 1. [`profile`]: a TOML profile or a ParaView `.pvsc` file is loaded into server entries
 //!    (errors name file, line and column);
 //! 2. [`plan`]: one entry, the answers to its options ([`prompt`]) and the launch context
 //!    ([`variables`]) become a fully resolved, typed [`plan::Plan`]: how the server starts
-//!    (its command or a script) × where (this host, or an ssh target with its tunnels and
-//!    backend), the expected connection and its handshake, timeouts. `--dry-run` prints
-//!    it, with every command line that will run;
+//!    (its command or a script) × where (this host, an ssh target with its tunnels and
+//!    backend, or a batch job), the expected connection and its handshake, timeouts.
+//!    `--dry-run` prints it, with every command line that will run;
 //! 3. [`startup`]: the one room that starts every server and supervises it — the launch
 //!    channel's exchange ([`startup::channel`]) written once, a process group on this host
 //!    ([`startup::local`]), a command over ssh through either backend behind one face
-//!    ([`startup::ssh`]: `openssh/`, `russh/`), and the place batch jobs join;
+//!    ([`startup::ssh`]: `openssh/`, `russh/`), and Slurm batch jobs ([`startup::batch`]);
 //! 4. [`session`]: connects to what was started (listen or dial, handshake, TLS) and
-//!    holds the result: the connection(s) and the [`startup::Server`].
+//!    holds the result: the connection(s) and the [`startup::Server`]; or readies the path
+//!    for a client program that connects by itself ([`session::prepare`]).
+//!
+//! Progress is reported as [`events::Event`]s; [`template`] is the `${NAME}` syntax and
+//! [`source`] the file positions every error and warning carries.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -1,36 +1,9 @@
-//! pv-transport: the connection layer of pv-launch.
+#![doc = include_str!("../README.md")]
 //!
-//! It knows where a server is ([`resource`]), how to reach it ([`net`]: dial with retry,
-//! listen, reverse dial), how both ends prove who they are ([`handshake`]: the native token
-//! challenge-response, and ParaView's own), how to encrypt and pin ([`tls`]), how the
-//! launcher and a server it starts talk before the connection exists ([`launch`]), how a
-//! process manages one or many connections ([`manager`]), and how a launcher hands a
-//! connection to an unmodified client program on loopback, admitting only the user's own
-//! sockets ([`handoff`], reading the kernel's socket tables with [`socket_table`]). It never
-//! starts processes and knows nothing of ssh or profiles: that is the launcher's job.
-//!
-//! A server built on this crate, in outline:
-//!
-//! ```no_run
-//! use pv_transport::{ConnectionConfig, ConnectionManager, ConnectionMode, Listener, loopback};
-//! use pv_transport::handshake::native::NativeHandshake;
-//! use pv_transport::launch::{ReadyLine, Secrets};
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! // The launcher writes the one-time token on our stdin (never argv).
-//! let mut line = String::new();
-//! std::io::stdin().read_line(&mut line)?;
-//! let secrets = Secrets::parse(&line).ok_or("no secrets line")??;
-//!
-//! let config = ConnectionConfig::new(NativeHandshake::new(secrets.token));
-//! let manager = ConnectionManager::install_global(ConnectionMode::Single, config)?;
-//! let listener = Listener::bind(loopback(0), manager.config().heartbeat).await?;
-//! let port = listener.local_addr()?.port();
-//! println!("{}", ReadyLine { port, handshake: "native".into(), protocol: 2, tls: None });
-//!
-//! let mut conn = manager.accept_client(listener, None).await?;
-//! tokio::io::copy(&mut tokio::io::empty(), &mut conn).await?; // serve something
-//! # Ok(()) }
-//! ```
+//! The modules, in the order a connection uses them: [`resource`] (where the server is),
+//! [`launch`] (the launch channel), [`net`] (dial, listen), [`tls`], [`handshake`],
+//! [`manager`] (one or many connections), [`handoff`] and [`socket_table`] (serving a
+//! connection to the user's own local programs), [`token`] and [`fingerprint`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -4,7 +4,7 @@
 //! - `openssh/`: pv-launch's own OpenSSH *ControlMaster* ([`Master`]), started with
 //!   `pv-askpass` as `SSH_ASKPASS` (`SSH_ASKPASS_REQUIRE=force`,
 //!   `NumberOfPasswordPrompts=1`, stdin `/dev/null`), so the user authenticates once,
-//!   through the embedding application's [`Prompter`](crate::prompt::Prompter) when one
+//!   through the embedding application's [`Prompter`] when one
 //!   is given ([`AskpassBridge`]); the remote command, the tunnels and the cleanup are
 //!   mux clients of it (`ssh -S <ctl>`), rendered from the plan's typed target
 //!   ([`crate::plan::ssh::OpenSshCommands`]);
