@@ -225,7 +225,7 @@ impl Renderer {
             Form::Json => {
                 if let Ok(line) = serde_json::to_string(event) {
                     let mut out = std::io::stdout().lock();
-                    writeln!(out, "{line}")?;
+                    out.write_all(with_newline(&line).as_bytes())?;
                     out.flush()?;
                 }
             }
@@ -240,7 +240,7 @@ impl Renderer {
                     _ => event_text(event),
                 };
                 // A closed stderr is no reason to stop the launch.
-                let _ = writeln!(out, "{line}");
+                let _ = out.write_all(with_newline(&line).as_bytes());
                 let _ = out.flush();
             }
             Form::Terminal(spinner) => spinner.show(event),
@@ -421,7 +421,7 @@ impl Spinner {
                 what.unwrap_or(stage_text(r.stage)),
                 seconds(r.started.elapsed())
             );
-            eprintln!("{line}");
+            eprint_line(&line);
         }
     }
 
@@ -440,7 +440,7 @@ impl Spinner {
             }
             None => format!("{} {message}", self.paint("31", "✗")),
         };
-        eprintln!("{line}");
+        eprint_line(&line);
     }
 
     /// Interrupted: the running stage, abandoned, becomes a `✗` line saying so; with none
@@ -448,15 +448,15 @@ impl Spinner {
     fn interrupted(&mut self, text: &str) {
         match self.current {
             Some(_) => self.fail(text),
-            None => eprintln!("{text}"),
+            None => eprint_line(text),
         }
     }
 
     /// A line above the spinner (or a plain line when none runs).
     fn print(&self, line: &str) {
         match &self.current {
-            Some(r) => r.bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(r) => r.bar.suspend(|| eprint_line(line)),
+            None => eprint_line(line),
         }
     }
 
@@ -478,6 +478,23 @@ impl Spinner {
 
 fn seconds(d: Duration) -> String {
     format!("{:.2}s", d.as_secs_f64())
+}
+
+/// `line` and its newline as one buffer, so that each line reaches a pipe in one `write`
+/// (the std stderr is unbuffered: `writeln!` writes the text and the newline separately, and
+/// a client's output sharing the pipe could land between them).
+fn with_newline(line: &str) -> String {
+    let mut whole = String::with_capacity(line.len() + 1);
+    whole.push_str(line);
+    whole.push('\n');
+    whole
+}
+
+/// One line on stderr in one write (see [`with_newline`]); a closed stderr is ignored.
+fn eprint_line(line: &str) {
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(with_newline(line).as_bytes());
 }
 
 #[cfg(test)]
