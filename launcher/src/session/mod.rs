@@ -37,7 +37,7 @@ use pv_transport::{
 use crate::events::{Event, EventSender, Stage};
 use crate::plan::{Launch, Plan};
 use crate::startup::ssh::{SshError, SshSession};
-use crate::startup::{DEFAULT_READY_TIMEOUT, Server, ServerHandle, StartError};
+use crate::startup::{Server, ServerHandle, StartError, UNLIMITED_READY_WAIT};
 use connect::connection_config;
 
 /// A launch that did not produce a connection.
@@ -222,7 +222,7 @@ async fn start_plan(
     let ready_timeout = plan
         .timeouts()
         .process_start
-        .unwrap_or(DEFAULT_READY_TIMEOUT)
+        .unwrap_or(UNLIMITED_READY_WAIT)
         .max(Duration::from_secs(1));
     Ok(crate::startup::start(
         process,

@@ -25,8 +25,11 @@ use crate::profile::Delay;
 /// How many stderr lines a failure report keeps.
 pub const STDERR_TAIL_LINES: usize = 20;
 
-/// How long to wait for a ready line when the plan gives no process start timeout.
-pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The wait for a ready line when the plan sets no process start timeout
+/// (`process_start_timeout = 0`, ParaView's `process_wait` ≤ 0): no limit, in practice —
+/// a year, which keeps every deadline computed from it in range. Ctrl-C or the server's
+/// exit still ends the wait.
+pub const UNLIMITED_READY_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How long a command that closed its output may take to exit before it counts as
 /// still running.

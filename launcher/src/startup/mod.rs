@@ -23,7 +23,7 @@ pub mod ssh;
 #[cfg(test)]
 mod tests;
 
-pub use channel::{DEFAULT_READY_TIMEOUT, OutputLine, STDERR_TAIL_LINES};
+pub use channel::{OutputLine, STDERR_TAIL_LINES, UNLIMITED_READY_WAIT};
 pub use local::{ServerHandle, TERMINATE_GRACE, spawn_group, start_local, wait_for_group_stops};
 
 use std::process::ExitStatus;
