@@ -70,8 +70,9 @@ fn list(profile: Option<&str>) -> i32 {
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_file())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.ends_with(".toml") || n.ends_with(".pvsc"))
+                    .filter(|n| find::is_profile_file_name(n))
                     .collect()
             })
             .unwrap_or_default();

@@ -347,3 +347,33 @@ fn import_of_a_switch_without_cases_loads() {
         original.servers[0].assignments.len()
     );
 }
+
+#[test]
+fn a_double_default_off_its_step_is_an_error_with_its_position() {
+    let profile = |step: &str, default: &str| {
+        format!(
+            "[[server]]\nname = \"x\"\nresource = \"cs://127.0.0.1:0\"\n[server.startup]\n\
+             mechanism = \"local\"\nargv = [\"true\"]\n[[server.option]]\nname = \"F\"\ntype = \"double\"\n\
+             min = 0\nmax = 2\n{step}default = {default}\n"
+        )
+    };
+    let e = toml(&profile("step = 0.25\n", "0.3"));
+    assert!(
+        e.starts_with("bad.toml:13:11:") && e.contains("default 0.3 is not 0 plus a multiple of the step 0.25"),
+        "{e}"
+    );
+    // Within rounding: 0.3 is three 0.1 steps although 0.3 / 0.1 is not exactly 3.
+    for (step, default) in [("step = 0.1\n", "0.3"), ("step = 0.25\n", "1.75"), ("", "0.3")] {
+        let text = profile(step, default);
+        if let Err(e) = pv_launch::profile::toml::load_str(Path::new("ok.toml"), &text) {
+            panic!("{step}{default}: {e}");
+        }
+    }
+    let e = pvsc(
+        "<Servers>\n <Server name='a' resource='cs://h'>\n  <CommandStartup><Options><Option name='X'><Range type='double' min='0' max='2' step='0.25' default='0.3'/></Option></Options><Command exec='x'/></CommandStartup>\n </Server>\n</Servers>",
+    );
+    assert!(
+        e.starts_with("bad.pvsc:3:") && e.contains("not 0 plus a multiple of the step 0.25"),
+        "{e}"
+    );
+}

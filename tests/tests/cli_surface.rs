@@ -166,6 +166,8 @@ fn list_shows_the_config_directorys_profiles_and_a_profiles_servers() {
     let s = Scratch::new();
     s.profile("two.toml", &two_servers());
     s.profile("noext", &two_servers());
+    s.profile("notes.txt", "not a profile");
+    s.profile(".hidden", "not a profile");
     std::fs::copy(
         corpus("olcf-andes.pvsc"),
         s.config().join("pv-launch/andes.pvsc"),
@@ -185,11 +187,16 @@ fn list_shows_the_config_directorys_profiles_and_a_profiles_servers() {
         "{}",
         all.context()
     );
-    // A profile named without an extension is found by name (README: NAME, NAME.toml or
-    // NAME.pvsc, and below), but `list` does not show it: pinned as it is.
+    // A profile named without an extension is found by name (NAME, NAME.toml or
+    // NAME.pvsc), so `list` shows it too; a hidden file or another extension is not one.
     assert!(
-        !all.stdout().contains("noext"),
-        "list now shows extension-less profiles: update this test\n{}",
+        listed.contains(&dir.join("noext").display().to_string()),
+        "{}",
+        all.context()
+    );
+    assert!(
+        !all.stdout().contains("notes.txt") && !all.stdout().contains(".hidden"),
+        "{}",
         all.context()
     );
     for name in ["two", "noext"] {
@@ -1042,4 +1049,65 @@ fn a_server_on_ipv6_loopback_is_connected() {
         r.context()
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "over ipv6\n");
+}
+
+/// A local script written as a relative path is found beside its profile, whatever the
+/// current directory: the shipped `examples/profiles/script.toml` run from a scratch
+/// directory, and a profile found by name in the config directory whose script sits in a
+/// subdirectory there.
+#[test]
+fn a_local_scripts_relative_path_is_relative_to_its_profile_not_the_current_directory() {
+    let s = Scratch::new();
+    let bins = pv_e2e::target_bin_dir();
+    let path = format!(
+        "{}:{}",
+        bins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/profiles/script.toml");
+    let shipped = shipped.canonicalize().unwrap();
+    let scripts = s.config().join("pv-launch/scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    let script = scripts.join("start.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho 'start.sh ran' >&2\nexec {:?} --server-port \"$1\" --bind-address 127.0.0.1\n",
+            demo()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    s.profile(
+        "scripted.toml",
+        "[[server]]\nname = \"s\"\nresource = \"cs://127.0.0.1:0\"\n[server.startup]\n\
+         mechanism = \"local-script\"\nscript = \"scripts/start.sh\"\nargs = [\"${PV_SERVER_PORT}\"]\n",
+    );
+    for (profile, marker) in [
+        (shipped.to_str().unwrap(), "start-demo-server.sh: "),
+        ("scripted", "start.sh ran"),
+    ] {
+        let dry = s.run(&["--profile", profile, "--dry-run", "--no-prompt"]);
+        assert_eq!(dry.code(), Some(0), "{}", dry.context());
+        let out = s
+            .command(&[
+                "--profile",
+                profile,
+                "--no-prompt",
+                "--exec",
+                "echo \"client got $PV_LAUNCH_URL\"",
+            ])
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        let ran = Ran(out);
+        assert_eq!(ran.code(), Some(0), "{profile}: {}", ran.context());
+        assert!(
+            ran.stdout().contains("client got cs://127.0.0.1:"),
+            "{profile}: {}",
+            ran.context()
+        );
+        assert!(ran.stderr().contains(marker), "{profile}: {}", ran.context());
+    }
 }

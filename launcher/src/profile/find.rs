@@ -19,6 +19,15 @@ pub fn config_dir() -> Option<PathBuf> {
         .map(|d| d.join("pv-launch"))
 }
 
+/// Whether a file of this name in [`config_dir`] is a profile [`locate`] finds by name:
+/// `NAME.toml`, `NAME.pvsc`, or `NAME` without an extension (not a hidden file).
+pub fn is_profile_file_name(file_name: &str) -> bool {
+    !file_name.starts_with('.')
+        && (file_name.ends_with(".toml")
+            || file_name.ends_with(".pvsc")
+            || !file_name.contains('.'))
+}
+
 /// The file `name_or_path` designates: an existing path, else a profile of that name in
 /// [`config_dir`].
 pub fn locate(name_or_path: &str) -> Result<PathBuf, ProfileError> {

@@ -15,7 +15,7 @@ use toml::{Spanned, Value};
 
 use super::error::ProfileError;
 use super::model::*;
-use super::options::{EnumEntry, OptionKind, OptionSpec, RangeDefault, check_int};
+use super::options::{EnumEntry, OptionKind, OptionSpec, RangeDefault, check_double, check_int};
 use crate::source::{Located, SourcePos};
 use crate::template::{Template, Text, is_variable_name};
 
@@ -841,12 +841,15 @@ impl Loader<'_> {
                 _ => Err(self.err(s, format!("{what}: a number"))),
             },
         };
-        let (min, max, step) = (
+        let (min, max) = (
             num(&r.min, 0.0, "min")?,
             num(&r.max, 99_999_999_999.0, "max")?,
-            num(&r.step, 1.0, "step")?,
         );
-        if min > max || step <= 0.0 {
+        let step = match &r.step {
+            None => None,
+            Some(_) => Some(num(&r.step, 1.0, "step")?),
+        };
+        if min > max || step.is_some_and(|s| s <= 0.0 || !s.is_finite()) {
             return Err(self.err(&r.kind, "a double range needs min <= max and step > 0"));
         }
         let default = match &r.default {
@@ -857,9 +860,8 @@ impl Loader<'_> {
                     let x = v
                         .as_float()
                         .unwrap_or_else(|| v.as_integer().unwrap_or(0) as f64);
-                    if x < min || x > max {
-                        return Err(self.err(d, format!("default {x} is outside {min}..={max}")));
-                    }
+                    check_double(x, min, max, step)
+                        .map_err(|m| self.err(d, format!("default {m}")))?;
                     RangeDefault::Value(x)
                 }
                 _ => {

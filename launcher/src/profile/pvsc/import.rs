@@ -361,13 +361,10 @@ fn kind_fields(w: &mut String, kind: &OptionKind) {
             default,
         } => {
             let f = |x: f64| format!("{x:?}");
-            let _ = writeln!(
-                w,
-                "min = {}\nmax = {}\nstep = {}",
-                f(*min),
-                f(*max),
-                f(*step)
-            );
+            let _ = writeln!(w, "min = {}\nmax = {}", f(*min), f(*max));
+            if let Some(step) = step {
+                let _ = writeln!(w, "step = {}", f(*step));
+            }
             let _ = match default {
                 RangeDefault::Value(v) => writeln!(w, "default = {}", f(*v)),
                 RangeDefault::Random => writeln!(w, "default = \"random\""),
