@@ -359,11 +359,16 @@ fn a_double_default_off_its_step_is_an_error_with_its_position() {
     };
     let e = toml(&profile("step = 0.25\n", "0.3"));
     assert!(
-        e.starts_with("bad.toml:13:11:") && e.contains("default 0.3 is not 0 plus a multiple of the step 0.25"),
+        e.starts_with("bad.toml:13:11:")
+            && e.contains("default 0.3 is not 0 plus a multiple of the step 0.25"),
         "{e}"
     );
     // Within rounding: 0.3 is three 0.1 steps although 0.3 / 0.1 is not exactly 3.
-    for (step, default) in [("step = 0.1\n", "0.3"), ("step = 0.25\n", "1.75"), ("", "0.3")] {
+    for (step, default) in [
+        ("step = 0.1\n", "0.3"),
+        ("step = 0.25\n", "1.75"),
+        ("", "0.3"),
+    ] {
         let text = profile(step, default);
         if let Err(e) = pv_launch::profile::toml::load_str(Path::new("ok.toml"), &text) {
             panic!("{step}{default}: {e}");

@@ -20,12 +20,15 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit status: interrupted (Ctrl-C, SIGTERM).
 pub const EXIT_INTERRUPTED: i32 = 130;
 
-const AFTER_HELP: &str = "\
+/// The examples, lookup and exit status lines `-h` and `--help` both end with.
+macro_rules! after_help_text {
+    () => {
+        "\
 Examples:
   pv-launch --profile examples/profiles/local.toml
       start the demo server locally and connect to it
   pv-launch --profile cluster.toml --server gpu --set NODES=4 --dry-run
-      print exactly what would run, start nothing
+      print the resolved plan, start nothing
   pv-launch --profile servers.pvsc --server 'ORNL andes'
       use a ParaView server file as it is
   pv-launch --profile local.pvsc --exec 'pvpython client.py \"$PV_LAUNCH_URL\"'
@@ -39,20 +42,52 @@ Profiles are found by path, or by name in $XDG_CONFIG_HOME/pv-launch/ (else
 ~/.config/pv-launch/) as NAME, NAME.toml or NAME.pvsc.
 
 Exit status: 0 success; 1 the server or the connection failed; 2 bad usage or a
-profile error; 130 interrupted; with a client, the client's own status.
+profile error; 130 interrupted; with a client, the client's own status."
+    };
+}
+
+/// `-h` ends with examples, the lookup rule and the exit statuses.
+const AFTER_HELP: &str = concat!(after_help_text!(), "\n\nMore: --help (environment, files).");
+
+/// `--help` (and the man page) add the environment pv-launch reads and gives, and its files.
+pub const AFTER_LONG_HELP: &str = concat!(
+    after_help_text!(),
+    "
 
 Environment:
-  PV_LAUNCH_TOKEN       the token of a hand-started native server (see --token-file)
-  PARAVIEW_SSH_OPTIONS  extra ssh options for .pvsc servers, as ParaView reads them
-  XDG_CONFIG_HOME       where profiles are found by name (pv-launch/)
-  XDG_RUNTIME_DIR       where the private relay socket's directory is made
+  XDG_CONFIG_HOME       where profiles are found by name (pv-launch/ in it; else
+                        ~/.config)
+  XDG_STATE_HOME        where option values saved with `save = true` are kept
+                        (pv-launch/ in it; else ~/.local/state)
+  XDG_RUNTIME_DIR       where the private relay socket's directory is made (else the
+                        temporary directory)
   NO_COLOR              no colour in the terminal display
-The client gets PV_LAUNCH_URL, PV_LAUNCH_HOST, PV_LAUNCH_PORT (PV_LAUNCH_DATA_*,
-PV_LAUNCH_RENDER_* for a pair) and, for a relayed server, PV_LAUNCH_SOCKET.";
+  PARAVIEW_SSH_OPTIONS  extra ssh options for .pvsc servers, as ParaView reads them
+  PV_LAUNCH_TOKEN       the token of a hand-started native server (see --token-file)
+  SLURM_CONF            read by the Slurm commands of a batch launch (sbatch, squeue,
+                        scancel) and by `jobs`
+  A client (--exec or the profile's `client`) is given:
+  PV_LAUNCH_URL         what it must do: cs://HOST:PORT dial, csrc://HOST:PORT listen,
+                        cdsrs:// and cdsrsrc:// for a data + render pair
+  PV_LAUNCH_HOST, PV_LAUNCH_PORT
+                        the same endpoint, parsed (PV_LAUNCH_DATA_HOST/PORT and
+                        PV_LAUNCH_RENDER_HOST/PORT for a pair)
+  PV_LAUNCH_SOCKET      for a relayed server: the Unix socket that reaches it
+
+Files:
+  $XDG_CONFIG_HOME/pv-launch/NAME, NAME.toml, NAME.pvsc
+                        profiles found by name (`pv-launch list` shows them)
+  $XDG_STATE_HOME/pv-launch/saved-options.json
+                        option values remembered for next time (mode 0600; never a
+                        password)
+  $XDG_RUNTIME_DIR/pv-launch-*/
+                        a session's private relay directory (removed on exit)
+  ~/.ssh/config         read by ssh as usual for ssh launches"
+);
 
 /// Start a server (locally, through a script, over ssh) and connect to it.
 #[derive(Debug, Parser)]
-#[command(name = "pv-launch", version, about, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+#[command(name = "pv-launch", version, about, after_help = AFTER_HELP, after_long_help = AFTER_LONG_HELP, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// What to do; without a subcommand, launch.
     #[command(subcommand)]

@@ -138,12 +138,7 @@ struct RawOption {
     entries: Option<Vec<RawEntry>>,
     #[serde(default)]
     readonly: bool,
-    #[serde(default = "yes")]
-    save: bool,
-}
-
-fn yes() -> bool {
-    true
+    save: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -746,12 +741,26 @@ impl Loader<'_> {
                 ..
             }
         );
+        let save = match &r.save {
+            // ParaView's default: remember the choice. Never a password's.
+            None => !kind.is_secret(),
+            Some(s) if *s.get_ref() && kind.is_secret() => {
+                return Err(self.err(
+                    s,
+                    format!(
+                        "`save = true` on the password option {name}: a password is never \
+                         written to disk (remove `save`, or write `save = false`)"
+                    ),
+                ));
+            }
+            Some(s) => *s.get_ref(),
+        };
         Ok(OptionSpec {
             label: r.label.clone().unwrap_or_else(|| name.clone()),
             name,
             kind,
             readonly: r.readonly,
-            save: r.save && !is_random,
+            save: save && !is_random,
             at: self.pos(o),
         })
     }

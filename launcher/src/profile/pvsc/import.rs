@@ -334,7 +334,7 @@ fn option(w: &mut String, o: &OptionSpec) {
     if o.readonly {
         let _ = writeln!(w, "readonly = true");
     }
-    if !o.save {
+    if !o.save && !o.kind.is_secret() {
         let _ = writeln!(w, "save = false");
     }
 }

@@ -26,7 +26,9 @@ use roxmltree::{Document, Node};
 
 use crate::profile::error::ProfileError;
 use crate::profile::model::*;
-use crate::profile::options::{EnumEntry, OptionKind, OptionSpec, RangeDefault, check_double, check_int};
+use crate::profile::options::{
+    EnumEntry, OptionKind, OptionSpec, RangeDefault, check_double, check_int,
+};
 use crate::source::{Located, SourcePos, Warning};
 use crate::template::Text;
 
@@ -595,12 +597,15 @@ impl<'a, 'input> Loader<'a, 'input> {
                 ),
             );
         }
+        // A password is never written to disk, whatever `save` says.
+        let save =
+            node.attribute("save").unwrap_or("true") == "true" && !is_random && !kind.is_secret();
         Ok(Some(OptionSpec {
             name: name.to_string(),
             label: node.attribute("label").unwrap_or(name).to_string(),
             kind,
             readonly: node.attribute("readonly") == Some("true"),
-            save: node.attribute("save").unwrap_or("true") == "true" && !is_random,
+            save,
             at: self.pos(node),
         }))
     }
