@@ -382,3 +382,49 @@ fn a_double_default_off_its_step_is_an_error_with_its_position() {
         "{e}"
     );
 }
+
+#[test]
+fn import_comments_each_argument_paraviews_resplitting_changes() {
+    let text = r#"<Servers>
+  <Server name="r" resource="cs://localhost:11111">
+    <CommandStartup>
+      <Options>
+        <Option name="TITLE"><String default="my run"/></Option>
+        <Option name="EXTRA"><String default=""/></Option>
+      </Options>
+      <Command exec="pvserver">
+        <Arguments>
+          <Argument value="--title=$TITLE$"/>
+          <Argument value="$EXTRA$"/>
+          <Argument value="--port=$PV_SERVER_PORT$"/>
+        </Arguments>
+      </Command>
+    </CommandStartup>
+  </Server>
+</Servers>"#;
+    let original = pv_launch::profile::pvsc::load_str(Path::new("split.pvsc"), text).unwrap();
+    let toml_text = pv_launch::profile::pvsc::import::to_toml(&original);
+    let lines: Vec<&str> = toml_text.lines().collect();
+    let before = |element: &str| {
+        let i = lines
+            .iter()
+            .position(|l| l.trim() == element)
+            .unwrap_or_else(|| panic!("{element}\n{toml_text}"));
+        lines[i - 1].trim()
+    };
+    assert!(
+        before("\"--title=${TITLE}\",").starts_with("# ParaView, with the defaults: argument \"--title=$TITLE$\" becomes 2 arguments ([\"--title=my\", \"run\"])"),
+        "{toml_text}"
+    );
+    assert!(
+        before("\"${EXTRA}\",").contains("is empty after substitution and disappears"),
+        "{toml_text}"
+    );
+    assert!(
+        !before("\"--port=${PV_SERVER_PORT}\",").starts_with('#'),
+        "{toml_text}"
+    );
+    // The comments leave the file loadable.
+    pv_launch::profile::toml::load_str(Path::new("imported.toml"), &toml_text)
+        .unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
+}
