@@ -428,3 +428,32 @@ fn import_comments_each_argument_paraviews_resplitting_changes() {
     pv_launch::profile::toml::load_str(Path::new("imported.toml"), &toml_text)
         .unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
 }
+
+#[test]
+fn a_delay_the_native_handshake_ignores_is_a_warning() {
+    let text = |handshake: &str| {
+        format!(
+            "[[server]]\nname = \"x\"\nresource = \"cs://127.0.0.1:0\"\n{handshake}[server.startup]\n\
+             mechanism = \"local\"\nargv = [\"pv-demo-server\"]\ndelay = 2\n"
+        )
+    };
+    let warnings = |t: &str| {
+        let p = pv_launch::profile::toml::load_str(Path::new("d.toml"), t).unwrap();
+        let ctx = pv_launch::LaunchContext::fixed();
+        let plan =
+            pv_launch::Plan::resolve(&p.servers[0], &ctx, &pv_launch::NonInteractive).unwrap();
+        plan.warnings()
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+    };
+    let native = warnings(&text(""));
+    assert!(
+        native
+            .iter()
+            .any(|w| w.starts_with("d.toml:1:1: warning: delay = 2 is not used")),
+        "{native:?}"
+    );
+    let none = warnings(&text("handshake = \"none\"\n"));
+    assert!(!none.iter().any(|w| w.contains("delay")), "{none:?}");
+}

@@ -195,6 +195,16 @@ impl Resolver<'_> {
         warnings: &mut Vec<Warning>,
     ) -> Result<Start, PlanError> {
         let delay = entry.timeouts.delay.clone();
+        if let (Handshake::Native, Delay::Wait(d)) = (&entry.handshake, &delay) {
+            warnings.push(Warning::at(
+                &entry.at,
+                format!(
+                    "delay = {} is not used: with the native handshake the server says when it \
+                     is ready (its ready line on the launch channel), and pv-launch connects then",
+                    crate::profile::options::format_double(d.as_secs_f64())
+                ),
+            ));
+        }
         let ready_pattern = ready_pattern(entry, resource)?;
         let local = |how, argv, env| ProcessPlan {
             how,
