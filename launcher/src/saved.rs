@@ -24,15 +24,7 @@ pub type Values = BTreeMap<String, String>;
 /// The directory the saved values live in: `$XDG_STATE_HOME/pv-launch/` (an absolute
 /// `XDG_STATE_HOME` only), else `~/.local/state/pv-launch/`.
 pub fn state_dir() -> Option<PathBuf> {
-    let from = |v: &str| {
-        std::env::var_os(v)
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-    };
-    from("XDG_STATE_HOME")
-        .filter(|p| p.is_absolute())
-        .or_else(|| from("HOME").map(|h| h.join(".local/state")))
-        .map(|d| d.join("pv-launch"))
+    crate::profile::find::xdg_dir("XDG_STATE_HOME", ".local/state")
 }
 
 /// Every saved value, as the file holds them.

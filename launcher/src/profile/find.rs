@@ -8,14 +8,20 @@ use super::error::ProfileError;
 
 /// The directory named profiles are looked up in, if one can be worked out.
 pub fn config_dir() -> Option<PathBuf> {
+    xdg_dir("XDG_CONFIG_HOME", ".config")
+}
+
+/// `$VAR/pv-launch` for an XDG base directory variable (an absolute value only), else
+/// `$HOME/HOME_RELATIVE/pv-launch`.
+pub(crate) fn xdg_dir(var: &str, home_relative: &str) -> Option<PathBuf> {
     let from = |v: &str| {
         std::env::var_os(v)
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
     };
-    from("XDG_CONFIG_HOME")
+    from(var)
         .filter(|p| p.is_absolute())
-        .or_else(|| from("HOME").map(|h| h.join(".config")))
+        .or_else(|| from("HOME").map(|h| h.join(home_relative)))
         .map(|d| d.join("pv-launch"))
 }
 
