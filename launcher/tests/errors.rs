@@ -457,3 +457,22 @@ fn a_delay_the_native_handshake_ignores_is_a_warning() {
     let none = warnings(&text("handshake = \"none\"\n"));
     assert!(!none.iter().any(|w| w.contains("delay")), "{none:?}");
 }
+
+#[test]
+fn a_bad_resource_is_shown_with_a_caret_under_the_offending_character() {
+    let e = toml(
+        "[[server]]\nname = \"x\"\nresource = \"cs://host:70000\"\n[server.startup]\n\
+         mechanism = \"local\"\nargv = [\"x\"]\n",
+    );
+    assert_eq!(
+        e,
+        "bad.toml:3:23: port 70000 is out of range 0-65535\n  cs://host:70000\n            ^",
+    );
+    let e = pvsc(
+        "<Servers>\n <Server name='a' resource='cs://[::1'><ManualStartup/></Server>\n</Servers>",
+    );
+    assert!(
+        e.starts_with("bad.pvsc:2:") && e.ends_with("\n  cs://[::1\n       ^"),
+        "{e}"
+    );
+}

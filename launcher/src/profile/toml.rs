@@ -350,7 +350,10 @@ impl Loader<'_> {
     /// The server's `resource`, with `tls` applied.
     fn resource(&self, raw: &RawServer) -> Result<Resource, ProfileError> {
         let mut resource = Resource::parse(raw.resource.get_ref()).map_err(|e| {
-            ProfileError::at(&self.pos_in_string(&raw.resource, e.offset), e.message)
+            ProfileError::at(
+                &self.pos_in_string(&raw.resource, e.offset),
+                format!("{}\n{}", e.message, e.pointer()),
+            )
         })?;
         if let Some(tls) = raw.tls {
             if resource == Resource::Builtin && tls {

@@ -177,7 +177,7 @@ impl<'a, 'input> Loader<'a, 'input> {
         let resource = Resource::parse(resource_text).map_err(|e| {
             ProfileError::at(
                 &self.attr_pos(node, "resource").shifted(e.offset),
-                e.message,
+                format!("{}\n{}", e.message, e.pointer()),
             )
         })?;
         if resource == Resource::Builtin {
