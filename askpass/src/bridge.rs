@@ -70,9 +70,9 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// How long the server side waits for the helper's request once it has connected.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long the helper waits for the application's reply when `PV_ASKPASS_TIMEOUT` is
-/// not set (notifications wait until ssh ends them).
-pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long pv-askpass waits for an answer (a dialog, or the application's reply on the
+/// bridge) when `PV_ASKPASS_TIMEOUT` is not set; `PV_ASKPASS_TIMEOUT=0` waits without limit.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A prompt sent from the helper to the application.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,7 +28,8 @@ Environment:
                        'none' = notification shown until ssh sends SIGTERM
   PV_ASKPASS_SOCKET    a private Unix socket (0600, in a directory only you can write):
                        the prompt is sent there as one JSON line and the reply printed
-  PV_ASKPASS_TIMEOUT   seconds after which a dialog or bridge request cancels (exit 1)
+  PV_ASKPASS_TIMEOUT   seconds after which a dialog or bridge request cancels (exit 1):
+                       300 when unset, 0 = no limit
   DISPLAY              the X display for the dialog; without a usable one the prompt is
                        asked on the terminal (/dev/tty), and with neither we exit 1
   FLTK_SCALING_FACTOR  dialog scale, e.g. 2 for HiDPI screens
@@ -81,12 +82,7 @@ fn main() -> ExitCode {
         if let Some(socket) = std::env::var_os(bridge::SOCKET_ENV).filter(|s| !s.is_empty()) {
             // Bridge configured: it answers, or we fail closed (no silent fallback to a dialog
             // the embedding application did not expect).
-            let wait = if prompt.kind == pv_askpass::PromptKind::Notify {
-                timeout
-            } else {
-                Some(timeout.unwrap_or(bridge::DEFAULT_REPLY_TIMEOUT))
-            };
-            match bridge::ask(socket.as_ref(), &prompt, wait) {
+            match bridge::ask(socket.as_ref(), &prompt, timeout) {
                 Ok(reply) => bridge_outcome(reply, prompt.kind),
                 Err(e) => {
                     eprintln!("pv-askpass: {e}");
@@ -170,21 +166,26 @@ fn flag(args: &[OsString], hinted: bool, interactive: bool) -> Option<Flag> {
     }
 }
 
-/// `PV_ASKPASS_TIMEOUT` in whole seconds; unset, empty or 0 means no timeout.
+/// How long a dialog or a bridge request waits for its answer: `PV_ASKPASS_TIMEOUT` in
+/// whole seconds, `0` for no limit; unset, empty or unreadable means
+/// [`bridge::DEFAULT_TIMEOUT`] (one default for every way of asking).
 fn timeout_from_env() -> Option<Duration> {
-    let value = std::env::var("PV_ASKPASS_TIMEOUT").ok()?;
+    let Ok(value) = std::env::var("PV_ASKPASS_TIMEOUT") else {
+        return Some(bridge::DEFAULT_TIMEOUT);
+    };
     parse_timeout(&value).unwrap_or_else(|| {
         eprintln!(
             "pv-askpass: ignoring PV_ASKPASS_TIMEOUT={value:?}: not a whole number of seconds"
         );
-        None
+        Some(bridge::DEFAULT_TIMEOUT)
     })
 }
 
+/// `Some(limit)` for a readable value (`Some(None)` = no limit), `None` for garbage.
 fn parse_timeout(value: &str) -> Option<Option<Duration>> {
     let value = value.trim();
     if value.is_empty() {
-        return Some(None);
+        return Some(Some(bridge::DEFAULT_TIMEOUT));
     }
     let secs: u64 = value.parse().ok()?;
     Some((secs > 0).then(|| Duration::from_secs(secs)))
@@ -235,7 +236,7 @@ mod tests {
         assert_eq!(parse_timeout("30"), Some(Some(Duration::from_secs(30))));
         assert_eq!(parse_timeout(" 5 "), Some(Some(Duration::from_secs(5))));
         assert_eq!(parse_timeout("0"), Some(None));
-        assert_eq!(parse_timeout(""), Some(None));
+        assert_eq!(parse_timeout(""), Some(Some(bridge::DEFAULT_TIMEOUT)));
         assert_eq!(parse_timeout("soon"), None);
         assert_eq!(parse_timeout("-1"), None);
     }

@@ -30,6 +30,7 @@ pub mod fuzzing;
 pub mod plan;
 pub mod profile;
 pub mod prompt;
+pub mod saved;
 pub mod session;
 pub mod source;
 pub mod startup;

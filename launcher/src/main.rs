@@ -70,8 +70,9 @@ fn list(profile: Option<&str>) -> i32 {
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_file())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.ends_with(".toml") || n.ends_with(".pvsc"))
+                    .filter(|n| find::is_profile_file_name(n))
                     .collect()
             })
             .unwrap_or_default();
@@ -163,6 +164,16 @@ fn launch(args: &cli::LaunchArgs) -> i32 {
         Err(e) => return fail(e, EXIT_USAGE),
     };
     let mut ctx = LaunchContext::from_host();
+    let saved_file = pv_launch::saved::state_dir().map(|d| d.join(pv_launch::saved::FILE_NAME));
+    let mut saved = saved_file
+        .as_deref()
+        .map(pv_launch::saved::SavedOptions::load);
+    if let Some(Err(e)) = &saved {
+        eprintln!("pv-launch: warning: saved option values not used: {e}");
+    }
+    if let Some(Ok(store)) = &saved {
+        ctx.saved = store.values(&profile.path, &entry.name);
+    }
     ctx.seed = args.seed;
     ctx.sets = args.sets.clone();
     for (name, file) in &args.set_files {
@@ -196,6 +207,9 @@ fn launch(args: &cli::LaunchArgs) -> i32 {
         }
         return EXIT_OK;
     }
+    if let (Some(file), Some(Ok(store))) = (&saved_file, &mut saved) {
+        remember_options(store, file, &profile, entry, &plan);
+    }
     let mut options = pv_launch::session::LaunchOptions::default();
     if matches!(plan.launch(), pv_launch::plan::Launch::Nothing)
         && pv_launch::session::needs_token(plan.connection())
@@ -214,6 +228,35 @@ fn launch(args: &cli::LaunchArgs) -> i32 {
         }
     }
     cli::run::run(plan, args, options)
+}
+
+/// Save the values of the entry's `save = true` options for the next launch, once the
+/// launch is about to run (a dry run changes nothing). A failure to write is a warning:
+/// the launch goes on.
+fn remember_options(
+    store: &mut pv_launch::saved::SavedOptions,
+    file: &std::path::Path,
+    profile: &Profile,
+    entry: &pv_launch::ServerEntry,
+    plan: &Plan,
+) {
+    let values: pv_launch::saved::Values = entry
+        .options
+        .iter()
+        .filter(|o| o.save && !o.readonly && !o.kind.is_secret())
+        .filter_map(|o| {
+            let v = plan.variables().iter().find(|v| v.name == o.name)?;
+            match &v.value {
+                pv_launch::plan::Value::Plain(text) => Some((o.name.clone(), text.clone())),
+                pv_launch::plan::Value::Secret(_) => None,
+            }
+        })
+        .collect();
+    if !values.is_empty() && store.remember(&profile.path, &entry.name, values) {
+        if let Err(e) = store.store(file) {
+            eprintln!("pv-launch: warning: option values not saved: {e}");
+        }
+    }
 }
 
 /// A file holding a secret: opened once, then checked on the open file (no window for a

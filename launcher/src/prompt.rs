@@ -95,6 +95,12 @@ fn describe(kind: &OptionKind) -> String {
             format!("integer {min}..={max}, step {step}")
         }
         OptionKind::Int { min, max, .. } => format!("integer {min}..={max}"),
+        OptionKind::Double {
+            min,
+            max,
+            step: Some(step),
+            ..
+        } => format!("number {min}..={max}, step {step}"),
         OptionKind::Double { min, max, .. } => format!("number {min}..={max}"),
         OptionKind::Boolean {
             true_value,

@@ -49,6 +49,9 @@ pub struct LaunchContext {
     pub private_sets: Vec<(String, zeroize::Zeroizing<String>)>,
     /// The launch id a batch job is tagged with; `None` draws a fresh one.
     pub launch_id: Option<String>,
+    /// Values saved by an earlier launch for this server's options (`save = true`; see
+    /// [`crate::saved`]): each becomes that option's default when it is still valid.
+    pub saved: BTreeMap<String, String>,
 }
 
 impl LaunchContext {
@@ -66,6 +69,7 @@ impl LaunchContext {
             sets: vec![],
             private_sets: vec![],
             launch_id: None,
+            saved: BTreeMap::new(),
         }
     }
 
@@ -85,6 +89,7 @@ impl LaunchContext {
             sets: vec![],
             private_sets: vec![],
             launch_id: Some("0123456789ab".into()),
+            saved: BTreeMap::new(),
         }
     }
 }

@@ -347,3 +347,132 @@ fn import_of_a_switch_without_cases_loads() {
         original.servers[0].assignments.len()
     );
 }
+
+#[test]
+fn a_double_default_off_its_step_is_an_error_with_its_position() {
+    let profile = |step: &str, default: &str| {
+        format!(
+            "[[server]]\nname = \"x\"\nresource = \"cs://127.0.0.1:0\"\n[server.startup]\n\
+             mechanism = \"local\"\nargv = [\"true\"]\n[[server.option]]\nname = \"F\"\ntype = \"double\"\n\
+             min = 0\nmax = 2\n{step}default = {default}\n"
+        )
+    };
+    let e = toml(&profile("step = 0.25\n", "0.3"));
+    assert!(
+        e.starts_with("bad.toml:13:11:")
+            && e.contains("default 0.3 is not 0 plus a multiple of the step 0.25"),
+        "{e}"
+    );
+    // Within rounding: 0.3 is three 0.1 steps although 0.3 / 0.1 is not exactly 3.
+    for (step, default) in [
+        ("step = 0.1\n", "0.3"),
+        ("step = 0.25\n", "1.75"),
+        ("", "0.3"),
+    ] {
+        let text = profile(step, default);
+        if let Err(e) = pv_launch::profile::toml::load_str(Path::new("ok.toml"), &text) {
+            panic!("{step}{default}: {e}");
+        }
+    }
+    let e = pvsc(
+        "<Servers>\n <Server name='a' resource='cs://h'>\n  <CommandStartup><Options><Option name='X'><Range type='double' min='0' max='2' step='0.25' default='0.3'/></Option></Options><Command exec='x'/></CommandStartup>\n </Server>\n</Servers>",
+    );
+    assert!(
+        e.starts_with("bad.pvsc:3:") && e.contains("not 0 plus a multiple of the step 0.25"),
+        "{e}"
+    );
+}
+
+#[test]
+fn import_comments_each_argument_paraviews_resplitting_changes() {
+    let text = r#"<Servers>
+  <Server name="r" resource="cs://localhost:11111">
+    <CommandStartup>
+      <Options>
+        <Option name="TITLE"><String default="my run"/></Option>
+        <Option name="EXTRA"><String default=""/></Option>
+      </Options>
+      <Command exec="pvserver">
+        <Arguments>
+          <Argument value="--title=$TITLE$"/>
+          <Argument value="$EXTRA$"/>
+          <Argument value="--port=$PV_SERVER_PORT$"/>
+        </Arguments>
+      </Command>
+    </CommandStartup>
+  </Server>
+</Servers>"#;
+    let original = pv_launch::profile::pvsc::load_str(Path::new("split.pvsc"), text).unwrap();
+    let toml_text = pv_launch::profile::pvsc::import::to_toml(&original);
+    let lines: Vec<&str> = toml_text.lines().collect();
+    let before = |element: &str| {
+        let i = lines
+            .iter()
+            .position(|l| l.trim() == element)
+            .unwrap_or_else(|| panic!("{element}\n{toml_text}"));
+        lines[i - 1].trim()
+    };
+    assert!(
+        before("\"--title=${TITLE}\",").starts_with("# ParaView, with the defaults: argument \"--title=$TITLE$\" becomes 2 arguments ([\"--title=my\", \"run\"])"),
+        "{toml_text}"
+    );
+    assert!(
+        before("\"${EXTRA}\",").contains("is empty after substitution and disappears"),
+        "{toml_text}"
+    );
+    assert!(
+        !before("\"--port=${PV_SERVER_PORT}\",").starts_with('#'),
+        "{toml_text}"
+    );
+    // The comments leave the file loadable.
+    pv_launch::profile::toml::load_str(Path::new("imported.toml"), &toml_text)
+        .unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
+}
+
+#[test]
+fn a_delay_the_native_handshake_ignores_is_a_warning() {
+    let text = |handshake: &str| {
+        format!(
+            "[[server]]\nname = \"x\"\nresource = \"cs://127.0.0.1:0\"\n{handshake}[server.startup]\n\
+             mechanism = \"local\"\nargv = [\"pv-demo-server\"]\ndelay = 2\n"
+        )
+    };
+    let warnings = |t: &str| {
+        let p = pv_launch::profile::toml::load_str(Path::new("d.toml"), t).unwrap();
+        let ctx = pv_launch::LaunchContext::fixed();
+        let plan =
+            pv_launch::Plan::resolve(&p.servers[0], &ctx, &pv_launch::NonInteractive).unwrap();
+        plan.warnings()
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+    };
+    let native = warnings(&text(""));
+    assert!(
+        native
+            .iter()
+            .any(|w| w.starts_with("d.toml:1:1: warning: delay = 2 is not used")),
+        "{native:?}"
+    );
+    let none = warnings(&text("handshake = \"none\"\n"));
+    assert!(!none.iter().any(|w| w.contains("delay")), "{none:?}");
+}
+
+#[test]
+fn a_bad_resource_is_shown_with_a_caret_under_the_offending_character() {
+    let e = toml(
+        "[[server]]\nname = \"x\"\nresource = \"cs://host:70000\"\n[server.startup]\n\
+         mechanism = \"local\"\nargv = [\"x\"]\n",
+    );
+    assert_eq!(
+        e,
+        "bad.toml:3:23: port 70000 is out of range 0-65535\n  cs://host:70000\n            ^",
+    );
+    let e = pvsc(
+        "<Servers>\n <Server name='a' resource='cs://[::1'><ManualStartup/></Server>\n</Servers>",
+    );
+    assert!(
+        e.starts_with("bad.pvsc:2:") && e.ends_with("\n  cs://[::1\n       ^"),
+        "{e}"
+    );
+}

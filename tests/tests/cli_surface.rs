@@ -166,6 +166,8 @@ fn list_shows_the_config_directorys_profiles_and_a_profiles_servers() {
     let s = Scratch::new();
     s.profile("two.toml", &two_servers());
     s.profile("noext", &two_servers());
+    s.profile("notes.txt", "not a profile");
+    s.profile(".hidden", "not a profile");
     std::fs::copy(
         corpus("olcf-andes.pvsc"),
         s.config().join("pv-launch/andes.pvsc"),
@@ -185,11 +187,16 @@ fn list_shows_the_config_directorys_profiles_and_a_profiles_servers() {
         "{}",
         all.context()
     );
-    // A profile named without an extension is found by name (README: NAME, NAME.toml or
-    // NAME.pvsc, and below), but `list` does not show it: pinned as it is.
+    // A profile named without an extension is found by name (NAME, NAME.toml or
+    // NAME.pvsc), so `list` shows it too; a hidden file or another extension is not one.
     assert!(
-        !all.stdout().contains("noext"),
-        "list now shows extension-less profiles: update this test\n{}",
+        listed.contains(&dir.join("noext").display().to_string()),
+        "{}",
+        all.context()
+    );
+    assert!(
+        !all.stdout().contains("notes.txt") && !all.stdout().contains(".hidden"),
+        "{}",
         all.context()
     );
     for name in ["two", "noext"] {
@@ -1042,4 +1049,165 @@ fn a_server_on_ipv6_loopback_is_connected() {
         r.context()
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "over ipv6\n");
+}
+
+/// A local script written as a relative path is found beside its profile, whatever the
+/// current directory: the shipped `examples/profiles/script.toml` run from a scratch
+/// directory, and a profile found by name in the config directory whose script sits in a
+/// subdirectory there.
+#[test]
+fn a_local_scripts_relative_path_is_relative_to_its_profile_not_the_current_directory() {
+    let s = Scratch::new();
+    let bins = pv_e2e::target_bin_dir();
+    let path = format!(
+        "{}:{}",
+        bins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/profiles/script.toml");
+    let shipped = shipped.canonicalize().unwrap();
+    let scripts = s.config().join("pv-launch/scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    let script = scripts.join("start.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho 'start.sh ran' >&2\nexec {:?} --server-port \"$1\" --bind-address 127.0.0.1\n",
+            demo()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    s.profile(
+        "scripted.toml",
+        "[[server]]\nname = \"s\"\nresource = \"cs://127.0.0.1:0\"\n[server.startup]\n\
+         mechanism = \"local-script\"\nscript = \"scripts/start.sh\"\nargs = [\"${PV_SERVER_PORT}\"]\n",
+    );
+    for (profile, marker) in [
+        (shipped.to_str().unwrap(), "start-demo-server.sh: "),
+        ("scripted", "start.sh ran"),
+    ] {
+        let dry = s.run(&["--profile", profile, "--dry-run", "--no-prompt"]);
+        assert_eq!(dry.code(), Some(0), "{}", dry.context());
+        let out = s
+            .command(&[
+                "--profile",
+                profile,
+                "--no-prompt",
+                "--exec",
+                "echo \"client got $PV_LAUNCH_URL\"",
+            ])
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        let ran = Ran(out);
+        assert_eq!(ran.code(), Some(0), "{profile}: {}", ran.context());
+        assert!(
+            ran.stdout().contains("client got cs://127.0.0.1:"),
+            "{profile}: {}",
+            ran.context()
+        );
+        assert!(
+            ran.stderr().contains(marker),
+            "{profile}: {}",
+            ran.context()
+        );
+    }
+}
+
+/// `save` (the default, as in ParaView): the value chosen with `--set` becomes the option's
+/// default for the next launch of that server, from a private file in `XDG_STATE_HOME`; a
+/// dry run saves nothing; `save = false` options and passwords are never saved, and
+/// `save = true` on a password is refused when the profile loads.
+#[test]
+fn a_saved_options_chosen_value_is_the_next_launchs_default() {
+    let s = Scratch::new();
+    let state = s.path().join("state");
+    let profile = s.profile(
+        "saving.toml",
+        &format!(
+            "[[server]]\nname = \"keep\"\nresource = \"cs://127.0.0.1:0\"\n[server.startup]\n\
+             mechanism = \"local\"\nargv = [{demo:?}, \"--server-port\", \"${{PV_SERVER_PORT}}\"]\n\
+             [[server.option]]\nname = \"NODES\"\ntype = \"int\"\nmin = 1\nmax = 9\ndefault = 1\n\
+             [[server.option]]\nname = \"QUEUE\"\ntype = \"string\"\ndefault = \"debug\"\nsave = false\n\
+             [[server.option]]\nname = \"PW\"\ntype = \"password\"\ndefault = \"pw\"\n",
+            demo = demo()
+        ),
+    );
+    let run = |args: &[&str]| {
+        let out = s
+            .command(args)
+            .env("XDG_STATE_HOME", &state)
+            .output()
+            .unwrap();
+        Ran(out)
+    };
+    let plan = |ran: &Ran| -> Value {
+        assert_eq!(ran.code(), Some(0), "{}", ran.context());
+        serde_json::from_str(ran.stdout().trim()).unwrap()
+    };
+    let value_of = |plan: &Value, name: &str| -> Value {
+        plan["variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {plan}"))["value"]
+            .clone()
+    };
+    let dry = ["--profile", "saving", "--dry-run", "--json", "--no-prompt"];
+    // A dry run with --set saves nothing.
+    let p = plan(&run(&[&dry[..], &["--set", "NODES=3"]].concat()));
+    assert_eq!(value_of(&p, "NODES"), "3");
+    assert_eq!(value_of(&plan(&run(&dry)), "NODES"), "1");
+    let file = state.join("pv-launch/saved-options.json");
+    assert!(!file.exists());
+    // A launch saves what was chosen.
+    let ran = run(&[
+        "--profile",
+        "saving",
+        "--no-prompt",
+        "--set",
+        "NODES=7",
+        "--set",
+        "QUEUE=long",
+        "--exec",
+        "true",
+    ]);
+    assert_eq!(ran.code(), Some(0), "{}", ran.context());
+    let p = plan(&run(&dry));
+    assert_eq!(value_of(&p, "NODES"), "7", "{p}");
+    assert_eq!(value_of(&p, "QUEUE"), "debug", "{p}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("\"NODES\": \"7\"") && !text.contains("QUEUE") && !text.contains("PW"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&profile.canonicalize().unwrap().display().to_string()),
+        "{text}"
+    );
+    // A saved value the profile no longer accepts is ignored.
+    std::fs::write(&file, text.replace("\"7\"", "\"70\"")).unwrap();
+    assert_eq!(value_of(&plan(&run(&dry)), "NODES"), "1");
+    // `save = true` on a password: refused with its position.
+    let bad = s.profile(
+        "badsave.toml",
+        "[[server]]\nname = \"b\"\nresource = \"cs://127.0.0.1:0\"\n[server.startup]\n\
+         mechanism = \"local\"\nargv = [\"true\"]\n[[server.option]]\nname = \"PW\"\n\
+         type = \"password\"\nsave = true\n",
+    );
+    let ran = s.run(&["check", bad.to_str().unwrap()]);
+    assert_eq!(ran.code(), Some(2), "{}", ran.context());
+    assert!(
+        ran.stderr().contains(&format!(
+            "{}:10:8: `save = true` on the password option PW",
+            bad.display()
+        )),
+        "{}",
+        ran.context()
+    );
 }

@@ -213,6 +213,15 @@ pub struct ResourceError {
     pub message: String,
 }
 
+impl ResourceError {
+    /// The resource and, under it, a caret at the offending character: two lines, each
+    /// indented by two spaces (what `Display` ends with), for a caller that says where the
+    /// resource was written in its own words.
+    pub fn pointer(&self) -> String {
+        format!("  {}\n  {}", self.input, caret(&self.input, self.offset))
+    }
+}
+
 fn caret(input: &str, offset: usize) -> String {
     let width = input
         .get(..offset)

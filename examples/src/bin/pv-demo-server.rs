@@ -11,12 +11,11 @@
 //!                [--timeout S] [--tls] [--handshake native|none]
 //! ```
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use pv_transport::handshake::NoHandshake;
 use pv_transport::handshake::native::{NativeHandshake, PROTOCOL_VERSION};
 use pv_transport::launch::{ReadyLine, Secrets, TOKEN_ENV};
@@ -26,59 +25,9 @@ use pv_transport::{
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// A demo server that speaks the pv-launch transport and echoes what it receives.
-#[derive(Parser, Debug)]
-#[command(
-    version,
-    about,
-    after_help = "The token comes from the launch channel: a `pv-launch-secrets v1 token=<hex>` line on \
-stdin (what pv-launch writes), or the PV_LAUNCH_TOKEN environment variable, or --token-file. \
-It is never accepted on the command line, where every local user could read it."
-)]
-struct Args {
-    /// Port to listen on (forward) or to dial on the client (reverse); 0 picks a free port.
-    #[arg(short = 'p', long = "server-port", default_value_t = 11111)]
-    server_port: u16,
-    /// Address to listen on. Loopback unless you ask for more (e.g. 0.0.0.0).
-    #[arg(long = "bind-address", default_value = "127.0.0.1")]
-    bind_address: IpAddr,
-    /// Dial the client instead of listening for it.
-    #[arg(short = 'r', long = "reverse-connection", alias = "rc")]
-    reverse_connection: bool,
-    /// Host to dial in reverse mode.
-    #[arg(long = "client-host", default_value = "localhost")]
-    client_host: String,
-    /// Keep accepting clients after the first (multiple-connections mode).
-    #[arg(long = "multi-clients")]
-    multi_clients: bool,
-    /// Connect id both ends must agree on (0 = none).
-    #[arg(long = "connect-id", default_value_t = 0)]
-    connect_id: u64,
-    /// Seconds to wait for a client (forward) or to keep dialling it (reverse); 0 = forever
-    /// when listening, ParaView's 60 s default when dialling.
-    #[arg(long, default_value_t = 0)]
-    timeout: u64,
-    /// Run every connection inside TLS with a fresh per-launch certificate whose
-    /// fingerprint goes out on the ready line.
-    #[arg(long)]
-    tls: bool,
-    /// The handshake to speak.
-    #[arg(long, value_enum, default_value_t = HandshakeArg::Native)]
-    handshake: HandshakeArg,
-    /// Read the token (64 hex characters) from this file, which must not be readable by
-    /// group or others. For servers started by hand.
-    #[arg(long = "token-file")]
-    token_file: Option<PathBuf>,
-    /// Seconds to wait for the secrets line on stdin.
-    #[arg(long = "secrets-timeout", default_value_t = 30)]
-    secrets_timeout: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum HandshakeArg {
-    Native,
-    None,
-}
+#[path = "../demo_server_args.rs"]
+mod args;
+use args::{Args, HandshakeArg};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 

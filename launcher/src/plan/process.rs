@@ -195,6 +195,16 @@ impl Resolver<'_> {
         warnings: &mut Vec<Warning>,
     ) -> Result<Start, PlanError> {
         let delay = entry.timeouts.delay.clone();
+        if let (Handshake::Native, Delay::Wait(d)) = (&entry.handshake, &delay) {
+            warnings.push(Warning::at(
+                &entry.at,
+                format!(
+                    "delay = {} is not used: with the native handshake the server says when it \
+                     is ready (its ready line on the launch channel), and pv-launch connects then",
+                    crate::profile::options::format_double(d.as_secs_f64())
+                ),
+            ));
+        }
         let ready_pattern = ready_pattern(entry, resource)?;
         let local = |how, argv, env| ProcessPlan {
             how,
@@ -213,7 +223,8 @@ impl Resolver<'_> {
                 Ok((local(How::Direct, argv, env), None))
             }
             Mechanism::LocalScript { script, args } => {
-                let argv = self.script_argv(script, args)?;
+                let mut argv = self.script_argv(script, args)?;
+                argv[0] = beside_profile(&script.at, &argv[0]);
                 let env = self.local_environment(entry, true)?;
                 Ok((local(How::Script, argv, env), None))
             }
@@ -435,6 +446,9 @@ impl Resolver<'_> {
         Ok(spec)
     }
 
+    /// The script and its arguments, templates filled in. An ssh-script's path is the
+    /// remote host's (a relative one is relative to the login directory there); a local
+    /// script's is placed by [`beside_profile`].
     fn script_argv(
         &self,
         script: &Located<Template>,
@@ -763,4 +777,26 @@ fn tunnel(
             client(server.host.clone()),
         ),
     })
+}
+
+/// Where a local script written as `path` in the profile file `at.file` is: an absolute
+/// path as it is; a relative path with a `/` relative to the profile's directory (so a
+/// profile in `~/.config/pv-launch/` works from any directory); a bare name next to the
+/// profile when a file of that name is there, else found on `PATH` as a program is.
+fn beside_profile(at: &crate::source::SourcePos, path: &str) -> String {
+    let p = std::path::Path::new(path);
+    if p.is_absolute() || path.is_empty() {
+        return path.to_string();
+    }
+    let dir = at.file.parent().unwrap_or(std::path::Path::new(""));
+    let rel = p.strip_prefix(".").unwrap_or(p);
+    let joined = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".").join(rel)
+    } else {
+        dir.join(rel)
+    };
+    if !path.contains('/') && !joined.is_file() {
+        return path.to_string();
+    }
+    joined.to_string_lossy().into_owned()
 }

@@ -79,7 +79,12 @@ impl Plan {
         let mut rng = SplitMix(ctx.seed.unwrap_or_else(SplitMix::fresh_seed));
         for option in &entry.options {
             let given = command_sets.get(option.name.as_str()).copied();
-            let value = answer(option, given, prompter, &mut rng)?;
+            let saved = ctx
+                .saved
+                .get(&option.name)
+                .filter(|_| option.save && !option.readonly && !option.kind.is_secret())
+                .and_then(|v| option.kind.validate(v).ok());
+            let value = answer(option, given, saved, prompter, &mut rng)?;
             let text = value.expose().to_string();
             resolved.vars.set(&option.name, value, Origin::Option);
             resolved.side_effects(&option.name, &text, &option.at)?;
@@ -412,10 +417,12 @@ fn side_effects(
     Ok(())
 }
 
-/// The value of one option: `--set`, else the prompter, else the default.
+/// The value of one option: `--set`, else the prompter, else the default (the value
+/// `saved` from an earlier launch, when there is one, else the profile's).
 fn answer(
     option: &OptionSpec,
     given: Option<Given<'_>>,
+    saved: Option<String>,
     prompter: &dyn Prompter,
     rng: &mut SplitMix,
 ) -> Result<Value, PlanError> {
@@ -426,7 +433,8 @@ fn answer(
             Value::Plain(s)
         }
     };
-    let default = default_value(&option.kind, rng);
+    let drawn = default_value(&option.kind, rng);
+    let default = saved.or(drawn);
     if let Some(given) = given {
         if option.readonly {
             return Err(PlanError::at(

@@ -8,15 +8,30 @@ use super::error::ProfileError;
 
 /// The directory named profiles are looked up in, if one can be worked out.
 pub fn config_dir() -> Option<PathBuf> {
+    xdg_dir("XDG_CONFIG_HOME", ".config")
+}
+
+/// `$VAR/pv-launch` for an XDG base directory variable (an absolute value only), else
+/// `$HOME/HOME_RELATIVE/pv-launch`.
+pub(crate) fn xdg_dir(var: &str, home_relative: &str) -> Option<PathBuf> {
     let from = |v: &str| {
         std::env::var_os(v)
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
     };
-    from("XDG_CONFIG_HOME")
+    from(var)
         .filter(|p| p.is_absolute())
-        .or_else(|| from("HOME").map(|h| h.join(".config")))
+        .or_else(|| from("HOME").map(|h| h.join(home_relative)))
         .map(|d| d.join("pv-launch"))
+}
+
+/// Whether a file of this name in [`config_dir`] is a profile [`locate`] finds by name:
+/// `NAME.toml`, `NAME.pvsc`, or `NAME` without an extension (not a hidden file).
+pub fn is_profile_file_name(file_name: &str) -> bool {
+    !file_name.starts_with('.')
+        && (file_name.ends_with(".toml")
+            || file_name.ends_with(".pvsc")
+            || !file_name.contains('.'))
 }
 
 /// The file `name_or_path` designates: an existing path, else a profile of that name in

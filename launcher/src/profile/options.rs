@@ -41,8 +41,9 @@ pub enum OptionKind {
         min: f64,
         /// Largest value.
         max: f64,
-        /// Step used when the user steps the value (not enforced).
-        step: f64,
+        /// When written: a value must be `min` plus a whole number of steps (within a
+        /// rounding tolerance). `None`: any value in the range.
+        step: Option<f64>,
         /// The default.
         default: RangeDefault<f64>,
     },
@@ -129,14 +130,12 @@ impl OptionKind {
                 check_int(v, *min, *max, *step)?;
                 Ok(v.to_string())
             }
-            OptionKind::Double { min, max, .. } => {
+            OptionKind::Double { min, max, step, .. } => {
                 let v: f64 = text
                     .trim()
                     .parse()
                     .map_err(|_| format!("{text:?} is not a number"))?;
-                if !v.is_finite() || v < *min || v > *max {
-                    return Err(format!("{v} is outside {min}..={max}"));
-                }
+                check_double(v, *min, *max, *step)?;
                 Ok(format_double(v))
             }
             OptionKind::String { .. } | OptionKind::Password { .. } | OptionKind::File { .. } => {
@@ -188,6 +187,24 @@ pub fn check_int(v: i64, min: i64, max: i64, step: i64) -> Result<(), String> {
         return Err(format!(
             "{v} is not {min} plus a multiple of the step {step}"
         ));
+    }
+    Ok(())
+}
+
+/// Check a number against a range and, when one is given, its step: `v` must be `min`
+/// plus a whole number of steps, to within a millionth of a step (so `0.1` steps from `0`
+/// reach `0.3` although `0.3 / 0.1` is not exactly 3 in binary floating point).
+pub fn check_double(v: f64, min: f64, max: f64, step: Option<f64>) -> Result<(), String> {
+    if !v.is_finite() || v < min || v > max {
+        return Err(format!("{v} is outside {min}..={max}"));
+    }
+    if let Some(step) = step {
+        let steps = (v - min) / step;
+        if (steps - steps.round()).abs() > 1e-6 {
+            return Err(format!(
+                "{v} is not {min} plus a multiple of the step {step}"
+            ));
+        }
     }
     Ok(())
 }
@@ -258,11 +275,20 @@ mod tests {
         let k = OptionKind::Double {
             min: 0.5,
             max: 2.0,
-            step: 0.1,
+            step: Some(0.1),
             default: RangeDefault::Value(1.0),
         };
         assert_eq!(k.validate("1.0").unwrap(), "1");
+        assert_eq!(k.validate("0.8").unwrap(), "0.8");
         assert!(k.validate("3").is_err());
         assert!(k.validate("NaN").is_err());
+        assert!(k.validate("0.75").unwrap_err().contains("step 0.1"));
+        let free = OptionKind::Double {
+            min: 0.0,
+            max: 1.0,
+            step: None,
+            default: RangeDefault::Value(0.0),
+        };
+        assert_eq!(free.validate("0.333").unwrap(), "0.333");
     }
 }

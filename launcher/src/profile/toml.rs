@@ -15,7 +15,7 @@ use toml::{Spanned, Value};
 
 use super::error::ProfileError;
 use super::model::*;
-use super::options::{EnumEntry, OptionKind, OptionSpec, RangeDefault, check_int};
+use super::options::{EnumEntry, OptionKind, OptionSpec, RangeDefault, check_double, check_int};
 use crate::source::{Located, SourcePos};
 use crate::template::{Template, Text, is_variable_name};
 
@@ -138,12 +138,7 @@ struct RawOption {
     entries: Option<Vec<RawEntry>>,
     #[serde(default)]
     readonly: bool,
-    #[serde(default = "yes")]
-    save: bool,
-}
-
-fn yes() -> bool {
-    true
+    save: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -355,7 +350,10 @@ impl Loader<'_> {
     /// The server's `resource`, with `tls` applied.
     fn resource(&self, raw: &RawServer) -> Result<Resource, ProfileError> {
         let mut resource = Resource::parse(raw.resource.get_ref()).map_err(|e| {
-            ProfileError::at(&self.pos_in_string(&raw.resource, e.offset), e.message)
+            ProfileError::at(
+                &self.pos_in_string(&raw.resource, e.offset),
+                format!("{}\n{}", e.message, e.pointer()),
+            )
         })?;
         if let Some(tls) = raw.tls {
             if resource == Resource::Builtin && tls {
@@ -746,12 +744,26 @@ impl Loader<'_> {
                 ..
             }
         );
+        let save = match &r.save {
+            // ParaView's default: remember the choice. Never a password's.
+            None => !kind.is_secret(),
+            Some(s) if *s.get_ref() && kind.is_secret() => {
+                return Err(self.err(
+                    s,
+                    format!(
+                        "`save = true` on the password option {name}: a password is never \
+                         written to disk (remove `save`, or write `save = false`)"
+                    ),
+                ));
+            }
+            Some(s) => *s.get_ref(),
+        };
         Ok(OptionSpec {
             label: r.label.clone().unwrap_or_else(|| name.clone()),
             name,
             kind,
             readonly: r.readonly,
-            save: r.save && !is_random,
+            save: save && !is_random,
             at: self.pos(o),
         })
     }
@@ -841,12 +853,15 @@ impl Loader<'_> {
                 _ => Err(self.err(s, format!("{what}: a number"))),
             },
         };
-        let (min, max, step) = (
+        let (min, max) = (
             num(&r.min, 0.0, "min")?,
             num(&r.max, 99_999_999_999.0, "max")?,
-            num(&r.step, 1.0, "step")?,
         );
-        if min > max || step <= 0.0 {
+        let step = match &r.step {
+            None => None,
+            Some(_) => Some(num(&r.step, 1.0, "step")?),
+        };
+        if min > max || step.is_some_and(|s| s <= 0.0 || !s.is_finite()) {
             return Err(self.err(&r.kind, "a double range needs min <= max and step > 0"));
         }
         let default = match &r.default {
@@ -857,9 +872,8 @@ impl Loader<'_> {
                     let x = v
                         .as_float()
                         .unwrap_or_else(|| v.as_integer().unwrap_or(0) as f64);
-                    if x < min || x > max {
-                        return Err(self.err(d, format!("default {x} is outside {min}..={max}")));
-                    }
+                    check_double(x, min, max, step)
+                        .map_err(|m| self.err(d, format!("default {m}")))?;
                     RangeDefault::Value(x)
                 }
                 _ => {

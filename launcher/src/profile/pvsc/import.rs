@@ -12,7 +12,7 @@ use std::fmt::Write;
 
 use crate::profile::model::*;
 use crate::profile::options::{EnumEntry, OptionKind, OptionSpec, RangeDefault};
-use crate::template::paraview_line::first_placeholder;
+use crate::template::paraview_line::{analyse_arguments, first_placeholder};
 use crate::template::{Text, is_variable_name};
 
 /// A TOML basic string.
@@ -125,7 +125,14 @@ fn server(w: &mut String, s: &ServerEntry) {
     // above it.
     let mut body = String::new();
     if let Startup::Command(m) = &s.startup {
-        startup(&mut body, m, &s.timeouts, &known, &mut notes);
+        let defaults = default_values(s);
+        let lookup = |name: &str| {
+            defaults
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| name.to_string())
+        };
+        startup(&mut body, m, &s.timeouts, &known, &lookup, &mut notes);
     }
     sets(&mut body, &s.assignments);
     for o in &s.options {
@@ -138,6 +145,45 @@ fn server(w: &mut String, s: &ServerEntry) {
         let _ = writeln!(w, "# note: {}", comment(n));
     }
     w.push_str(&body);
+}
+
+/// What ParaView substitutes with nobody changing anything: the `set` values and the
+/// options' fixed defaults (not `random` ones, nor a switch's choice). Names not here
+/// (pv-launch's environment, predefined ports) are looked up as their bare name, as
+/// ParaView does for an unset variable, so that only the profile's own values are judged.
+fn default_values(s: &ServerEntry) -> std::collections::BTreeMap<String, String> {
+    let mut values = std::collections::BTreeMap::new();
+    for a in &s.assignments {
+        if let Assignment::Set { name, value, .. } = a {
+            values.insert(name.clone(), value.clone());
+        }
+    }
+    for o in &s.options {
+        let text = match &o.kind {
+            OptionKind::Int {
+                default: RangeDefault::Value(v),
+                ..
+            } => Some(v.to_string()),
+            OptionKind::Double {
+                default: RangeDefault::Value(v),
+                ..
+            } => Some(crate::profile::options::format_double(*v)),
+            OptionKind::String { default } | OptionKind::File { default } => {
+                Some(default.clone().unwrap_or_default())
+            }
+            OptionKind::Boolean {
+                true_value,
+                false_value,
+                default,
+            } => Some(if *default { true_value } else { false_value }.clone()),
+            OptionKind::Enumeration { default, .. } => Some(default.clone().unwrap_or_default()),
+            _ => None,
+        };
+        if let Some(text) = text {
+            values.insert(o.name.clone(), text);
+        }
+    }
+    values
 }
 
 /// The variable names a `${NAME}` may refer to in `s`: predefined ones, options, and
@@ -170,6 +216,7 @@ fn startup(
     m: &Mechanism,
     timeouts: &Timeouts,
     known: &BTreeSet<String>,
+    static_values: &dyn Fn(&str) -> String,
     notes: &mut Vec<String>,
 ) {
     let _ = writeln!(b, "\n[server.startup]");
@@ -188,9 +235,21 @@ fn startup(
         }
     );
     if let CommandLine::ParaViewLine { exec, arguments } = command {
+        let args: Vec<&str> = arguments.iter().map(|a| a.value.as_str()).collect();
+        let mut resplit: Vec<Vec<String>> = vec![vec![]; args.len()];
+        for (i, note) in analyse_arguments(&args, &|name| Some(static_values(name))) {
+            resplit[i].push(note);
+        }
         let _ = writeln!(b, "argv = [");
         let _ = writeln!(b, "  {},", toml_string(&convert(&exec.value, known, notes)));
-        for a in arguments {
+        for (a, resplit) in arguments.iter().zip(&resplit) {
+            for note in resplit {
+                let _ = writeln!(
+                    b,
+                    "  # ParaView, with the defaults: {} (here it stays one argument)",
+                    comment(note)
+                );
+            }
             let _ = writeln!(b, "  {},", toml_string(&convert(&a.value, known, notes)));
         }
         let _ = writeln!(b, "]");
@@ -334,7 +393,7 @@ fn option(w: &mut String, o: &OptionSpec) {
     if o.readonly {
         let _ = writeln!(w, "readonly = true");
     }
-    if !o.save {
+    if !o.save && !o.kind.is_secret() {
         let _ = writeln!(w, "save = false");
     }
 }
@@ -361,13 +420,10 @@ fn kind_fields(w: &mut String, kind: &OptionKind) {
             default,
         } => {
             let f = |x: f64| format!("{x:?}");
-            let _ = writeln!(
-                w,
-                "min = {}\nmax = {}\nstep = {}",
-                f(*min),
-                f(*max),
-                f(*step)
-            );
+            let _ = writeln!(w, "min = {}\nmax = {}", f(*min), f(*max));
+            if let Some(step) = step {
+                let _ = writeln!(w, "step = {}", f(*step));
+            }
             let _ = match default {
                 RangeDefault::Value(v) => writeln!(w, "default = {}", f(*v)),
                 RangeDefault::Random => writeln!(w, "default = \"random\""),

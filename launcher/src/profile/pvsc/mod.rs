@@ -26,7 +26,9 @@ use roxmltree::{Document, Node};
 
 use crate::profile::error::ProfileError;
 use crate::profile::model::*;
-use crate::profile::options::{EnumEntry, OptionKind, OptionSpec, RangeDefault, check_int};
+use crate::profile::options::{
+    EnumEntry, OptionKind, OptionSpec, RangeDefault, check_double, check_int,
+};
 use crate::source::{Located, SourcePos, Warning};
 use crate::template::Text;
 
@@ -175,7 +177,7 @@ impl<'a, 'input> Loader<'a, 'input> {
         let resource = Resource::parse(resource_text).map_err(|e| {
             ProfileError::at(
                 &self.attr_pos(node, "resource").shifted(e.offset),
-                e.message,
+                format!("{}\n{}", e.message, e.pointer()),
             )
         })?;
         if resource == Resource::Builtin {
@@ -595,12 +597,15 @@ impl<'a, 'input> Loader<'a, 'input> {
                 ),
             );
         }
+        // A password is never written to disk, whatever `save` says.
+        let save =
+            node.attribute("save").unwrap_or("true") == "true" && !is_random && !kind.is_secret();
         Ok(Some(OptionSpec {
             name: name.to_string(),
             label: node.attribute("label").unwrap_or(name).to_string(),
             kind,
             readonly: node.attribute("readonly") == Some("true"),
-            save: node.attribute("save").unwrap_or("true") == "true" && !is_random,
+            save,
             at: self.pos(node),
         }))
     }
@@ -665,12 +670,14 @@ impl<'a, 'input> Loader<'a, 'input> {
                     self.attr_err(ty, a, format!("{a}={:?} is not a number", text(a, d)))
                 })
             };
-            let (min, max, step) = (
-                num("min", "0")?,
-                num("max", "99999999999")?,
-                num("step", "1")?,
-            );
-            if min > max || step <= 0.0 {
+            let (min, max) = (num("min", "0")?, num("max", "99999999999")?);
+            // ParaView steps a double only in its widget: a written step is kept (and
+            // checked, as an int's is); none means any value in the range.
+            let step = match ty.attribute("step") {
+                None => None,
+                Some(_) => Some(num("step", "1")?),
+            };
+            if min > max || step.is_some_and(|s| s <= 0.0 || !s.is_finite()) {
                 return Err(self.err(ty, "a double Range needs min <= max and step > 0"));
             }
             let default = match default {
@@ -687,6 +694,8 @@ impl<'a, 'input> Loader<'a, 'input> {
                     if v < min || v > max {
                         return Err(self.attr_err(ty, "default", format!("default {v} is outside {min}..={max} (ParaView would silently clamp it)")));
                     }
+                    check_double(v, min, max, step)
+                        .map_err(|m| self.attr_err(ty, "default", format!("default {m}")))?;
                     RangeDefault::Value(v)
                 }
             };
