@@ -4,20 +4,26 @@
 //! [`TerminalPrompter`] on a terminal and [`NonInteractive`] otherwise; an application
 //! embedding pv-launch implements [`Prompter`] with its own dialogs.
 //!
+//! Answers are [`Zeroizing`] strings: a password typed into a prompter is wiped from memory
+//! when the launcher drops it.
+//!
 //! ```
-//! use pv_launch::prompt::{Prompter, PromptRequest, PromptError};
+//! use pv_launch::prompt::{Prompter, PromptRequest, PromptError, Zeroizing};
 //!
 //! /// Answers every option with its default, and "42" when there is none.
 //! struct Defaults;
 //!
 //! impl Prompter for Defaults {
-//!     fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
-//!         Ok(request.default.clone().unwrap_or_else(|| "42".to_string()))
+//!     fn ask(&self, request: &PromptRequest<'_>) -> Result<Zeroizing<String>, PromptError> {
+//!         Ok(Zeroizing::new(request.default.clone().unwrap_or_else(|| "42".to_string())))
 //!     }
 //! }
 //! ```
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
+use std::os::fd::AsFd;
+
+pub use zeroize::Zeroizing;
 
 use crate::profile::{OptionKind, OptionSpec};
 
@@ -47,7 +53,8 @@ pub enum PromptError {
 pub trait Prompter {
     /// Ask for the value of `request.option`, as text. The launcher validates the answer
     /// (range, step, enumeration) and asks again with `problem` set if it is refused.
-    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError>;
+    /// The answer may be a password: it is wiped when dropped.
+    fn ask(&self, request: &PromptRequest<'_>) -> Result<Zeroizing<String>, PromptError>;
 
     /// Whether asking again after a refused answer makes sense (false for prompters that
     /// would give the same answer).
@@ -62,8 +69,8 @@ pub trait Prompter {
 pub struct NonInteractive;
 
 impl Prompter for NonInteractive {
-    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
-        request.default.clone().ok_or_else(|| {
+    fn ask(&self, request: &PromptRequest<'_>) -> Result<Zeroizing<String>, PromptError> {
+        request.default.clone().map(Zeroizing::new).ok_or_else(|| {
             PromptError::NoAnswer(format!(
                 "option {} ({}) has no default and nobody can be asked: give it with --set {}=VALUE",
                 request.option.name, request.option.label, request.option.name
@@ -117,7 +124,7 @@ fn describe(kind: &OptionKind) -> String {
 }
 
 impl Prompter for TerminalPrompter {
-    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
+    fn ask(&self, request: &PromptRequest<'_>) -> Result<Zeroizing<String>, PromptError> {
         let option = request.option;
         let mut err = std::io::stderr();
         if let Some(problem) = &request.problem {
@@ -135,24 +142,63 @@ impl Prompter for TerminalPrompter {
             describe(&option.kind)
         );
         let _ = err.flush();
-        let mut line = String::new();
         let echo_off = option.kind.is_secret().then(EchoOff::new).flatten();
-        let read = std::io::stdin().lock().read_line(&mut line);
+        // Read from a duplicate of the descriptor, not through std's shared stdin buffer,
+        // whose copy of the answer would never be wiped.
+        let read = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(|fd| read_answer(&mut std::fs::File::from(fd)));
         if echo_off.is_some() {
             let _ = writeln!(err);
         }
         drop(echo_off);
-        let read = read.map_err(|e| PromptError::NoAnswer(e.to_string()))?;
-        if read == 0 {
-            return Err(PromptError::Cancelled);
-        }
-        let answer = line.trim_end_matches(['\n', '\r']).to_string();
+        let answer = read
+            .map_err(|e| PromptError::NoAnswer(e.to_string()))?
+            .ok_or(PromptError::Cancelled)?;
         if answer.is_empty() {
             if let Some(d) = &request.default {
-                return Ok(d.clone());
+                return Ok(Zeroizing::new(d.clone()));
             }
         }
         Ok(answer)
+    }
+}
+
+/// The longest answer [`TerminalPrompter`] takes, in bytes.
+const MAX_ANSWER: usize = 4096;
+
+/// Reads one line without reading past its end, into a buffer sized once (so it never
+/// reallocates and leaves an unwiped copy behind) and wiped on drop. `None` at end of input
+/// before any byte; the line ending is not part of the answer.
+fn read_answer(input: &mut impl Read) -> std::io::Result<Option<Zeroizing<String>>> {
+    let mut line = Zeroizing::new(Vec::with_capacity(MAX_ANSWER));
+    let mut byte = Zeroizing::new([0u8; 1]);
+    loop {
+        match input.read(&mut *byte) {
+            Ok(0) if line.is_empty() => return Ok(None),
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if line.len() == MAX_ANSWER => {
+                return Err(std::io::Error::other(format!(
+                    "the answer is longer than {MAX_ANSWER} bytes"
+                )));
+            }
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    // Moves the bytes into the String: no copy. Invalid UTF-8 is wiped with the error.
+    match String::from_utf8(std::mem::take(&mut *line)) {
+        Ok(text) => Ok(Some(Zeroizing::new(text))),
+        Err(e) => {
+            drop(Zeroizing::new(e.into_bytes()));
+            Err(std::io::Error::other("the answer is not valid UTF-8"))
+        }
     }
 }
 
@@ -177,5 +223,47 @@ impl Drop for EchoOff {
     fn drop(&mut self) {
         use nix::sys::termios::{SetArg, tcsetattr};
         let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.saved);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every prompter hands back an answer that is wiped on drop: this does not compile if
+    /// the trait returns a plain `String` again.
+    #[test]
+    fn answers_are_zeroizing() {
+        fn answer_of(p: &dyn Prompter, r: &PromptRequest<'_>) -> Zeroizing<String> {
+            p.ask(r).unwrap_or_default()
+        }
+        let _: fn(&dyn Prompter, &PromptRequest<'_>) -> Zeroizing<String> = answer_of;
+    }
+
+    #[test]
+    fn read_answer_stops_at_the_line_end_and_reads_nothing_more() {
+        let mut input: &[u8] = b"s3cret\r\nnext line\n";
+        assert_eq!(read_answer(&mut input).unwrap().unwrap().as_str(), "s3cret");
+        // Nothing past the answer was consumed (no buffer holds a copy of later input).
+        assert_eq!(input, b"next line\n");
+        assert_eq!(
+            read_answer(&mut input).unwrap().unwrap().as_str(),
+            "next line"
+        );
+        assert_eq!(read_answer(&mut input).unwrap(), None);
+    }
+
+    #[test]
+    fn read_answer_refuses_overlong_and_invalid_input() {
+        let long = vec![b'a'; MAX_ANSWER + 1];
+        let e = read_answer(&mut long.as_slice()).unwrap_err();
+        assert!(e.to_string().contains("longer than 4096"), "{e}");
+        let e = read_answer(&mut &b"\xff\xfe\n"[..]).unwrap_err();
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+        let last: &[u8] = b"no newline at the end";
+        assert_eq!(
+            read_answer(&mut &last[..]).unwrap().unwrap().as_str(),
+            "no newline at the end"
+        );
     }
 }
