@@ -297,3 +297,76 @@ async fn a_host_known_by_another_key_type_is_refused_without_a_question() {
         "nothing learned"
     );
 }
+
+/// A known_hosts line for the loopback sshd with a fresh key of `kind` (not the server's).
+fn known_hosts_with_another_key(sshd: &Sshd, dir: &Path, kind: &str) -> PathBuf {
+    let other = dir.join(format!("other_{kind}"));
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", "", "-f"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let key: Vec<&str> = other_pub.split_whitespace().take(2).collect();
+    let known = dir.join("known_hosts");
+    std::fs::write(
+        &known,
+        format!("[127.0.0.1]:{} {}\n", sshd.port(), key.join(" ")),
+    )
+    .unwrap();
+    known
+}
+
+/// `StrictHostKeyChecking=yes` (the plan's `-o` maps to `ask_unknown_host: false`): an
+/// unknown host is refused and nobody is asked, though the prompter would say yes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_host_key_checking_refuses_an_unknown_host_without_a_question() {
+    let sshd = Sshd::start();
+    let known = sshd.fresh_known_hosts("kh_russh_strict");
+    let prompter = Scripted::new(vec![Ok("yes")]);
+    let strict = RusshOptions {
+        ask_unknown_host: false,
+        ..options(&known, &[sshd.plain_key()], &prompter)
+    };
+    let err = RusshConnection::connect(&target(&sshd), &strict)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SshError::HostKeyRefused { .. }), "{err}");
+    assert!(
+        err.to_string().contains("StrictHostKeyChecking=yes"),
+        "the refusal says why: {err}"
+    );
+    assert!(prompter.asked().is_empty(), "{:?}", prompter.asked());
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap(),
+        "",
+        "nothing learned"
+    );
+}
+
+/// A host whose known key (of the same type) differs from the one it offers, a possible
+/// man in the middle, is refused without a question even when unknown hosts are asked
+/// about, and known_hosts keeps the old key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_host_key_is_refused_without_a_question() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let known = known_hosts_with_another_key(&sshd, dir.path(), "ed25519");
+    let before = std::fs::read_to_string(&known).unwrap();
+    let prompter = Scripted::new(vec![Ok("yes")]);
+    let err = RusshConnection::connect(
+        &target(&sshd),
+        &options(&known, &[sshd.plain_key()], &prompter),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SshError::HostKeyRefused { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("changed") && text.contains("line 1"),
+        "says what and where: {text}"
+    );
+    assert!(prompter.asked().is_empty(), "{:?}", prompter.asked());
+    assert_eq!(std::fs::read_to_string(&known).unwrap(), before);
+}
