@@ -550,6 +550,19 @@ impl Live {
         }
     }
 
+    /// `pv-launch --json --no-client --profile PROFILE`: a session held until it ends.
+    fn held(s: &Scratch, profile: &Path) -> Live {
+        Live::start(
+            s,
+            &[
+                "--json",
+                "--no-client",
+                "--profile",
+                profile.to_str().unwrap(),
+            ],
+        )
+    }
+
     fn wait_event(&mut self, kind: &str) -> Value {
         let end = Instant::now() + WAIT;
         loop {
@@ -625,6 +638,17 @@ fn wait_no_process_with(marker: &str) {
     }
 }
 
+/// `NAME.toml`: one local server `NAME` at `cs://127.0.0.1:0` started with `argv`.
+fn local_profile(s: &Scratch, name: &str, argv: &[&str]) -> PathBuf {
+    s.profile(
+        &format!("{name}.toml"),
+        &format!(
+            "[[server]]\nname = {name:?}\nresource = \"cs://127.0.0.1:0\"\n\
+             [server.startup]\nmechanism = \"local\"\nargv = {argv:?}\n"
+        ),
+    )
+}
+
 /// A demo server reached through a symlink in the scratch directory, so its command line
 /// carries a marker unique to the test.
 fn marked_demo(s: &Scratch) -> PathBuf {
@@ -638,22 +662,8 @@ fn sigterm_to_a_held_session_after_connecting_exits_130_and_stops_everything() {
     let s = Scratch::new();
     let demo = marked_demo(&s);
     let marker = demo.display().to_string();
-    let profile = s.profile(
-        "held.toml",
-        &format!(
-            "[[server]]\nname = \"held\"\nresource = \"cs://127.0.0.1:0\"\n\
-             [server.startup]\nmechanism = \"local\"\nargv = [{marker:?}, \"--server-port\", \"${{PV_SERVER_PORT}}\"]\n"
-        ),
-    );
-    let mut live = Live::start(
-        &s,
-        &[
-            "--json",
-            "--no-client",
-            "--profile",
-            profile.to_str().unwrap(),
-        ],
-    );
+    let profile = local_profile(&s, "held", &[&marker, "--server-port", "${PV_SERVER_PORT}"]);
+    let mut live = Live::held(&s, &profile);
     let connected = live.wait_event("connected");
     let relay = live.wait_event("relay")["socket"]
         .as_str()
@@ -1063,23 +1073,9 @@ fn json_exited_carries_the_code_or_null_and_failed_a_message() {
         &format!("{marker:?} --server-port \"$1\"\nexit 3\n"),
     );
     let wrapper_marker = wrapper.display().to_string();
-    let profile = s.profile(
-        "ends.toml",
-        &format!(
-            "[[server]]\nname = \"ends\"\nresource = \"cs://127.0.0.1:0\"\n\
-             [server.startup]\nmechanism = \"local\"\nargv = [{wrapper_marker:?}, \"${{PV_SERVER_PORT}}\"]\n"
-        ),
-    );
+    let profile = local_profile(&s, "ends", &[&wrapper_marker, "${PV_SERVER_PORT}"]);
     for (victim, code) in [(&marker, Value::from(3)), (&wrapper_marker, Value::Null)] {
-        let mut live = Live::start(
-            &s,
-            &[
-                "--json",
-                "--no-client",
-                "--profile",
-                profile.to_str().unwrap(),
-            ],
-        );
+        let mut live = Live::held(&s, &profile);
         live.wait_event("connected");
         let pids = processes_with(victim);
         assert_eq!(pids.len(), 1, "one process runs {victim}: {pids:?}");
@@ -1100,14 +1096,7 @@ fn json_exited_carries_the_code_or_null_and_failed_a_message() {
     }
 
     let early = s.script("exits-early", "echo starting\nexit 3\n");
-    let profile = s.profile(
-        "early.toml",
-        &format!(
-            "[[server]]\nname = \"early\"\nresource = \"cs://127.0.0.1:0\"\n\
-             [server.startup]\nmechanism = \"local\"\nargv = [{:?}]\n",
-            early.display().to_string()
-        ),
-    );
+    let profile = local_profile(&s, "early", &[early.to_str().unwrap()]);
     let r = s.run(&[
         "--json",
         "--no-client",

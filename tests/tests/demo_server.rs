@@ -170,15 +170,7 @@ async fn missing_or_exposed_tokens_are_clear_errors() {
     std::fs::write(&path, Token::generate().to_hex()).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = tokio::process::Command::new(workspace_bin("pv-demo-server"))
-        .args(["--server-port", "0", "--token-file"])
-        .arg(&path)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_token_file(&path).await;
     assert!(err.contains("chmod 600"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -259,14 +251,20 @@ async fn the_environment_token_is_used_and_not_inherited_by_the_servers_children
         start_reporting(&["--server-port", "0"], Some(&token.to_hex())).await;
     assert_eq!(report, "child-sees-token=unset");
     // The server did take the token it removed: a client holding it gets in.
+    echo_once_and_see_it_exit(&token, ready.port, &mut child).await;
+}
+
+/// A client with `token` gets in on `port`, bytes echo, and once it leaves the
+/// (single-client) server exits 0.
+async fn echo_once_and_see_it_exit(token: &Token, port: u16, server: &mut tokio::process::Child) {
     let m = ConnectionManager::new(
         ConnectionMode::Single,
         ConnectionConfig::new(NativeHandshake::new(token.clone())),
     );
-    let mut conn = connect(&m, ready.port).await;
-    echo(&mut conn, b"token from the environment", WAIT).await;
+    let mut conn = connect(&m, port).await;
+    echo(&mut conn, b"the token got it in", WAIT).await;
     drop(conn);
-    let status = tokio::time::timeout(WAIT, child.wait()).await.unwrap();
+    let status = tokio::time::timeout(WAIT, server.wait()).await.unwrap();
     assert_eq!(status.unwrap().code(), Some(0));
 }
 
@@ -286,32 +284,29 @@ async fn a_private_token_file_is_accepted_and_a_link_to_an_open_one_is_refused()
     let (mut child, report, ready) =
         start_reporting(&["--server-port", "0", "--token-file", path], Some(&other)).await;
     assert_eq!(report, "child-sees-token=unset");
-    let m = ConnectionManager::new(
-        ConnectionMode::Single,
-        ConnectionConfig::new(NativeHandshake::new(token.clone())),
-    );
-    let mut conn = connect(&m, ready.port).await;
-    echo(&mut conn, b"token from the file", WAIT).await;
-    drop(conn);
-    let status = tokio::time::timeout(WAIT, child.wait()).await.unwrap();
-    assert_eq!(status.unwrap().code(), Some(0));
+    echo_once_and_see_it_exit(&token, ready.port, &mut child).await;
 
     let open = dir.path().join("open");
     std::fs::write(&open, token.to_hex()).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(&open, &link).unwrap();
+    let err = refused_token_file(&link).await;
+    assert!(
+        err.contains("--token-file") && err.contains("mode 644"),
+        "{err}"
+    );
+}
+
+/// Starts the demo server with `--token-file path`, expects it to fail (exit 1); its stderr.
+async fn refused_token_file(path: &std::path::Path) -> String {
     let out = tokio::process::Command::new(workspace_bin("pv-demo-server"))
         .args(["--server-port", "0", "--token-file"])
-        .arg(&link)
+        .arg(path)
         .stdin(std::process::Stdio::null())
         .output()
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--token-file") && err.contains("mode 644"),
-        "{err}"
-    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
