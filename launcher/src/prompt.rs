@@ -20,10 +20,12 @@
 //! }
 //! ```
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
 
 pub use zeroize::Zeroizing;
+
+use pv_askpass::terminal::read_line_wiped;
 
 use crate::profile::{OptionKind, OptionSpec};
 
@@ -148,7 +150,7 @@ impl Prompter for TerminalPrompter {
         let read = std::io::stdin()
             .as_fd()
             .try_clone_to_owned()
-            .and_then(|fd| read_answer(&mut std::fs::File::from(fd)));
+            .and_then(|fd| read_line_wiped(&mut std::fs::File::from(fd)));
         if echo_off.is_some() {
             let _ = writeln!(err);
         }
@@ -162,43 +164,6 @@ impl Prompter for TerminalPrompter {
             }
         }
         Ok(answer)
-    }
-}
-
-/// The longest answer [`TerminalPrompter`] takes, in bytes.
-const MAX_ANSWER: usize = 4096;
-
-/// Reads one line without reading past its end, into a buffer sized once (so it never
-/// reallocates and leaves an unwiped copy behind) and wiped on drop. `None` at end of input
-/// before any byte; the line ending is not part of the answer.
-fn read_answer(input: &mut impl Read) -> std::io::Result<Option<Zeroizing<String>>> {
-    let mut line = Zeroizing::new(Vec::with_capacity(MAX_ANSWER));
-    let mut byte = Zeroizing::new([0u8; 1]);
-    loop {
-        match input.read(&mut *byte) {
-            Ok(0) if line.is_empty() => return Ok(None),
-            Ok(0) => break,
-            Ok(_) if byte[0] == b'\n' => break,
-            Ok(_) if line.len() == MAX_ANSWER => {
-                return Err(std::io::Error::other(format!(
-                    "the answer is longer than {MAX_ANSWER} bytes"
-                )));
-            }
-            Ok(_) => line.push(byte[0]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    // Moves the bytes into the String: no copy. Invalid UTF-8 is wiped with the error.
-    match String::from_utf8(std::mem::take(&mut *line)) {
-        Ok(text) => Ok(Some(Zeroizing::new(text))),
-        Err(e) => {
-            drop(Zeroizing::new(e.into_bytes()));
-            Err(std::io::Error::other("the answer is not valid UTF-8"))
-        }
     }
 }
 
@@ -238,32 +203,5 @@ mod tests {
             p.ask(r).unwrap_or_default()
         }
         let _: fn(&dyn Prompter, &PromptRequest<'_>) -> Zeroizing<String> = answer_of;
-    }
-
-    #[test]
-    fn read_answer_stops_at_the_line_end_and_reads_nothing_more() {
-        let mut input: &[u8] = b"s3cret\r\nnext line\n";
-        assert_eq!(read_answer(&mut input).unwrap().unwrap().as_str(), "s3cret");
-        // Nothing past the answer was consumed (no buffer holds a copy of later input).
-        assert_eq!(input, b"next line\n");
-        assert_eq!(
-            read_answer(&mut input).unwrap().unwrap().as_str(),
-            "next line"
-        );
-        assert_eq!(read_answer(&mut input).unwrap(), None);
-    }
-
-    #[test]
-    fn read_answer_refuses_overlong_and_invalid_input() {
-        let long = vec![b'a'; MAX_ANSWER + 1];
-        let e = read_answer(&mut long.as_slice()).unwrap_err();
-        assert!(e.to_string().contains("longer than 4096"), "{e}");
-        let e = read_answer(&mut &b"\xff\xfe\n"[..]).unwrap_err();
-        assert!(e.to_string().contains("UTF-8"), "{e}");
-        let last: &[u8] = b"no newline at the end";
-        assert_eq!(
-            read_answer(&mut &last[..]).unwrap().unwrap().as_str(),
-            "no newline at the end"
-        );
     }
 }
