@@ -46,7 +46,7 @@
 //! Answers are held in [`Zeroizing`] buffers and wiped when dropped.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -297,23 +297,34 @@ pub fn check_socket_path(path: &Path) -> Result<(), BridgeError> {
     Ok(())
 }
 
-/// Reads one line of at most [`MAX_LINE`] bytes into a buffer wiped on drop.
+/// Reads one line of at most [`MAX_LINE`] bytes straight into a buffer wiped on drop.
+///
+/// No `BufReader`: its internal buffer would keep a copy of the answer that nothing wipes.
+/// The buffer has its full size up front, so it never reallocates (which would leave an
+/// unwiped copy behind). Bytes after the newline are not part of the line (the protocol
+/// sends one line each way); they are wiped with the buffer.
 fn read_line(
-    reader: &mut impl BufRead,
+    reader: &mut impl Read,
     what: &'static str,
 ) -> Result<Zeroizing<Vec<u8>>, BridgeError> {
-    // Full size up front: growing the buffer would leave unwiped copies of an answer.
-    let mut line = Zeroizing::new(Vec::with_capacity(MAX_LINE));
-    let mut limited = reader.take(MAX_LINE as u64);
-    limited.read_until(b'\n', &mut line).map_err(io_err(what))?;
-    if line.last() != Some(&b'\n') {
-        return Err(if line.len() >= MAX_LINE {
-            BridgeError::TooLong
-        } else {
-            BridgeError::Closed(what)
-        });
+    let mut line = Zeroizing::new(vec![0u8; MAX_LINE]);
+    let mut filled = 0;
+    loop {
+        let n = match reader.read(&mut line[filled..]) {
+            Ok(0) => return Err(BridgeError::Closed(what)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(what)(e)),
+        };
+        if let Some(at) = line[filled..filled + n].iter().position(|&b| b == b'\n') {
+            line.truncate(filled + at + 1);
+            return Ok(line);
+        }
+        filled += n;
+        if filled == MAX_LINE {
+            return Err(BridgeError::TooLong);
+        }
     }
-    Ok(line)
 }
 
 /// The helper's side: checks the socket, sends the request for `prompt` and waits for the
@@ -338,8 +349,7 @@ pub fn ask(
     (&stream)
         .write_all(&Request::new(prompt).to_line())
         .map_err(io_err("write request"))?;
-    let mut reader = BufReader::new(&stream);
-    match read_line(&mut reader, "reply") {
+    match read_line(&mut &stream, "reply") {
         Ok(line) => Reply::from_line(&line),
         Err(BridgeError::Closed(_)) if prompt.kind == PromptKind::Notify => Ok(Reply::Cancel),
         Err(e) => Err(e),
@@ -352,8 +362,7 @@ pub fn read_request(stream: &UnixStream) -> Result<Request, BridgeError> {
     stream
         .set_read_timeout(Some(REQUEST_TIMEOUT))
         .map_err(io_err("set read timeout"))?;
-    let mut reader = BufReader::new(stream);
-    let line = read_line(&mut reader, "request")?;
+    let line = read_line(&mut &*stream, "request")?;
     Request::from_line(&line)
 }
 
@@ -461,15 +470,49 @@ mod tests {
     #[test]
     fn long_lines_are_cut_off() {
         let long = vec![b'a'; MAX_LINE + 10];
-        let mut reader = BufReader::new(&long[..]);
         assert!(matches!(
-            read_line(&mut reader, "reply"),
+            read_line(&mut &long[..], "reply"),
             Err(BridgeError::TooLong)
         ));
-        let mut reader = BufReader::new(&b"{\"v\":1"[..]);
         assert!(matches!(
-            read_line(&mut reader, "reply"),
+            read_line(&mut &b"{\"v\":1"[..], "reply"),
             Err(BridgeError::Closed("reply"))
         ));
+    }
+
+    /// Hands out its input a few bytes per read, as a socket may.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(3);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_line_is_read_straight_from_the_stream_in_pieces() {
+        let line = read_line(&mut Trickle(b"{\"v\":1,\"answer\":\"pw\"}\n"), "reply").unwrap();
+        assert_eq!(&line[..], b"{\"v\":1,\"answer\":\"pw\"}\n");
+        // A reply the buffer holds whole, and whatever followed it on the same read, is cut
+        // at the newline (and wiped with the buffer).
+        let line = read_line(&mut &b"{\"v\":1,\"cancel\":true}\ntrailing"[..], "reply").unwrap();
+        assert_eq!(&line[..], b"{\"v\":1,\"cancel\":true}\n");
+        assert!(line.capacity() >= MAX_LINE, "sized once, never regrown");
+    }
+
+    /// The real socket path, both ends, with an answer that needs JSON escapes.
+    #[test]
+    fn an_answer_crosses_a_real_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let (listener, socket) = bind_private(&dir.path().join("b"), "s").unwrap();
+        let server =
+            std::thread::spawn(move || serve_one(&listener, |_| Reply::answer("p\"w\\1")).unwrap());
+        let prompt = classify("alice@h's password: ", Hint::None);
+        let reply = ask(&socket, &prompt, Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(reply, Reply::answer("p\"w\\1"));
+        assert_eq!(server.join().unwrap().kind, PromptKind::Password);
     }
 }

@@ -6,7 +6,7 @@
 //! [`Terminal::open`] fails at once with the reason, and the helper exits 1.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Read, Write};
 
 use zeroize::Zeroizing;
 
@@ -136,19 +136,74 @@ fn is_yes(answer: &str) -> bool {
 fn read_visible(tty: &mut File, prompt: &str) -> Option<Zeroizing<String>> {
     tty.write_all(prompt.as_bytes()).ok()?;
     tty.flush().ok()?;
-    let mut line = Zeroizing::new(String::new());
-    let n = BufReader::new(&*tty).read_line(&mut line).ok()?;
-    if n == 0 {
-        return None;
+    read_line_wiped(tty).ok()?
+}
+
+/// The longest line [`read_line_wiped`] takes, in bytes.
+pub const MAX_ANSWER: usize = 4096;
+
+/// Reads one typed line (an answer, perhaps a secret) without reading past its end: byte by
+/// byte into a buffer sized once (so it never reallocates and leaves an unwiped copy
+/// behind) and wiped on drop, with no `BufReader` whose buffer would keep a copy. `None` at
+/// end of input before any byte; the line ending (`\n` or `\r\n`) is not part of the line.
+/// Longer than [`MAX_ANSWER`] bytes or not UTF-8: an error (the bytes are wiped).
+pub fn read_line_wiped(input: &mut impl Read) -> io::Result<Option<Zeroizing<String>>> {
+    let mut line = Zeroizing::new(Vec::with_capacity(MAX_ANSWER));
+    let mut byte = Zeroizing::new([0u8; 1]);
+    loop {
+        match input.read(&mut *byte) {
+            Ok(0) if line.is_empty() => return Ok(None),
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if line.len() == MAX_ANSWER => {
+                return Err(io::Error::other(format!(
+                    "the answer is longer than {MAX_ANSWER} bytes"
+                )));
+            }
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    let trimmed = line.trim_end_matches(['\n', '\r']).len();
-    line.truncate(trimmed);
-    Some(line)
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    // Moves the bytes into the String: no copy. Invalid UTF-8 is wiped with the error.
+    match String::from_utf8(std::mem::take(&mut *line)) {
+        Ok(text) => Ok(Some(Zeroizing::new(text))),
+        Err(e) => {
+            drop(Zeroizing::new(e.into_bytes()));
+            Err(io::Error::other("the answer is not valid UTF-8"))
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_is_read_up_to_its_end_and_nothing_more() {
+        let mut input: &[u8] = b"s3cret\r\nnext line\n";
+        let first = read_line_wiped(&mut input).unwrap().unwrap();
+        assert_eq!(first.as_str(), "s3cret");
+        // Nothing past the line was consumed (no buffer holds a copy of later input).
+        assert_eq!(input, b"next line\n");
+        let second = read_line_wiped(&mut input).unwrap().unwrap();
+        assert_eq!(second.as_str(), "next line");
+        assert_eq!(read_line_wiped(&mut input).unwrap(), None);
+    }
+
+    #[test]
+    fn overlong_and_invalid_lines_are_refused() {
+        let long = vec![b'a'; MAX_ANSWER + 1];
+        let e = read_line_wiped(&mut long.as_slice()).unwrap_err();
+        assert!(e.to_string().contains("longer than 4096"), "{e}");
+        let e = read_line_wiped(&mut &b"\xff\xfe\n"[..]).unwrap_err();
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+        let last = read_line_wiped(&mut &b"no newline at the end"[..]).unwrap();
+        assert_eq!(last.unwrap().as_str(), "no newline at the end");
+    }
 
     #[test]
     fn yes_answers() {

@@ -52,6 +52,11 @@ pub struct Args {
     /// Seconds to wait for the secrets line on stdin.
     #[arg(long = "secrets-timeout", default_value_t = 30)]
     pub secrets_timeout: u64,
+    /// Run this shell command (`/bin/sh -c`) once the token is read, with the server's
+    /// environment, as a server's helper processes would run; its output goes to stdout
+    /// before the ready line. For tests of what descendants inherit.
+    #[arg(long = "run-after-start", hide = true)]
+    pub run_after_start: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

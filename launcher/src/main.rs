@@ -11,6 +11,7 @@ use cli::{Cli, Command, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use pv_launch::profile::find;
 use pv_launch::prompt::{NonInteractive, Prompter, TerminalPrompter};
 use pv_launch::{LaunchContext, Plan, Profile};
+use pv_transport::launch::read_private_file;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -257,39 +258,6 @@ fn remember_options(
             eprintln!("pv-launch: warning: option values not saved: {e}");
         }
     }
-}
-
-/// A file holding a secret: opened once, then checked on the open file (no window for a
-/// swap): owned by the user who runs pv-launch, not readable or writable by others.
-fn read_private_file(
-    path: &std::path::Path,
-    what: &str,
-) -> Result<zeroize::Zeroizing<String>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
-    let shown = path.display();
-    let mut file = std::fs::File::open(path).map_err(|e| format!("{what} {shown}: {e}"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("{what} {shown}: {e}"))?;
-    let uid = pv_transport::socket_table::effective_uid()
-        .map_err(|e| format!("cannot tell who runs pv-launch: {e}"))?;
-    if meta.uid() != uid {
-        return Err(format!(
-            "{what} {shown} belongs to uid {}, not to you (uid {uid}): refused",
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(format!(
-            "{what} {shown} can be read or written by others (mode {:o}): chmod 600 it",
-            meta.mode() & 0o777
-        ));
-    }
-    let mut text = zeroize::Zeroizing::new(String::new());
-    file.read_to_string(&mut text)
-        .map_err(|e| format!("{what} {shown}: {e}"))?;
-    Ok(text)
 }
 
 /// The token of a hand-started native server: `--token-file` (owned by the user, not

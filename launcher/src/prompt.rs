@@ -4,20 +4,28 @@
 //! [`TerminalPrompter`] on a terminal and [`NonInteractive`] otherwise; an application
 //! embedding pv-launch implements [`Prompter`] with its own dialogs.
 //!
+//! Answers are [`Zeroizing`] strings: a password typed into a prompter is wiped from memory
+//! when the launcher drops it.
+//!
 //! ```
-//! use pv_launch::prompt::{Prompter, PromptRequest, PromptError};
+//! use pv_launch::prompt::{Prompter, PromptRequest, PromptError, Zeroizing};
 //!
 //! /// Answers every option with its default, and "42" when there is none.
 //! struct Defaults;
 //!
 //! impl Prompter for Defaults {
-//!     fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
-//!         Ok(request.default.clone().unwrap_or_else(|| "42".to_string()))
+//!     fn ask(&self, request: &PromptRequest<'_>) -> Result<Zeroizing<String>, PromptError> {
+//!         Ok(Zeroizing::new(request.default.clone().unwrap_or_else(|| "42".to_string())))
 //!     }
 //! }
 //! ```
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
+
+pub use zeroize::Zeroizing;
+
+use pv_askpass::terminal::read_line_wiped;
 
 use crate::profile::{OptionKind, OptionSpec};
 
@@ -47,7 +55,8 @@ pub enum PromptError {
 pub trait Prompter {
     /// Ask for the value of `request.option`, as text. The launcher validates the answer
     /// (range, step, enumeration) and asks again with `problem` set if it is refused.
-    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError>;
+    /// The answer may be a password: it is wiped when dropped.
+    fn ask(&self, request: &PromptRequest<'_>) -> Result<Zeroizing<String>, PromptError>;
 
     /// Whether asking again after a refused answer makes sense (false for prompters that
     /// would give the same answer).
@@ -62,8 +71,8 @@ pub trait Prompter {
 pub struct NonInteractive;
 
 impl Prompter for NonInteractive {
-    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
-        request.default.clone().ok_or_else(|| {
+    fn ask(&self, request: &PromptRequest<'_>) -> Result<Zeroizing<String>, PromptError> {
+        request.default.clone().map(Zeroizing::new).ok_or_else(|| {
             PromptError::NoAnswer(format!(
                 "option {} ({}) has no default and nobody can be asked: give it with --set {}=VALUE",
                 request.option.name, request.option.label, request.option.name
@@ -123,7 +132,7 @@ fn describe(kind: &OptionKind) -> String {
 }
 
 impl Prompter for TerminalPrompter {
-    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
+    fn ask(&self, request: &PromptRequest<'_>) -> Result<Zeroizing<String>, PromptError> {
         let option = request.option;
         let mut err = std::io::stderr();
         if let Some(problem) = &request.problem {
@@ -141,21 +150,23 @@ impl Prompter for TerminalPrompter {
             describe(&option.kind)
         );
         let _ = err.flush();
-        let mut line = String::new();
         let echo_off = option.kind.is_secret().then(EchoOff::new).flatten();
-        let read = std::io::stdin().lock().read_line(&mut line);
+        // Read from a duplicate of the descriptor, not through std's shared stdin buffer,
+        // whose copy of the answer would never be wiped.
+        let read = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(|fd| read_line_wiped(&mut std::fs::File::from(fd)));
         if echo_off.is_some() {
             let _ = writeln!(err);
         }
         drop(echo_off);
-        let read = read.map_err(|e| PromptError::NoAnswer(e.to_string()))?;
-        if read == 0 {
-            return Err(PromptError::Cancelled);
-        }
-        let answer = line.trim_end_matches(['\n', '\r']).to_string();
+        let answer = read
+            .map_err(|e| PromptError::NoAnswer(e.to_string()))?
+            .ok_or(PromptError::Cancelled)?;
         if answer.is_empty() {
             if let Some(d) = &request.default {
-                return Ok(d.clone());
+                return Ok(Zeroizing::new(d.clone()));
             }
         }
         Ok(answer)
@@ -183,5 +194,20 @@ impl Drop for EchoOff {
     fn drop(&mut self) {
         use nix::sys::termios::{SetArg, tcsetattr};
         let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.saved);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every prompter hands back an answer that is wiped on drop: this does not compile if
+    /// the trait returns a plain `String` again.
+    #[test]
+    fn answers_are_zeroizing() {
+        fn answer_of(p: &dyn Prompter, r: &PromptRequest<'_>) -> Zeroizing<String> {
+            p.ask(r).unwrap_or_default()
+        }
+        let _: fn(&dyn Prompter, &PromptRequest<'_>) -> Zeroizing<String> = answer_of;
     }
 }

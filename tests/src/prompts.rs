@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use pv_launch::prompt::{PromptError, PromptRequest, Prompter};
+use pv_launch::prompt::{PromptError, PromptRequest, Prompter, Zeroizing};
 
 /// Answers prompts from a script and records (option name, label) of each question.
 pub struct Scripted {
@@ -34,7 +34,7 @@ impl Scripted {
 }
 
 impl Prompter for Scripted {
-    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
+    fn ask(&self, request: &PromptRequest<'_>) -> Result<Zeroizing<String>, PromptError> {
         self.asked
             .lock()
             .unwrap()
@@ -43,6 +43,7 @@ impl Prompter for Scripted {
             .lock()
             .unwrap()
             .pop()
+            .map(|a| a.map(Zeroizing::new))
             .unwrap_or(Err(PromptError::NoAnswer(
                 "the script has no more answers".into(),
             )))

@@ -557,6 +557,19 @@ impl Live {
         }
     }
 
+    /// `pv-launch --json --no-client --profile PROFILE`: a session held until it ends.
+    fn held(s: &Scratch, profile: &Path) -> Live {
+        Live::start(
+            s,
+            &[
+                "--json",
+                "--no-client",
+                "--profile",
+                profile.to_str().unwrap(),
+            ],
+        )
+    }
+
     fn wait_event(&mut self, kind: &str) -> Value {
         let end = Instant::now() + WAIT;
         loop {
@@ -632,6 +645,17 @@ fn wait_no_process_with(marker: &str) {
     }
 }
 
+/// `NAME.toml`: one local server `NAME` at `cs://127.0.0.1:0` started with `argv`.
+fn local_profile(s: &Scratch, name: &str, argv: &[&str]) -> PathBuf {
+    s.profile(
+        &format!("{name}.toml"),
+        &format!(
+            "[[server]]\nname = {name:?}\nresource = \"cs://127.0.0.1:0\"\n\
+             [server.startup]\nmechanism = \"local\"\nargv = {argv:?}\n"
+        ),
+    )
+}
+
 /// A demo server reached through a symlink in the scratch directory, so its command line
 /// carries a marker unique to the test.
 fn marked_demo(s: &Scratch) -> PathBuf {
@@ -645,22 +669,8 @@ fn sigterm_to_a_held_session_after_connecting_exits_130_and_stops_everything() {
     let s = Scratch::new();
     let demo = marked_demo(&s);
     let marker = demo.display().to_string();
-    let profile = s.profile(
-        "held.toml",
-        &format!(
-            "[[server]]\nname = \"held\"\nresource = \"cs://127.0.0.1:0\"\n\
-             [server.startup]\nmechanism = \"local\"\nargv = [{marker:?}, \"--server-port\", \"${{PV_SERVER_PORT}}\"]\n"
-        ),
-    );
-    let mut live = Live::start(
-        &s,
-        &[
-            "--json",
-            "--no-client",
-            "--profile",
-            profile.to_str().unwrap(),
-        ],
-    );
+    let profile = local_profile(&s, "held", &[&marker, "--server-port", "${PV_SERVER_PORT}"]);
+    let mut live = Live::held(&s, &profile);
     let connected = live.wait_event("connected");
     let relay = live.wait_event("relay")["socket"]
         .as_str()
@@ -691,6 +701,7 @@ fn sigterm_to_a_held_session_after_connecting_exits_130_and_stops_everything() {
         .position(|k| *k == "interrupted")
         .expect("an interrupted event");
     assert_eq!(events[interrupted]["signal"], "SIGTERM");
+    events.iter().for_each(assert_fields);
     let cleanup = events
         .iter()
         .position(|e| e["event"] == "stage" && e["stage"] == "cleanup")
@@ -726,6 +737,28 @@ fn fields_of(kind: &str) -> &'static [&'static str] {
         "client" => &["pid", "command"],
         "client-exited" => &["code"],
         other => panic!("an event kind the test does not know: {other}"),
+    }
+}
+
+/// `e` has exactly its kind's keys, and its durations are seconds within the test's time.
+fn assert_fields(e: &Value) {
+    let kind = e["event"].as_str().expect("an event key");
+    let mut keys: Vec<&str> = e
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != "event")
+        .collect();
+    keys.sort_unstable();
+    let mut want = fields_of(kind).to_vec();
+    want.sort_unstable();
+    assert_eq!(keys, want, "{e}");
+    for k in ["elapsed", "took"] {
+        if let Some(v) = e.get(k) {
+            let secs = v.as_f64().expect("seconds");
+            assert!((0.0..WAIT.as_secs_f64() * 2.0).contains(&secs), "{e}");
+        }
     }
 }
 
@@ -772,26 +805,7 @@ fn json_events_of_a_launch_with_a_client_each_have_their_kinds_fields() {
     ]);
     assert_eq!(r.code(), Some(0), "{}", r.context());
     let events = r.events();
-    for e in &events {
-        let kind = e["event"].as_str().expect("an event key");
-        let mut keys: Vec<&str> = e
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .filter(|k| *k != "event")
-            .collect();
-        keys.sort_unstable();
-        let mut want = fields_of(kind).to_vec();
-        want.sort_unstable();
-        assert_eq!(keys, want, "{e}");
-        for k in ["elapsed", "took"] {
-            if let Some(v) = e.get(k) {
-                let secs = v.as_f64().expect("seconds");
-                assert!((0.0..WAIT.as_secs_f64() * 2.0).contains(&secs), "{e}");
-            }
-        }
-    }
+    events.iter().for_each(assert_fields);
     let first = |pred: &dyn Fn(&Value) -> bool, what: &str| -> usize {
         events
             .iter()
@@ -1209,5 +1223,62 @@ fn a_saved_options_chosen_value_is_the_next_launchs_default() {
         )),
         "{}",
         ran.context()
+    );
+}
+
+/// A held session whose server ends by itself, once with an exit code (the demo server
+/// under a wrapper that then exits 3 is killed) and once by a signal (the wrapper is
+/// killed): `exited` carries the code, `null` for the signal, with exactly its documented
+/// keys, and pv-launch exits 1 and stops what is left. A server that ends before its ready
+/// line gives `failed` with a message that says so.
+#[test]
+fn json_exited_carries_the_code_or_null_and_failed_a_message() {
+    let s = Scratch::new();
+    let demo = marked_demo(&s);
+    let marker = demo.display().to_string();
+    let wrapper = s.script(
+        "wrapper-exits-3",
+        &format!("{marker:?} --server-port \"$1\"\nexit 3\n"),
+    );
+    let wrapper_marker = wrapper.display().to_string();
+    let profile = local_profile(&s, "ends", &[&wrapper_marker, "${PV_SERVER_PORT}"]);
+    for (victim, code) in [(&marker, Value::from(3)), (&wrapper_marker, Value::Null)] {
+        let mut live = Live::held(&s, &profile);
+        live.wait_event("connected");
+        let pids = processes_with(victim);
+        assert_eq!(pids.len(), 1, "one process runs {victim}: {pids:?}");
+        assert!(
+            Command::new("kill")
+                .args(["-KILL", &pids[0].to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let (status, events) = live.finish();
+        assert_eq!(status, Some(1), "{events:?}");
+        events.iter().for_each(assert_fields);
+        let exited: Vec<&Value> = events.iter().filter(|e| e["event"] == "exited").collect();
+        assert_eq!(exited.len(), 1, "{events:?}");
+        assert_eq!(exited[0]["code"], code, "{events:?}");
+        wait_no_process_with(&marker);
+    }
+
+    let early = s.script("exits-early", "echo starting\nexit 3\n");
+    let profile = local_profile(&s, "early", &[early.to_str().unwrap()]);
+    let r = s.run(&[
+        "--json",
+        "--no-client",
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code(), Some(1), "{}", r.context());
+    let events = r.events();
+    events.iter().for_each(assert_fields);
+    let failed: Vec<&Value> = events.iter().filter(|e| e["event"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{}", r.context());
+    let message = failed[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("exits-early") && message.contains("exit code 3"),
+        "the message names the server and its status: {message}"
     );
 }

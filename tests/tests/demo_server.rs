@@ -170,15 +170,7 @@ async fn missing_or_exposed_tokens_are_clear_errors() {
     std::fs::write(&path, Token::generate().to_hex()).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = tokio::process::Command::new(workspace_bin("pv-demo-server"))
-        .args(["--server-port", "0", "--token-file"])
-        .arg(&path)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_token_file(&path).await;
     assert!(err.contains("chmod 600"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -191,4 +183,130 @@ async fn missing_or_exposed_tokens_are_clear_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("70000"));
+}
+
+/// Reads the server's stdout until a line starting with `prefix` (within [`WAIT`]).
+async fn line_starting(
+    stdout: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    prefix: &str,
+) -> String {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let line = stdout
+                .next_line()
+                .await
+                .unwrap()
+                .expect("stdout closed early");
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no line starting {prefix:?} within {WAIT:?}"))
+}
+
+/// Starts the demo server with `env`, the given arguments and a command run after start
+/// that reports whether `PV_LAUNCH_TOKEN` reached it; returns (server, child's report,
+/// ready line) once both arrived.
+async fn start_reporting(
+    args: &[&str],
+    env: Option<&str>,
+) -> (
+    tokio::process::Child,
+    String,
+    pv_transport::launch::ReadyLine,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = tokio::process::Command::new(workspace_bin("pv-demo-server"));
+    cmd.args(args)
+        .args([
+            "--run-after-start",
+            "echo \"child-sees-token=${PV_LAUNCH_TOKEN-unset}\"",
+        ])
+        .env_remove("PV_LAUNCH_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(hex) = env {
+        cmd.env("PV_LAUNCH_TOKEN", hex);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let report = line_starting(&mut stdout, "child-sees-token=").await;
+    let ready = line_starting(&mut stdout, "pv-launch-ready").await;
+    let ready = pv_transport::launch::ReadyLine::parse(&ready)
+        .unwrap()
+        .unwrap();
+    (child, report, ready)
+}
+
+/// The token in `PV_LAUNCH_TOKEN` is used and then gone from the environment: a process the
+/// server starts afterwards does not inherit it. (`/proc/PID/environ` cannot show this: it
+/// keeps the environment the process started with.)
+#[tokio::test]
+async fn the_environment_token_is_used_and_not_inherited_by_the_servers_children() {
+    let token = Token::generate();
+    let (mut child, report, ready) =
+        start_reporting(&["--server-port", "0"], Some(&token.to_hex())).await;
+    assert_eq!(report, "child-sees-token=unset");
+    // The server did take the token it removed: a client holding it gets in.
+    echo_once_and_see_it_exit(&token, ready.port, &mut child).await;
+}
+
+/// A client with `token` gets in on `port`, bytes echo, and once it leaves the
+/// (single-client) server exits 0.
+async fn echo_once_and_see_it_exit(token: &Token, port: u16, server: &mut tokio::process::Child) {
+    let m = ConnectionManager::new(
+        ConnectionMode::Single,
+        ConnectionConfig::new(NativeHandshake::new(token.clone())),
+    );
+    let mut conn = connect(&m, port).await;
+    echo(&mut conn, b"the token got it in", WAIT).await;
+    drop(conn);
+    let status = tokio::time::timeout(WAIT, server.wait()).await.unwrap();
+    assert_eq!(status.unwrap().code(), Some(0));
+}
+
+/// A 0600 token file is accepted (the ready line comes and its token lets a client in),
+/// and a symbolic link to a file others can read is refused by what the link reaches.
+#[tokio::test]
+async fn a_private_token_file_is_accepted_and_a_link_to_an_open_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token = Token::generate();
+    let private = dir.path().join("private");
+    std::fs::write(&private, token.to_hex()).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let path = private.to_str().unwrap();
+    // An environment token beside the file is still removed (the file wins).
+    let other = Token::generate().to_hex();
+    let (mut child, report, ready) =
+        start_reporting(&["--server-port", "0", "--token-file", path], Some(&other)).await;
+    assert_eq!(report, "child-sees-token=unset");
+    echo_once_and_see_it_exit(&token, ready.port, &mut child).await;
+
+    let open = dir.path().join("open");
+    std::fs::write(&open, token.to_hex()).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&open, &link).unwrap();
+    let err = refused_token_file(&link).await;
+    assert!(
+        err.contains("--token-file") && err.contains("mode 644"),
+        "{err}"
+    );
+}
+
+/// Starts the demo server with `--token-file path`, expects it to fail (exit 1); its stderr.
+async fn refused_token_file(path: &std::path::Path) -> String {
+    let out = tokio::process::Command::new(workspace_bin("pv-demo-server"))
+        .args(["--server-port", "0", "--token-file"])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -660,7 +660,10 @@ async fn launch_plan_runs_profiles_with_port_forwarding_both_ways() {
 struct Silent(Mutex<std::sync::mpsc::Receiver<()>>);
 
 impl Prompter for Silent {
-    fn ask(&self, _: &PromptRequest<'_>) -> Result<String, PromptError> {
+    fn ask(
+        &self,
+        _: &PromptRequest<'_>,
+    ) -> Result<pv_launch::prompt::Zeroizing<String>, PromptError> {
         let _ = self.0.lock().unwrap().recv_timeout(Duration::from_secs(60));
         Err(PromptError::Cancelled)
     }

@@ -260,11 +260,22 @@ async fn a_cancelled_prompt_aborts() {
 /// and asks nothing (a "yes" would have accepted a downgrade).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_known_by_another_key_type_is_refused_without_a_question() {
+    let text = refused_without_a_question("ecdsa").await;
+    assert!(
+        text.contains("line 1") && text.contains("ecdsa"),
+        "the refusal names the known entry: {text}"
+    );
+}
+
+/// Connects to a fresh loopback sshd whose known_hosts holds a fresh key of `kind` (not the
+/// server's) with a prompter that would say yes: the connection is refused, nobody is
+/// asked and known_hosts is unchanged. The refusal's text.
+async fn refused_without_a_question(kind: &str) -> String {
     let sshd = Sshd::start();
     let dir = tempfile::tempdir().unwrap();
     let other = dir.path().join("other");
     let out = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ecdsa", "-N", "", "-f"])
+        .args(["-q", "-t", kind, "-N", "", "-f"])
         .arg(&other)
         .output()
         .unwrap();
@@ -272,11 +283,8 @@ async fn a_host_known_by_another_key_type_is_refused_without_a_question() {
     let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
     let key: Vec<&str> = other_pub.split_whitespace().take(2).collect();
     let known = dir.path().join("known_hosts");
-    std::fs::write(
-        &known,
-        format!("[127.0.0.1]:{} {}\n", sshd.port(), key.join(" ")),
-    )
-    .unwrap();
+    let line = format!("[127.0.0.1]:{} {}\n", sshd.port(), key.join(" "));
+    std::fs::write(&known, &line).unwrap();
     let prompter = Scripted::new(vec![Ok("yes")]);
     let err = RusshConnection::connect(
         &target(&sshd),
@@ -285,15 +293,50 @@ async fn a_host_known_by_another_key_type_is_refused_without_a_question() {
     .await
     .unwrap_err();
     assert!(matches!(err, SshError::HostKeyRefused { .. }), "{err}");
-    let text = err.to_string();
+    assert!(prompter.asked().is_empty(), "{:?}", prompter.asked());
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap(),
+        line,
+        "nothing learned"
+    );
+    err.to_string()
+}
+
+/// `StrictHostKeyChecking=yes` (the plan's `-o` maps to `ask_unknown_host: false`): an
+/// unknown host is refused and nobody is asked, though the prompter would say yes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_host_key_checking_refuses_an_unknown_host_without_a_question() {
+    let sshd = Sshd::start();
+    let known = sshd.fresh_known_hosts("kh_russh_strict");
+    let prompter = Scripted::new(vec![Ok("yes")]);
+    let strict = RusshOptions {
+        ask_unknown_host: false,
+        ..options(&known, &[sshd.plain_key()], &prompter)
+    };
+    let err = RusshConnection::connect(&target(&sshd), &strict)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SshError::HostKeyRefused { .. }), "{err}");
     assert!(
-        text.contains("line 1") && text.contains("ecdsa"),
-        "the refusal names the known entry: {text}"
+        err.to_string().contains("StrictHostKeyChecking=yes"),
+        "the refusal says why: {err}"
     );
     assert!(prompter.asked().is_empty(), "{:?}", prompter.asked());
     assert_eq!(
-        std::fs::read_to_string(&known).unwrap().lines().count(),
-        1,
+        std::fs::read_to_string(&known).unwrap(),
+        "",
         "nothing learned"
+    );
+}
+
+/// A host whose known key (of the same type) differs from the one it offers, a possible
+/// man in the middle, is refused without a question even when unknown hosts are asked
+/// about, and known_hosts keeps the old key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_host_key_is_refused_without_a_question() {
+    let text = refused_without_a_question("ed25519").await;
+    assert!(
+        text.contains("changed") && text.contains("line 1"),
+        "says what and where: {text}"
     );
 }

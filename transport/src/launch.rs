@@ -27,8 +27,9 @@
 //! versions can add fields; an unknown version is an error.
 
 use std::fmt;
+use std::path::Path;
 
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::fingerprint::Fingerprint;
 use crate::token::Token;
@@ -43,6 +44,40 @@ pub const TOKEN_ENV: &str = "PV_LAUNCH_TOKEN";
 pub const LAUNCH_CHANNEL_VERSION: &str = "v1";
 /// Longest secrets or ready line accepted, in bytes.
 pub const MAX_LINE: usize = 4096;
+
+/// Reads a file that holds a secret (a `--token-file`, a password given by file): opened
+/// once, then checked on the open file, so nobody can swap the path between the check and
+/// the read. The file must belong to the effective user and must not be readable or
+/// writable by group or others. The text is wiped when dropped. `what` names the file in
+/// the error message (for example `"--token-file"`).
+pub fn read_private_file(path: &Path, what: &str) -> Result<Zeroizing<String>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{what} {shown}: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{what} {shown}: {e}"))?;
+    let uid = crate::socket_table::effective_uid()
+        .map_err(|e| format!("cannot tell which user this process runs as: {e}"))?;
+    if meta.uid() != uid {
+        return Err(format!(
+            "{what} {shown} belongs to uid {}, not to you (uid {uid}): refused",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{what} {shown} can be read or written by others (mode {:o}): chmod 600 it",
+            meta.mode() & 0o777
+        ));
+    }
+    // Sized up front so that reading does not regrow the buffer and leave unwiped copies.
+    let mut text = Zeroizing::new(String::with_capacity(meta.len() as usize + 64));
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("{what} {shown}: {e}"))?;
+    Ok(text)
+}
 
 /// A launch-channel line that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -225,6 +260,97 @@ impl fmt::Display for ReadyLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn private_file(dir: &Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_private_file_is_read_and_others_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = private_file(dir.path(), "good", "secret\n", 0o600);
+        assert_eq!(
+            read_private_file(&good, "--token-file").unwrap().as_str(),
+            "secret\n"
+        );
+        let open = private_file(dir.path(), "open", "secret", 0o644);
+        let e = read_private_file(&open, "--token-file").unwrap_err();
+        assert!(e.contains("--token-file") && e.contains("mode 644"), "{e}");
+        // A symbolic link is judged by the file it reaches, not by the link's own mode.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&open, &link).unwrap();
+        let e = read_private_file(&link, "--token-file").unwrap_err();
+        assert!(e.contains("mode 644"), "{e}");
+        let missing = read_private_file(&dir.path().join("none"), "--token-file").unwrap_err();
+        assert!(missing.contains("none"), "{missing}");
+    }
+
+    #[test]
+    fn a_file_of_another_user_is_refused() {
+        let me = crate::socket_table::effective_uid().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = private_file(dir.path(), "theirs", "secret", 0o600);
+        if me == 0 {
+            std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+        } else {
+            // Not root: a root-owned private file stands in for another user's.
+            let shadow = Path::new("/etc/shadow");
+            let e = read_private_file(shadow, "--token-file").unwrap_err();
+            assert!(e.contains("/etc/shadow"), "{e}");
+            return;
+        }
+        let e = read_private_file(&theirs, "--token-file").unwrap_err();
+        assert!(e.contains("belongs to uid 65534"), "{e}");
+    }
+
+    /// The path flips between a private file and a world-readable one while it is read:
+    /// checking the path and then opening it again would now and then return the
+    /// world-readable file's text; checking the opened file never does.
+    #[test]
+    fn swapping_the_file_during_the_check_never_gets_an_open_file_through() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let good = private_file(dir.path(), "good", "private", 0o600);
+        let open = private_file(dir.path(), "open", "WORLD-READABLE", 0o644);
+        let path = dir.path().join("token");
+        std::os::unix::fs::symlink(&good, &path).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flipper = {
+            let (stop, path, dir) = (stop.clone(), path.clone(), dir.path().to_owned());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let target = if n % 2 == 0 { &open } else { &good };
+                    let tmp = dir.join(format!("tmp{n}"));
+                    std::os::unix::fs::symlink(target, &tmp).unwrap();
+                    std::fs::rename(&tmp, &path).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        let (mut read, mut refused) = (0, 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            match read_private_file(&path, "--token-file") {
+                Ok(text) => {
+                    assert_eq!(text.as_str(), "private");
+                    read += 1;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let flips = flipper.join().unwrap();
+        assert!(
+            read > 0 && refused > 0 && flips > 100,
+            "{read} read, {refused} refused, {flips} flips"
+        );
+    }
 
     #[test]
     fn secrets_round_trip_and_other_lines_pass() {

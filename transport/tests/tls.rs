@@ -3,6 +3,7 @@
 //! Debian's `openssl` in both roles.
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pv_transport::handshake::native::NativeHandshake;
@@ -909,4 +910,143 @@ async fn a_flood_of_key_update_requests_from_openssl_is_cut_off() {
         taken >= 32,
         "only {taken} key updates were sent before the error"
     );
+}
+
+/// Accepts any server certificate: the flooding client below is the attacker, who has no
+/// reason to check whom it floods.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        // Never called: the client speaks TLS 1.3 only.
+        self.verify_tls13_signature(message, cert, signature)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Completes TLS with the listener on `port`, then sends `KeyUpdate(update_requested)`
+/// after `KeyUpdate` and nothing else (no native handshake message, no reads), until the
+/// server ends the connection or `max` were sent. Returns how many went out and whether the
+/// server then ended the connection (end of file, reset or an alert) within the deadline.
+fn flood_key_updates(port: u16, max: usize) -> (usize, bool) {
+    use std::io::Read;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("pv-launch").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut sock = std::net::TcpStream::connect(loopback(port)).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    let mut sent = 0;
+    while sent < max {
+        conn.refresh_traffic_keys().unwrap();
+        if conn.write_tls(&mut sock).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    // The server's answer: whatever it wrote, then the end. A timeout means it is still
+    // waiting (or still answering): not ended.
+    let mut buf = [0u8; 4096];
+    let ended = loop {
+        match sock.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    (sent, ended)
+}
+
+/// A client that completes TLS with the connection manager's listener and then, before
+/// authenticating, floods it with key update requests: the server ends that connection
+/// after a bounded number (rustls's 32 in a row) instead of answering for ever, reports it
+/// as a rejected peer, and keeps serving the next client.
+#[tokio::test]
+async fn a_key_update_flood_before_authentication_ends_that_connection_only() {
+    let token = Token::generate();
+    let id = ServerIdentity::generate().unwrap();
+    let server = pv_transport::ConnectionManager::new(
+        pv_transport::ConnectionMode::Multiple,
+        native(&token).with_tls(TlsConfig::server(&id, None).unwrap()),
+    );
+    let listener = Listener::bind(loopback(0), None).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut incoming = server.accept_clients(listener);
+
+    const FLOOD: usize = 10_000;
+    let flood = tokio::task::spawn_blocking(move || flood_key_updates(port, FLOOD));
+    let rejected = tokio::time::timeout(DEADLINE, incoming.next())
+        .await
+        .expect("the flooded connection is given up within the deadline")
+        .expect("the listener is still open");
+    let rejected = match rejected {
+        Err(r) => r,
+        Ok(_) => panic!("a client that never authenticated was accepted"),
+    };
+    let why = rejected.error.to_string();
+    assert!(why.contains("TooManyKeyUpdateRequests"), "{why}");
+    let (sent, ended) = tokio::time::timeout(DEADLINE * 2, flood)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ended, "the server did not end the flooded connection");
+    assert!(
+        sent < FLOOD,
+        "all {sent} key updates went out without the server ending it"
+    );
+
+    // The listener still serves an honest client.
+    let client = pv_transport::ConnectionManager::new(
+        pv_transport::ConnectionMode::Single,
+        native(&token).with_tls(TlsConfig::client_pinned(id.fingerprint(), None).unwrap()),
+    );
+    let (accepted, dialled) = tokio::join!(
+        tokio::time::timeout(DEADLINE, incoming.next()),
+        client.connect_to_remote(
+            "127.0.0.1",
+            port,
+            RetryPolicy::new(ConnectTimeout::Once),
+            |_, _, _| {}
+        )
+    );
+    let accepted = accepted.unwrap().unwrap().unwrap();
+    echo_round_trip(accepted, dialled.unwrap()).await;
 }

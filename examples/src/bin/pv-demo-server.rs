@@ -5,6 +5,9 @@
 //! argv), prints one ready line on stdout, and echoes every byte a client sends. Human
 //! messages go to stderr, so stdout stays machine-readable.
 //!
+//! `PV_LAUNCH_TOKEN` is read and removed from the environment before anything else runs,
+//! so no process the server starts inherits the token: what a server author should do.
+//!
 //! ```text
 //! pv-demo-server [--server-port P] [--bind-address A] [--multi-clients]
 //!                [--reverse-connection --client-host H] [--connect-id N]
@@ -18,12 +21,13 @@ use std::time::Duration;
 use clap::Parser;
 use pv_transport::handshake::NoHandshake;
 use pv_transport::handshake::native::{NativeHandshake, PROTOCOL_VERSION};
-use pv_transport::launch::{ReadyLine, Secrets, TOKEN_ENV};
+use pv_transport::launch::{ReadyLine, Secrets, TOKEN_ENV, read_private_file};
 use pv_transport::{
     ConnectTimeout, Connection, ConnectionConfig, ConnectionManager, ConnectionMode, Listener,
     RetryPolicy, ServerIdentity, TlsConfig, Token,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
+use zeroize::Zeroizing;
 
 #[path = "../demo_server_args.rs"]
 mod args;
@@ -31,10 +35,20 @@ use args::{Args, HandshakeArg};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
+    let env_token = take_env_token();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pv-demo-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, env_token)) {
         Ok(()) => {
             eprintln!("Exiting...");
             ExitCode::SUCCESS
@@ -46,28 +60,42 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Where the secrets come from, in order: --token-file, PV_LAUNCH_TOKEN, the stdin line.
-async fn read_secrets(args: &Args) -> Result<Secrets, Error> {
+/// Takes `PV_LAUNCH_TOKEN` out of the environment, so that no descendant (helpers, MPI
+/// launchers that forward the environment, a shell) inherits the token.
+///
+/// Must run before any thread exists: `main` calls it first, before the tokio runtime.
+// The workspace denies unsafe code; this is its one exception (removing a variable is
+// unsafe in edition 2024 because another thread might read the environment meanwhile).
+#[allow(unsafe_code)]
+fn take_env_token() -> Option<std::ffi::OsString> {
+    let value = std::env::var_os(TOKEN_ENV)?;
+    // SAFETY: `remove_var` is unsound only while another thread may read or write the
+    // environment (through libc's getenv/setenv, which take no lock). This runs from the
+    // synchronous `main` right after argument parsing, before the tokio runtime or any
+    // other thread is created, and nothing in this program starts a thread before `main`;
+    // so this thread is the only one in the process.
+    unsafe { std::env::remove_var(TOKEN_ENV) };
+    Some(value)
+}
+
+/// Where the secrets come from, in order: --token-file, PV_LAUNCH_TOKEN (already taken
+/// out of the environment by `main`), the stdin line.
+async fn read_secrets(
+    args: &Args,
+    env_token: Option<std::ffi::OsString>,
+) -> Result<Secrets, Error> {
+    let env_token = env_token.map(|t| Zeroizing::new(t.into_encoded_bytes()));
     if let Some(path) = &args.token_file {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(format!(
-                "{}: readable by group or others (mode {:o}); chmod 600 it",
-                path.display(),
-                meta.permissions().mode() & 0o777
-            )
-            .into());
-        }
-        let text = std::fs::read_to_string(path)?;
+        let text = read_private_file(path, "--token-file")?;
         let token = Token::from_hex(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         return Ok(Secrets {
             token,
             client_cert: None,
         });
     }
-    if let Ok(hex) = std::env::var(TOKEN_ENV) {
-        let token = Token::from_hex(&hex).map_err(|e| format!("{TOKEN_ENV}: {e}"))?;
+    if let Some(bytes) = env_token {
+        let hex = std::str::from_utf8(&bytes).map_err(|_| format!("{TOKEN_ENV}: not hex"))?;
+        let token = Token::from_hex(hex).map_err(|e| format!("{TOKEN_ENV}: {e}"))?;
         return Ok(Secrets {
             token,
             client_cert: None,
@@ -92,15 +120,25 @@ async fn read_secrets(args: &Args) -> Result<Secrets, Error> {
     }
 }
 
-async fn run(args: Args) -> Result<(), Error> {
+async fn run(args: Args, env_token: Option<std::ffi::OsString>) -> Result<(), Error> {
     let (handshake, client_cert): (ConnectionConfig, _) = match args.handshake {
         HandshakeArg::Native => {
-            let secrets = read_secrets(&args).await?;
+            let secrets = read_secrets(&args, env_token).await?;
             let hs = NativeHandshake::new(secrets.token.clone()).with_connect_id(args.connect_id);
             (ConnectionConfig::new(hs), secrets.client_cert)
         }
         HandshakeArg::None => (ConnectionConfig::new(NoHandshake), None),
     };
+    if let Some(command) = &args.run_after_start {
+        let status = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .await
+            .map_err(|e| format!("--run-after-start: {e}"))?;
+        eprintln!("--run-after-start: {status}");
+    }
     let mut config = handshake;
     let mut fingerprint = None;
     if args.tls {

@@ -12,6 +12,7 @@
 use std::process::ExitCode;
 
 use pv_launch::plan::Plan;
+use pv_launch::prompt::Zeroizing;
 use pv_launch::{LaunchContext, Profile, PromptError, PromptRequest, Prompter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -19,11 +20,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 struct DefaultsPrompter;
 
 impl Prompter for DefaultsPrompter {
-    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
+    fn ask(&self, request: &PromptRequest<'_>) -> Result<Zeroizing<String>, PromptError> {
         eprintln!("[app] option {:?}: using its default", request.option.name);
         request
             .default
             .clone()
+            .map(Zeroizing::new)
             .ok_or_else(|| PromptError::NoAnswer(format!("{} has no default", request.option.name)))
     }
 }

@@ -478,8 +478,8 @@ fn answer(
             Err(PromptError::NoAnswer(m)) => return Err(PlanError::at(&option.at, m)),
         };
         // The default stands as it is (an enumeration default that selects nothing is empty).
-        if Some(&text) == default.as_ref() {
-            return Ok(wrap(text));
+        if Some(&*text) == default.as_ref() {
+            return Ok(wrap(text.to_string()));
         }
         match option.kind.validate(&text) {
             Ok(v) => return Ok(wrap(v)),

@@ -17,7 +17,6 @@ use std::thread::JoinHandle;
 
 use pv_askpass::PromptKind;
 use pv_askpass::bridge::{self, Reply, Request};
-use zeroize::Zeroizing;
 
 use super::SshError;
 use crate::profile::{EnumEntry, OptionKind, OptionSpec};
@@ -170,7 +169,7 @@ fn answer(prompter: &dyn Prompter, request: &Request, outcome: &Mutex<Outcome>) 
         default: None,
         problem: None,
     };
-    let result = prompter.ask(&asked).map(Zeroizing::new);
+    let result = prompter.ask(&asked);
     let mut outcome = outcome.lock().unwrap_or_else(|e| e.into_inner());
     match result {
         Ok(text) => match request.kind {

@@ -159,7 +159,7 @@ async fn keyboard_interactive(
             } => return Ok(remaining(&remaining_methods)),
             KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } => prompts,
         };
-        let mut answers = Vec::with_capacity(prompts.len());
+        let mut answers: Vec<Zeroizing<String>> = Vec::with_capacity(prompts.len());
         for p in &prompts {
             let kind = if p.echo {
                 PromptKind::OneTimeCode
@@ -175,11 +175,14 @@ async fn keyboard_interactive(
                 None,
             )
             .await?;
-            answers.push(Zeroizing::new(a.as_str().to_string()));
+            answers.push(a);
         }
-        let plain: Vec<String> = answers.iter().map(|a| a.to_string()).collect();
         reply = handle
-            .authenticate_keyboard_interactive_respond(plain)
+            .authenticate_keyboard_interactive_respond(
+                // russh takes plain Strings and drops them unwiped: the one copy of each
+                // answer out of our reach (its API has no zeroizing form).
+                answers.iter().map(|a| a.as_str().to_owned()).collect(),
+            )
             .await
             .map_err(err())?;
     }

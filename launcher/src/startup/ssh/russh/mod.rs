@@ -152,13 +152,11 @@ async fn ask(
     };
     let answer = tokio::task::spawn_blocking(move || {
         let option = prompt_option(&request);
-        prompter
-            .ask(&PromptRequest {
-                option: &option,
-                default: None,
-                problem: None,
-            })
-            .map(Zeroizing::new)
+        prompter.ask(&PromptRequest {
+            option: &option,
+            default: None,
+            problem: None,
+        })
     })
     .await
     .map_err(|_| cancelled(&prompt))?;
@@ -865,7 +863,7 @@ impl RusshOptions {
 struct AskpassProgramPrompter(AskpassProgram);
 
 impl Prompter for AskpassProgramPrompter {
-    fn ask(&self, request: &PromptRequest<'_>) -> Result<String, PromptError> {
+    fn ask(&self, request: &PromptRequest<'_>) -> Result<Zeroizing<String>, PromptError> {
         let program = match &self.0 {
             AskpassProgram::Path(p) => p.clone(),
             AskpassProgram::Auto => {
@@ -878,15 +876,23 @@ impl Prompter for AskpassProgramPrompter {
             .stderr(std::process::Stdio::inherit())
             .output()
             .map_err(|e| PromptError::NoAnswer(format!("{}: {e}", program.display())))?;
-        let mut answer = zeroize::Zeroizing::new(out.stdout);
+        let mut answer = Zeroizing::new(out.stdout);
         if !out.status.success() {
             return Err(PromptError::Cancelled);
         }
         while matches!(answer.last(), Some(b'\n' | b'\r')) {
             answer.pop();
         }
-        String::from_utf8(answer.to_vec()).map_err(|_| {
-            PromptError::NoAnswer(format!("{} answered with invalid UTF-8", program.display()))
-        })
+        // Moved, not copied, into the String; invalid UTF-8 is wiped with the error.
+        match String::from_utf8(std::mem::take(&mut *answer)) {
+            Ok(text) => Ok(Zeroizing::new(text)),
+            Err(e) => {
+                drop(Zeroizing::new(e.into_bytes()));
+                Err(PromptError::NoAnswer(format!(
+                    "{} answered with invalid UTF-8",
+                    program.display()
+                )))
+            }
+        }
     }
 }
