@@ -614,3 +614,109 @@ async fn a_local_batch_job_dials_back_for_a_reverse_connection() {
     session.cleanup().await;
     assert_no_job_left(&id);
 }
+
+/// The test user's relay processes (`python3` running pv-launch's relay; `ps`, one line
+/// each).
+fn relays() -> Vec<String> {
+    let out = std::process::Command::new("ps")
+        .args(["-u", TEST_USER, "-o", "pid=,args="])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            let args = l.trim_start().split_once(' ').map_or("", |(_, a)| a);
+            args.starts_with("python3 ") && args.contains("pv-launch-ready")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// A reverse connection from a job submitted over ssh: the -R tunnel stays on the login
+/// node's loopback and pv-launch's relay (python3, started through the same ssh
+/// connection) listens where the compute node dials; the job learns the relay's port.
+/// Afterwards: no job, no relay.
+async fn reverse_over_ssh(backend: &str) {
+    let _serial = SERIAL.lock().await;
+    let Some(conf) = cluster() else { return };
+    let sshd = Sshd::start();
+    test_user_home();
+    let id = launch_id("rrev");
+    let _sweep = Sweep(id.clone());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let argv: Vec<String> = [
+        demo().as_str(),
+        "--reverse-connection",
+        "--client-host",
+        "${PV_CLIENT_HOST}",
+        "--server-port",
+        "${PV_SERVER_PORT}",
+    ]
+    .map(String::from)
+    .to_vec();
+    // Network traffic stays on loopback: the relay listens on the "login node's"
+    // 127.0.0.1, which the "compute node" (this host) dials.
+    let text = profile(
+        &argv,
+        "reverse_host = \"127.0.0.1\"\n",
+        &ssh_table(&sshd, &conf, backend),
+    )
+    .replace(
+        "resource = \"cs://localhost:0\"",
+        &format!("resource = \"csrc://localhost:{port}\""),
+    );
+    let plan = plan_of(&text, &id);
+    let mut options = LaunchOptions::default().with_prompter(Scripted::new(vec![]));
+    options.ssh.askpass = AskpassProgram::Path(workspace_bin("pv-askpass"));
+    options.ssh.auth_timeout = WAIT;
+    let (result, seen) = launch(&plan, &options).await;
+    let mut session = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(session.url(), format!("csrc://:{port}"));
+    // The job dials the relay, not the client's port (which only this host's loopback has).
+    let running = relays();
+    assert_eq!(running.len(), 1, "one relay on the login node: {running:?}");
+    let job = std::process::Command::new("squeue")
+        .args(["-h", "-u", TEST_USER, "-o", "%j %T"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&job.stdout).contains(&format!("pvl-{id}-batch RUNNING")),
+        "{}",
+        String::from_utf8_lossy(&job.stdout)
+    );
+    echo(
+        session.connection().expect("a connection"),
+        b"dialled back through the relay",
+        WAIT,
+    )
+    .await;
+    eprintln!(
+        "figures ({backend:?}, reverse via relay): RUNNING to connected {:?}",
+        running_to_connected(&seen)
+    );
+    session.cleanup().await;
+    assert_no_job_left(&id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !relays().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the relay outlived the session: {:?}",
+            relays()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_submitted_over_ssh_dials_back_through_the_relay_on_the_login_node() {
+    reverse_over_ssh("").await;
+}
+
+#[cfg(feature = "russh")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn russh_a_job_submitted_over_ssh_dials_back_through_the_relay_on_the_login_node() {
+    reverse_over_ssh("backend = \"russh\"\n").await;
+}

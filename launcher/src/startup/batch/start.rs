@@ -22,11 +22,12 @@ use pv_transport::launch::{ReadyLine, Secrets};
 
 use super::{
     BatchError, BatchPlan, CommandOutput, DEFAULT_COMMAND_TIMEOUT, JobState, JobStatus,
-    LocalRunner, RunError, Runner, Slurm, Submitted, TrackEvent,
+    LocalRunner, RELAY_PROBE, ReverseVia, RunError, Runner, Slurm, Submitted, TrackEvent,
+    relay_argv,
 };
 use crate::events::{Event, EventSender, Stage};
-use crate::plan::{BatchStart, JobsDir, Place, Tunnel};
-use crate::startup::ssh::{SshError, SshHost, remote_command, require_backend};
+use crate::plan::{BatchStart, JobsDir, Place, ReverseBatch, Tunnel};
+use crate::startup::ssh::{RemoteHelper, SshError, SshHost, remote_command, require_backend};
 use crate::startup::{StartError, StartOptions, channel};
 
 /// Runs scheduler commands on a login node through an authenticated ssh connection
@@ -172,16 +173,24 @@ struct Live {
     last: Option<JobStatus>,
     dial: Option<(String, u16)>,
     tunnel: Option<SocketAddr>,
+    relay: Option<RemoteHelper>,
 }
 
 impl Live {
     /// Cancel (confirmed), remove the job directory, close the ssh connection.
     async fn end(self) -> Result<JobStatus, BatchError> {
         let Live {
-            slurm, plan, job, ..
+            slurm,
+            plan,
+            job,
+            relay,
+            ..
         } = self;
         let st = plan.cancel(&slurm, &job).await;
         if let HostRunner::Ssh(r) = slurm.into_runner() {
+            if let Some(mut relay) = relay {
+                r.host.stop_helper(&mut relay).await;
+            }
             r.host.close().await;
         }
         st
@@ -381,6 +390,7 @@ pub async fn start(
     secrets: Option<&Secrets>,
     ready_timeout: Duration,
     options: &StartOptions,
+    listening: &[u16],
     events: &EventSender,
 ) -> Result<(BatchServer, ReadyLine), StartError> {
     let begun = Instant::now();
@@ -404,6 +414,18 @@ pub async fn start(
         JobsDir::Path(_) => String::new(),
         JobsDir::RemoteHome => remote_home(&runner).await?,
     };
+    let (batch, relay) = match (&batch.reverse, &runner, &tunnel) {
+        (Some(reverse), HostRunner::Ssh(r), Some(Tunnel::Remote { public, .. })) => {
+            let Some(&local) = listening.first() else {
+                return Err(StartError::Batch(BatchError::Controller(
+                    "a reverse connection without a port the client listens on".into(),
+                )));
+            };
+            let way = way_back(r, reverse, local, *public, options).await?;
+            (batch.dialling(&way.host, way.port), way.relay)
+        }
+        _ => (batch.clone(), None),
+    };
     let plan = batch.batch_plan(&home)?;
     let slurm = Slurm::new(runner);
     let line = channel::secrets_line(secrets);
@@ -417,6 +439,7 @@ pub async fn start(
             last: None,
             dial: None,
             tunnel: None,
+            relay,
         }),
     };
     stage(events, Stage::WaitJob, begun);
@@ -467,6 +490,69 @@ pub async fn start(
         elapsed: begun.elapsed(),
     });
     Ok((server, ready))
+}
+
+/// Where the job dials back, and the relay that listens there (none with gateway ports).
+struct WayBack {
+    host: String,
+    port: u16,
+    relay: Option<RemoteHelper>,
+}
+
+/// Open the way back from a compute node to the client listening on `local` here: the `-R`
+/// tunnel (bound on the login node's loopback, or with `public` on all its interfaces), and
+/// for [`ReverseVia::Relay`] the relay in front of it (see the `relay` module).
+async fn way_back(
+    runner: &SshRunner,
+    reverse: &ReverseBatch,
+    local: u16,
+    public: bool,
+    options: &StartOptions,
+) -> Result<WayBack, StartError> {
+    let host = runner.host();
+    let probe = runner
+        .run(&["sh", "-c", RELAY_PROBE].map(String::from), None)
+        .await
+        .map_err(BatchError::from)?;
+    let relay = reverse.via == ReverseVia::Relay;
+    if relay && probe.status == Some(127) {
+        return Err(StartError::Ssh(SshError::Invalid(format!(
+            "reverse_via = \"relay\" needs python3 on the login node {}, and it is not on \
+             the PATH there: install it (or put it on PATH through [server.startup.ssh] env), \
+             or use reverse_via = \"gateway-ports\" (needs GatewayPorts clientspecified in \
+             the login node's sshd), or a forward connection (cs://)",
+            host.display_name()
+        ))));
+    }
+    let name = probe.stdout_text().trim().to_string();
+    let dial = match (&reverse.host, name.is_empty()) {
+        (Some(h), _) => h.clone(),
+        (None, false) => name,
+        (None, true) => {
+            return Err(StartError::Batch(BatchError::Controller(format!(
+                "cannot read the login node's name (uname -n): {}",
+                probe.stderr_text()
+            ))));
+        }
+    };
+    let tunnel_port = host.forward_remote(0, local, public).await?;
+    if !relay {
+        return Ok(WayBack {
+            host: dial,
+            port: tunnel_port,
+            relay: None,
+        });
+    }
+    let argv = relay_argv(reverse.host.as_deref().unwrap_or(""), tunnel_port);
+    let command = remote_command(&argv, &runner.env, None);
+    let (helper, ready) = host
+        .start_helper(&command, options.ssh.control_timeout)
+        .await?;
+    Ok(WayBack {
+        host: dial,
+        port: ready.port,
+        relay: Some(helper),
+    })
 }
 
 /// `$HOME` on the login node.
