@@ -720,3 +720,114 @@ async fn a_job_submitted_over_ssh_dials_back_through_the_relay_on_the_login_node
 async fn russh_a_job_submitted_over_ssh_dials_back_through_the_relay_on_the_login_node() {
     reverse_over_ssh("backend = \"russh\"\n").await;
 }
+
+/// `pv-launch jobs --profile P` asks the profile's login node over ssh: a pv-launch job of
+/// the ssh user there (tagged as a launch tags it, held so it stays queued) is listed and
+/// cancelled, and its job directory on the login node removed — a job that `pv-launch jobs`
+/// on this host (another user) does not see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pv_launch_jobs_with_a_profile_lists_and_cancels_on_the_login_node_over_ssh() {
+    let _serial = SERIAL.lock().await;
+    let Some(conf) = cluster() else { return };
+    let sshd = Sshd::start();
+    let home = test_user_home();
+    let id = launch_id("rjobs");
+    let _sweep = Sweep(id.clone());
+    // A job as a killed launch leaves it: tagged, with its private directory.
+    let job_dir = format!("{home}/.pv-launch/jobs/{id}");
+    let staged = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            TEST_USER,
+            "--",
+            "sh",
+            "-c",
+            "umask 077; mkdir -p \"$1\"",
+            "sh",
+            &job_dir,
+        ])
+        .status()
+        .unwrap();
+    assert!(staged.success());
+    let out = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            TEST_USER,
+            "--",
+            "sbatch",
+            "--parsable",
+            "--hold",
+            &format!("--job-name=pvl-{id}-batch"),
+            &format!("--comment=pv-launch:{id}"),
+            "--output=/dev/null",
+            "--wrap=sleep 300",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let _cancel = scopeguard_cancel(&job_id);
+    let dir = tempfile::tempdir().unwrap();
+    let profile_path = dir.path().join("cluster.toml");
+    std::fs::write(
+        &profile_path,
+        profile(&demo_argv(&[]), "", &ssh_table(&sshd, &conf, "")),
+    )
+    .unwrap();
+    let bin = workspace_bin("pv-launch");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&bin)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let listed_in = |listing: &str| {
+        listing
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(job_id.as_str()))
+            .map(str::to_string)
+    };
+    let p = profile_path.to_str().unwrap();
+    let (code, listed, err) = run(&["jobs", "--profile", p]);
+    assert_eq!(code, Some(0), "{err}");
+    let line = listed_in(&listed).unwrap_or_else(|| panic!("job {job_id} listed:\n{listed}{err}"));
+    assert!(
+        line.contains("PENDING") && line.contains(&format!("pvl-{id}-batch")),
+        "{line}"
+    );
+    // This host's user (root) has no such job: the listing came from the login node.
+    let (_, here, _) = run(&["jobs"]);
+    assert!(listed_in(&here).is_none(), "{here}");
+    let (code, out, err) = run(&[
+        "jobs",
+        "--profile",
+        p,
+        "--server",
+        "batch",
+        "--cancel",
+        &job_id,
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!("job {job_id}: CANCELLED")),
+        "{out}{err}"
+    );
+    assert_no_job_left(&id);
+    assert!(
+        !Path::new(&job_dir).exists(),
+        "the job directory is removed"
+    );
+    let (code, listed, err) = run(&["jobs", "--profile", p]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(listed_in(&listed).is_none(), "{listed}");
+}

@@ -71,6 +71,11 @@ impl SshRunner {
     pub fn host_mut(&mut self) -> &mut SshHost {
         &mut self.host
     }
+
+    /// Close the ssh connection (pv-launch's master, when nothing else shares it).
+    pub async fn close(self) {
+        self.host.close().await;
+    }
 }
 
 fn program_name(argv: &[String]) -> String {
