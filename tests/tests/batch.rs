@@ -475,8 +475,33 @@ async fn a_job_failing_at_start_names_its_state_and_shows_its_output() {
     assert_no_job_left(&id);
 }
 
+/// The job's watchdog here: `sh -c <script> pv-launch-watchdog <job id> <dir>`.
+fn watchdog_pids(job_id: &str) -> Vec<String> {
+    let out = std::process::Command::new("ps")
+        .args(["-e", "-o", "pid=,args="])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("pv-launch-watchdog {job_id} ")))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// A SIGKILLed pv-launch runs no code, yet its job is cancelled: its watchdog's pipe closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_of_a_sigkilled_pv_launch_is_cancelled_by_its_watchdog() {
+    killed_pv_launch(false).await;
+}
+
+/// With its watchdog killed too (say by an OOM killer), the job stays: `pv-launch jobs`
+/// finds it and `--cancel` ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pv_launch_jobs_finds_and_cancels_the_job_of_a_killed_pv_launch() {
+    killed_pv_launch(true).await;
+}
+
+async fn killed_pv_launch(kill_watchdog: bool) {
     let _serial = SERIAL.lock().await;
     let Some(_conf) = cluster() else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -524,9 +549,40 @@ async fn pv_launch_jobs_finds_and_cancels_the_job_of_a_killed_pv_launch() {
     assert!(connected, "pv-launch ended before connecting");
     let job_id = job_id.expect("a job event with the id");
     let _sweep = scopeguard_cancel(&job_id);
+    let watchdog = watchdog_pids(&job_id);
+    assert_eq!(
+        watchdog.len(),
+        1,
+        "one watchdog for job {job_id}: {watchdog:?}"
+    );
+    if kill_watchdog {
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &watchdog[0]])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
     // SIGKILL: pv-launch cannot cancel anything now.
     child.start_kill().unwrap();
     child.wait().await.unwrap();
+    if !kill_watchdog {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = std::process::Command::new("squeue")
+                .args(["-h", "--states=all", "-j", &job_id, "-o", "%T"])
+                .output()
+                .unwrap();
+            let st = String::from_utf8_lossy(&st.stdout).trim().to_string();
+            if (st.is_empty() || st == "CANCELLED") && watchdog_pids(&job_id).is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} is {st} after its pv-launch was killed"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let run = |args: &[&str]| {
         let out = std::process::Command::new(&bin)
             .args(args)
@@ -830,4 +886,59 @@ async fn pv_launch_jobs_with_a_profile_lists_and_cancels_on_the_login_node_over_
     let (code, listed, err) = run(&["jobs", "--profile", p]);
     assert_eq!(code, Some(0), "{err}");
     assert!(listed_in(&listed).is_none(), "{listed}");
+}
+
+/// A session dropped without `cleanup`, without `finish_pending_cancels`, and with its
+/// runtime shut down at once (an embedder that forgets both, a process that exits): the
+/// job's watchdog (an `sh` here, or on the login node in the cleanup wrapper) cancels the
+/// job anyway, with no code of pv-launch's running any more.
+fn dropped_session_cancels(ssh: Option<&str>) {
+    let _serial = SERIAL.blocking_lock();
+    let Some(conf) = cluster() else { return };
+    let sshd = ssh.map(|_| Sshd::start());
+    if sshd.is_some() {
+        test_user_home();
+    }
+    let id = launch_id("drop");
+    let _sweep = Sweep(id.clone());
+    let table = match (&sshd, ssh) {
+        (Some(sshd), Some(backend)) => ssh_table(sshd, &conf, backend),
+        _ => String::new(),
+    };
+    let plan = plan_of(&profile(&demo_argv(&[]), "", &table), &id);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let session = runtime.block_on(async {
+        let mut options = LaunchOptions::default().with_prompter(Scripted::new(vec![]));
+        options.ssh.askpass = AskpassProgram::Path(workspace_bin("pv-askpass"));
+        options.ssh.auth_timeout = WAIT;
+        let (result, _) = launch(&plan, &options).await;
+        result.unwrap_or_else(|e| panic!("{e}"))
+    });
+    let running: Vec<_> = queue(&id)
+        .into_iter()
+        .filter(|(_, st)| st == "RUNNING")
+        .collect();
+    assert_eq!(running.len(), 1, "{running:?}");
+    drop(session);
+    drop(runtime);
+    assert_no_job_left(&id);
+}
+
+#[test]
+fn a_dropped_local_session_cancels_its_job_without_any_call() {
+    dropped_session_cancels(None);
+}
+
+#[test]
+fn a_dropped_session_over_ssh_cancels_its_job_without_any_call() {
+    dropped_session_cancels(Some(""));
+}
+
+#[cfg(feature = "russh")]
+#[test]
+fn russh_a_dropped_session_over_ssh_cancels_its_job_without_any_call() {
+    dropped_session_cancels(Some("backend = \"russh\"\n"));
 }
