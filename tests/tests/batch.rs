@@ -303,6 +303,41 @@ fn test_user_home() -> String {
     home
 }
 
+/// Launch options for the loopback sshd: no prompts expected, this build's pv-askpass.
+fn ssh_options() -> LaunchOptions {
+    let mut options = LaunchOptions::default().with_prompter(Scripted::new(vec![]));
+    options.ssh.askpass = AskpassProgram::Path(workspace_bin("pv-askpass"));
+    options.ssh.auth_timeout = WAIT;
+    options
+}
+
+/// Fails unless the job of launch `id` runs as the ssh test user.
+fn assert_runs_as_test_user(id: &str) {
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-u", TEST_USER, "-o", "%j %T"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("pvl-{id}-batch RUNNING")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// The demo server dialling back to the profile's client host and port.
+fn reverse_demo_argv() -> Vec<String> {
+    [
+        demo().as_str(),
+        "--reverse-connection",
+        "--client-host",
+        "${PV_CLIENT_HOST}",
+        "--server-port",
+        "${PV_SERVER_PORT}",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 async fn batch_over_ssh(backend: &str) {
     let _serial = SERIAL.lock().await;
     let Some(conf) = cluster() else { return };
@@ -314,9 +349,7 @@ async fn batch_over_ssh(backend: &str) {
         &profile(&demo_argv(&[]), "", &ssh_table(&sshd, &conf, backend)),
         &id,
     );
-    let mut options = LaunchOptions::default().with_prompter(Scripted::new(vec![]));
-    options.ssh.askpass = AskpassProgram::Path(workspace_bin("pv-askpass"));
-    options.ssh.auth_timeout = WAIT;
+    let options = ssh_options();
     let (result, seen) = launch(&plan, &options).await;
     let mut session = result.unwrap_or_else(|e| panic!("{e}"));
     // Through the -L tunnel's local end, not the job's node.
@@ -355,15 +388,7 @@ async fn batch_over_ssh(backend: &str) {
         "{dir}"
     );
     // The job runs as the ssh user.
-    let out = std::process::Command::new("squeue")
-        .args(["-h", "-u", TEST_USER, "-o", "%j %T"])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&format!("pvl-{id}-batch RUNNING")),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_runs_as_test_user(&id);
     echo(
         session.connection().expect("a connection"),
         b"through ssh and the job",
@@ -703,16 +728,7 @@ async fn reverse_over_ssh(backend: &str) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let argv: Vec<String> = [
-        demo().as_str(),
-        "--reverse-connection",
-        "--client-host",
-        "${PV_CLIENT_HOST}",
-        "--server-port",
-        "${PV_SERVER_PORT}",
-    ]
-    .map(String::from)
-    .to_vec();
+    let argv = reverse_demo_argv();
     // Network traffic stays on loopback: the relay listens on the "login node's"
     // 127.0.0.1, which the "compute node" (this host) dials.
     let text = profile(
@@ -725,24 +741,14 @@ async fn reverse_over_ssh(backend: &str) {
         &format!("resource = \"csrc://localhost:{port}\""),
     );
     let plan = plan_of(&text, &id);
-    let mut options = LaunchOptions::default().with_prompter(Scripted::new(vec![]));
-    options.ssh.askpass = AskpassProgram::Path(workspace_bin("pv-askpass"));
-    options.ssh.auth_timeout = WAIT;
+    let options = ssh_options();
     let (result, seen) = launch(&plan, &options).await;
     let mut session = result.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(session.url(), format!("csrc://:{port}"));
     // The job dials the relay, not the client's port (which only this host's loopback has).
     let running = relays();
     assert_eq!(running.len(), 1, "one relay on the login node: {running:?}");
-    let job = std::process::Command::new("squeue")
-        .args(["-h", "-u", TEST_USER, "-o", "%j %T"])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&job.stdout).contains(&format!("pvl-{id}-batch RUNNING")),
-        "{}",
-        String::from_utf8_lossy(&job.stdout)
-    );
+    assert_runs_as_test_user(&id);
     echo(
         session.connection().expect("a connection"),
         b"dialled back through the relay",
@@ -911,9 +917,7 @@ fn dropped_session_cancels(ssh: Option<&str>) {
         .build()
         .unwrap();
     let session = runtime.block_on(async {
-        let mut options = LaunchOptions::default().with_prompter(Scripted::new(vec![]));
-        options.ssh.askpass = AskpassProgram::Path(workspace_bin("pv-askpass"));
-        options.ssh.auth_timeout = WAIT;
+        let options = ssh_options();
         let (result, _) = launch(&plan, &options).await;
         result.unwrap_or_else(|e| panic!("{e}"))
     });
@@ -941,4 +945,55 @@ fn a_dropped_session_over_ssh_cancels_its_job_without_any_call() {
 #[test]
 fn russh_a_dropped_session_over_ssh_cancels_its_job_without_any_call() {
     dropped_session_cancels(Some("backend = \"russh\"\n"));
+}
+
+/// A login node without python3 (a PATH that has only `sh` and `uname`): the relay cannot
+/// run, and the launch says so, naming the other ways, before anything is submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_node_without_python3_is_refused_before_the_submission() {
+    let _serial = SERIAL.lock().await;
+    let Some(conf) = cluster() else { return };
+    let sshd = Sshd::start();
+    test_user_home();
+    let id = launch_id("nopy");
+    let _sweep = Sweep(id.clone());
+    let bin = tempfile::Builder::new()
+        .prefix("pvl-nopy")
+        .tempdir_in("/tmp")
+        .unwrap();
+    for tool in ["sh", "uname"] {
+        let real = which(tool);
+        std::os::unix::fs::symlink(&real, bin.path().join(tool)).unwrap();
+    }
+    std::fs::set_permissions(
+        bin.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let table = ssh_table(&sshd, &conf, "").replace(
+        "env = {",
+        &format!("env = {{ PATH = {:?},", bin.path().display().to_string()),
+    );
+    let argv = reverse_demo_argv();
+    let text = profile(&argv, "", &table).replace(
+        "resource = \"cs://localhost:0\"",
+        "resource = \"csrc://localhost:0\"",
+    );
+    let plan = plan_of(&text, &id);
+    let options = ssh_options();
+    let (result, _) = launch(&plan, &options).await;
+    let e = result.expect_err("no python3, no relay").to_string();
+    assert!(
+        e.contains("needs python3 on the login node") && e.contains("gateway-ports"),
+        "{e}"
+    );
+    assert!(queue(&id).is_empty(), "nothing was submitted");
+}
+
+fn which(tool: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", "command -v \"$1\"", "sh", tool])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -584,6 +584,25 @@ mod tests {
         );
     }
 
+    /// Job 12 pending at 14:00 UTC on 2025-12-01, estimated to start `ahead` seconds later,
+    /// shown in `tz`.
+    fn pending_from_14h<Tz: chrono::TimeZone>(ahead: u64, tz: &Tz) -> String
+    where
+        Tz::Offset: std::fmt::Display,
+    {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_764_597_600);
+        job_text(
+            "12",
+            "PENDING",
+            None,
+            Some(1_764_597_600 + ahead),
+            None,
+            None,
+            now,
+            tz,
+        )
+    }
+
     /// Run in a child process by the test below, with `TZ` set there (the environment
     /// cannot be changed safely in a running test binary).
     #[test]
@@ -591,20 +610,9 @@ mod tests {
         let Ok(expected) = std::env::var("PV_LAUNCH_TZ_CHILD") else {
             return;
         };
-        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_764_597_600);
-        let text = job_text(
-            "1",
-            "PENDING",
-            None,
-            Some(1_764_597_900),
-            None,
-            None,
-            now,
-            &chrono::Local,
-        );
         assert_eq!(
-            text,
-            format!("job 1 queued, estimated start {expected} (in 5 min)")
+            pending_from_14h(300, &chrono::Local),
+            format!("job 12 queued, estimated start {expected} (in 5 min)")
         );
     }
 
@@ -651,29 +659,11 @@ mod tests {
         // A zone east of UTC, and a start a day away (its date is shown).
         let east = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
         assert_eq!(
-            job_text(
-                "12",
-                "PENDING",
-                None,
-                Some(1_764_597_900),
-                None,
-                None,
-                now,
-                &east
-            ),
+            pending_from_14h(300, &east),
             "job 12 queued, estimated start 19:35 (in 5 min)"
         );
         assert_eq!(
-            job_text(
-                "12",
-                "PENDING",
-                None,
-                Some(1_764_597_900 + 86_400),
-                None,
-                None,
-                now,
-                &east
-            ),
+            pending_from_14h(86_700, &east),
             "job 12 queued, estimated start Tue 02 Dec 19:35 (in 24 h 05 min)"
         );
         assert_eq!(
