@@ -717,10 +717,19 @@ fn relays() -> Vec<String> {
 /// node's loopback and pv-launch's relay (python3, started through the same ssh
 /// connection) listens where the compute node dials; the job learns the relay's port.
 /// Afterwards: no job, no relay.
-async fn reverse_over_ssh(backend: &str) {
+async fn reverse_over_ssh(backend: &str, gateway_ports: bool) {
     let _serial = SERIAL.lock().await;
     let Some(conf) = cluster() else { return };
-    let sshd = Sshd::start();
+    let sshd = if gateway_ports {
+        Sshd::start_with_gateway_ports("clientspecified")
+    } else {
+        Sshd::start()
+    };
+    let via = if gateway_ports {
+        "reverse_via = \"gateway-ports\"\n"
+    } else {
+        ""
+    };
     test_user_home();
     let id = launch_id("rrev");
     let _sweep = Sweep(id.clone());
@@ -733,7 +742,7 @@ async fn reverse_over_ssh(backend: &str) {
     // 127.0.0.1, which the "compute node" (this host) dials.
     let text = profile(
         &argv,
-        "reverse_host = \"127.0.0.1\"\n",
+        &format!("reverse_host = \"127.0.0.1\"\n{via}"),
         &ssh_table(&sshd, &conf, backend),
     )
     .replace(
@@ -745,9 +754,30 @@ async fn reverse_over_ssh(backend: &str) {
     let (result, seen) = launch(&plan, &options).await;
     let mut session = result.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(session.url(), format!("csrc://:{port}"));
-    // The job dials the relay, not the client's port (which only this host's loopback has).
+    // The job dials the relay, not the client's port (which only this host's loopback has);
+    // with gateway ports, sshd's -R port bound on all interfaces (the port in the job's
+    // ready line: the one it dialled).
     let running = relays();
-    assert_eq!(running.len(), 1, "one relay on the login node: {running:?}");
+    if gateway_ports {
+        assert!(running.is_empty(), "no relay: {running:?}");
+        let dialled = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|(_, e)| match e {
+                Event::Ready { port, .. } => Some(*port),
+                _ => None,
+            })
+            .expect("a ready event");
+        let ss = std::process::Command::new("ss")
+            .args(["-Htln", &format!("sport = :{dialled}")])
+            .output()
+            .unwrap();
+        let ss = String::from_utf8_lossy(&ss.stdout);
+        assert!(ss.contains(&format!("0.0.0.0:{dialled}")), "{ss}");
+    } else {
+        assert_eq!(running.len(), 1, "one relay on the login node: {running:?}");
+    }
     assert_runs_as_test_user(&id);
     echo(
         session.connection().expect("a connection"),
@@ -756,7 +786,7 @@ async fn reverse_over_ssh(backend: &str) {
     )
     .await;
     eprintln!(
-        "figures ({backend:?}, reverse via relay): RUNNING to connected {:?}",
+        "figures ({backend:?}, reverse, gateway ports {gateway_ports}): RUNNING to connected {:?}",
         running_to_connected(&seen)
     );
     session.cleanup().await;
@@ -774,13 +804,25 @@ async fn reverse_over_ssh(backend: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_submitted_over_ssh_dials_back_through_the_relay_on_the_login_node() {
-    reverse_over_ssh("").await;
+    reverse_over_ssh("", false).await;
+}
+
+/// `reverse_via = "gateway-ports"` against an sshd with `GatewayPorts clientspecified`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_submitted_over_ssh_dials_back_through_a_gateway_port() {
+    reverse_over_ssh("", true).await;
+}
+
+#[cfg(feature = "russh")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn russh_a_job_submitted_over_ssh_dials_back_through_a_gateway_port() {
+    reverse_over_ssh("backend = \"russh\"\n", true).await;
 }
 
 #[cfg(feature = "russh")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn russh_a_job_submitted_over_ssh_dials_back_through_the_relay_on_the_login_node() {
-    reverse_over_ssh("backend = \"russh\"\n").await;
+    reverse_over_ssh("backend = \"russh\"\n", false).await;
 }
 
 /// `pv-launch jobs --profile P` asks the profile's login node over ssh: a pv-launch job of
