@@ -31,7 +31,16 @@ fn main() -> ExitCode {
             profile_flag,
         }) => check(&profile.or(profile_flag).unwrap_or_default()),
         Some(Command::Import { pvsc, output }) => import(&pvsc, output.as_deref()),
-        Some(Command::Jobs { cancel }) => cli::jobs::run(cancel),
+        Some(Command::Jobs {
+            cancel,
+            profile: None,
+            ..
+        }) => cli::jobs::run(cancel),
+        Some(Command::Jobs {
+            cancel,
+            profile: Some(profile),
+            server,
+        }) => jobs_for(&profile, server.as_deref(), cancel),
         None => launch(&cli.launch),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
@@ -98,6 +107,23 @@ fn list(profile: Option<&str>) -> i32 {
         println!("{}\t{}\t{}", s.name, s.resource.value, start);
     }
     EXIT_OK
+}
+
+/// `pv-launch jobs --profile P [--server S]`: the server's plan with its options at their
+/// defaults says where its jobs are submitted.
+fn jobs_for(name: &str, server: Option<&str>, cancel: Option<Vec<String>>) -> i32 {
+    let profile = match load(name) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let entry = match profile.select(server) {
+        Ok(e) => e,
+        Err(e) => return fail(e, EXIT_USAGE),
+    };
+    match Plan::resolve(entry, &LaunchContext::from_host(), &NonInteractive) {
+        Ok(plan) => cli::jobs::run_for(&plan, cancel),
+        Err(e) => fail(e, EXIT_USAGE),
+    }
 }
 
 fn check(name: &str) -> i32 {

@@ -174,6 +174,16 @@ impl Sshd {
     /// Start an sshd; with `pam`, PAM is on and keyboard-interactive offered (Debian's
     /// `/etc/pam.d/sshd` asks one `Password:` round, then an empty one).
     pub fn start_with(pam: bool) -> Sshd {
+        Sshd::start_configured(pam, "no")
+    }
+
+    /// Start an sshd (no PAM) whose `GatewayPorts` is `gateway_ports` (`no`, `yes`,
+    /// `clientspecified`): whether a client's `-R` may bind other than loopback.
+    pub fn start_with_gateway_ports(gateway_ports: &str) -> Sshd {
+        Sshd::start_configured(false, gateway_ports)
+    }
+
+    fn start_configured(pam: bool, gateway_ports: &str) -> Sshd {
         ensure_test_user();
         std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
         // Short path (control sockets may live nearby); readable by the test user, since
@@ -212,7 +222,7 @@ impl Sshd {
              UsePAM {yes_no}\n\
              StrictModes no\n\
              AllowTcpForwarding yes\n\
-             GatewayPorts no\n\
+             GatewayPorts {gateway_ports}\n\
              PermitRootLogin no\n\
              MaxSessions 50\n\
              MaxStartups 100\n\

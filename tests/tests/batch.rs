@@ -303,6 +303,41 @@ fn test_user_home() -> String {
     home
 }
 
+/// Launch options for the loopback sshd: no prompts expected, this build's pv-askpass.
+fn ssh_options() -> LaunchOptions {
+    let mut options = LaunchOptions::default().with_prompter(Scripted::new(vec![]));
+    options.ssh.askpass = AskpassProgram::Path(workspace_bin("pv-askpass"));
+    options.ssh.auth_timeout = WAIT;
+    options
+}
+
+/// Fails unless the job of launch `id` runs as the ssh test user.
+fn assert_runs_as_test_user(id: &str) {
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-u", TEST_USER, "-o", "%j %T"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("pvl-{id}-batch RUNNING")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// The demo server dialling back to the profile's client host and port.
+fn reverse_demo_argv() -> Vec<String> {
+    [
+        demo().as_str(),
+        "--reverse-connection",
+        "--client-host",
+        "${PV_CLIENT_HOST}",
+        "--server-port",
+        "${PV_SERVER_PORT}",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 async fn batch_over_ssh(backend: &str) {
     let _serial = SERIAL.lock().await;
     let Some(conf) = cluster() else { return };
@@ -314,9 +349,7 @@ async fn batch_over_ssh(backend: &str) {
         &profile(&demo_argv(&[]), "", &ssh_table(&sshd, &conf, backend)),
         &id,
     );
-    let mut options = LaunchOptions::default().with_prompter(Scripted::new(vec![]));
-    options.ssh.askpass = AskpassProgram::Path(workspace_bin("pv-askpass"));
-    options.ssh.auth_timeout = WAIT;
+    let options = ssh_options();
     let (result, seen) = launch(&plan, &options).await;
     let mut session = result.unwrap_or_else(|e| panic!("{e}"));
     // Through the -L tunnel's local end, not the job's node.
@@ -355,15 +388,7 @@ async fn batch_over_ssh(backend: &str) {
         "{dir}"
     );
     // The job runs as the ssh user.
-    let out = std::process::Command::new("squeue")
-        .args(["-h", "-u", TEST_USER, "-o", "%j %T"])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&format!("pvl-{id}-batch RUNNING")),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_runs_as_test_user(&id);
     echo(
         session.connection().expect("a connection"),
         b"through ssh and the job",
@@ -475,8 +500,33 @@ async fn a_job_failing_at_start_names_its_state_and_shows_its_output() {
     assert_no_job_left(&id);
 }
 
+/// The job's watchdog here: `sh -c <script> pv-launch-watchdog <job id> <dir>`.
+fn watchdog_pids(job_id: &str) -> Vec<String> {
+    let out = std::process::Command::new("ps")
+        .args(["-e", "-o", "pid=,args="])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("pv-launch-watchdog {job_id} ")))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// A SIGKILLed pv-launch runs no code, yet its job is cancelled: its watchdog's pipe closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_of_a_sigkilled_pv_launch_is_cancelled_by_its_watchdog() {
+    killed_pv_launch(false).await;
+}
+
+/// With its watchdog killed too (say by an OOM killer), the job stays: `pv-launch jobs`
+/// finds it and `--cancel` ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pv_launch_jobs_finds_and_cancels_the_job_of_a_killed_pv_launch() {
+    killed_pv_launch(true).await;
+}
+
+async fn killed_pv_launch(kill_watchdog: bool) {
     let _serial = SERIAL.lock().await;
     let Some(_conf) = cluster() else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -524,9 +574,40 @@ async fn pv_launch_jobs_finds_and_cancels_the_job_of_a_killed_pv_launch() {
     assert!(connected, "pv-launch ended before connecting");
     let job_id = job_id.expect("a job event with the id");
     let _sweep = scopeguard_cancel(&job_id);
+    let watchdog = watchdog_pids(&job_id);
+    assert_eq!(
+        watchdog.len(),
+        1,
+        "one watchdog for job {job_id}: {watchdog:?}"
+    );
+    if kill_watchdog {
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &watchdog[0]])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
     // SIGKILL: pv-launch cannot cancel anything now.
     child.start_kill().unwrap();
     child.wait().await.unwrap();
+    if !kill_watchdog {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = std::process::Command::new("squeue")
+                .args(["-h", "--states=all", "-j", &job_id, "-o", "%T"])
+                .output()
+                .unwrap();
+            let st = String::from_utf8_lossy(&st.stdout).trim().to_string();
+            if (st.is_empty() || st == "CANCELLED") && watchdog_pids(&job_id).is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} is {st} after its pv-launch was killed"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let run = |args: &[&str]| {
         let out = std::process::Command::new(&bin)
             .args(args)
@@ -613,4 +694,348 @@ async fn a_local_batch_job_dials_back_for_a_reverse_connection() {
     .await;
     session.cleanup().await;
     assert_no_job_left(&id);
+}
+
+/// The test user's relay processes (`python3` running pv-launch's relay; `ps`, one line
+/// each).
+fn relays() -> Vec<String> {
+    let out = std::process::Command::new("ps")
+        .args(["-u", TEST_USER, "-o", "pid=,args="])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            let args = l.trim_start().split_once(' ').map_or("", |(_, a)| a);
+            args.starts_with("python3 ") && args.contains("pv-launch-ready")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// A reverse connection from a job submitted over ssh: the -R tunnel stays on the login
+/// node's loopback and pv-launch's relay (python3, started through the same ssh
+/// connection) listens where the compute node dials; the job learns the relay's port.
+/// Afterwards: no job, no relay.
+async fn reverse_over_ssh(backend: &str, gateway_ports: bool) {
+    let _serial = SERIAL.lock().await;
+    let Some(conf) = cluster() else { return };
+    let sshd = if gateway_ports {
+        Sshd::start_with_gateway_ports("clientspecified")
+    } else {
+        Sshd::start()
+    };
+    let via = if gateway_ports {
+        "reverse_via = \"gateway-ports\"\n"
+    } else {
+        ""
+    };
+    test_user_home();
+    let id = launch_id("rrev");
+    let _sweep = Sweep(id.clone());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let argv = reverse_demo_argv();
+    // Network traffic stays on loopback: the relay listens on the "login node's"
+    // 127.0.0.1, which the "compute node" (this host) dials.
+    let text = profile(
+        &argv,
+        &format!("reverse_host = \"127.0.0.1\"\n{via}"),
+        &ssh_table(&sshd, &conf, backend),
+    )
+    .replace(
+        "resource = \"cs://localhost:0\"",
+        &format!("resource = \"csrc://localhost:{port}\""),
+    );
+    let plan = plan_of(&text, &id);
+    let options = ssh_options();
+    let (result, seen) = launch(&plan, &options).await;
+    let mut session = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(session.url(), format!("csrc://:{port}"));
+    // The job dials the relay, not the client's port (which only this host's loopback has);
+    // with gateway ports, sshd's -R port bound on all interfaces (the port in the job's
+    // ready line: the one it dialled).
+    let running = relays();
+    if gateway_ports {
+        assert!(running.is_empty(), "no relay: {running:?}");
+        let dialled = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|(_, e)| match e {
+                Event::Ready { port, .. } => Some(*port),
+                _ => None,
+            })
+            .expect("a ready event");
+        let ss = std::process::Command::new("ss")
+            .args(["-Htln", &format!("sport = :{dialled}")])
+            .output()
+            .unwrap();
+        let ss = String::from_utf8_lossy(&ss.stdout);
+        assert!(ss.contains(&format!("0.0.0.0:{dialled}")), "{ss}");
+    } else {
+        assert_eq!(running.len(), 1, "one relay on the login node: {running:?}");
+    }
+    assert_runs_as_test_user(&id);
+    echo(
+        session.connection().expect("a connection"),
+        b"dialled back through the relay",
+        WAIT,
+    )
+    .await;
+    eprintln!(
+        "figures ({backend:?}, reverse, gateway ports {gateway_ports}): RUNNING to connected {:?}",
+        running_to_connected(&seen)
+    );
+    session.cleanup().await;
+    assert_no_job_left(&id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !relays().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the relay outlived the session: {:?}",
+            relays()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_submitted_over_ssh_dials_back_through_the_relay_on_the_login_node() {
+    reverse_over_ssh("", false).await;
+}
+
+/// `reverse_via = "gateway-ports"` against an sshd with `GatewayPorts clientspecified`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_submitted_over_ssh_dials_back_through_a_gateway_port() {
+    reverse_over_ssh("", true).await;
+}
+
+#[cfg(feature = "russh")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn russh_a_job_submitted_over_ssh_dials_back_through_a_gateway_port() {
+    reverse_over_ssh("backend = \"russh\"\n", true).await;
+}
+
+#[cfg(feature = "russh")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn russh_a_job_submitted_over_ssh_dials_back_through_the_relay_on_the_login_node() {
+    reverse_over_ssh("backend = \"russh\"\n", false).await;
+}
+
+/// `pv-launch jobs --profile P` asks the profile's login node over ssh: a pv-launch job of
+/// the ssh user there (tagged as a launch tags it, held so it stays queued) is listed and
+/// cancelled, and its job directory on the login node removed — a job that `pv-launch jobs`
+/// on this host (another user) does not see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pv_launch_jobs_with_a_profile_lists_and_cancels_on_the_login_node_over_ssh() {
+    let _serial = SERIAL.lock().await;
+    let Some(conf) = cluster() else { return };
+    let sshd = Sshd::start();
+    let home = test_user_home();
+    let id = launch_id("rjobs");
+    let _sweep = Sweep(id.clone());
+    // A job as a killed launch leaves it: tagged, with its private directory.
+    let job_dir = format!("{home}/.pv-launch/jobs/{id}");
+    let staged = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            TEST_USER,
+            "--",
+            "sh",
+            "-c",
+            "umask 077; mkdir -p \"$1\"",
+            "sh",
+            &job_dir,
+        ])
+        .status()
+        .unwrap();
+    assert!(staged.success());
+    let out = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            TEST_USER,
+            "--",
+            "sbatch",
+            "--parsable",
+            "--hold",
+            &format!("--job-name=pvl-{id}-batch"),
+            &format!("--comment=pv-launch:{id}"),
+            "--output=/dev/null",
+            "--wrap=sleep 300",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let _cancel = scopeguard_cancel(&job_id);
+    let dir = tempfile::tempdir().unwrap();
+    let profile_path = dir.path().join("cluster.toml");
+    std::fs::write(
+        &profile_path,
+        profile(&demo_argv(&[]), "", &ssh_table(&sshd, &conf, "")),
+    )
+    .unwrap();
+    let bin = workspace_bin("pv-launch");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&bin)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let listed_in = |listing: &str| {
+        listing
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(job_id.as_str()))
+            .map(str::to_string)
+    };
+    let p = profile_path.to_str().unwrap();
+    let (code, listed, err) = run(&["jobs", "--profile", p]);
+    assert_eq!(code, Some(0), "{err}");
+    let line = listed_in(&listed).unwrap_or_else(|| panic!("job {job_id} listed:\n{listed}{err}"));
+    assert!(
+        line.contains("PENDING") && line.contains(&format!("pvl-{id}-batch")),
+        "{line}"
+    );
+    // This host's user (root) has no such job: the listing came from the login node.
+    let (_, here, _) = run(&["jobs"]);
+    assert!(listed_in(&here).is_none(), "{here}");
+    let (code, out, err) = run(&[
+        "jobs",
+        "--profile",
+        p,
+        "--server",
+        "batch",
+        "--cancel",
+        &job_id,
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!("job {job_id}: CANCELLED")),
+        "{out}{err}"
+    );
+    assert_no_job_left(&id);
+    assert!(
+        !Path::new(&job_dir).exists(),
+        "the job directory is removed"
+    );
+    let (code, listed, err) = run(&["jobs", "--profile", p]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(listed_in(&listed).is_none(), "{listed}");
+}
+
+/// A session dropped without `cleanup`, without `finish_pending_cancels`, and with its
+/// runtime shut down at once (an embedder that forgets both, a process that exits): the
+/// job's watchdog (an `sh` here, or on the login node in the cleanup wrapper) cancels the
+/// job anyway, with no code of pv-launch's running any more.
+fn dropped_session_cancels(ssh: Option<&str>) {
+    let _serial = SERIAL.blocking_lock();
+    let Some(conf) = cluster() else { return };
+    let sshd = ssh.map(|_| Sshd::start());
+    if sshd.is_some() {
+        test_user_home();
+    }
+    let id = launch_id("drop");
+    let _sweep = Sweep(id.clone());
+    let table = match (&sshd, ssh) {
+        (Some(sshd), Some(backend)) => ssh_table(sshd, &conf, backend),
+        _ => String::new(),
+    };
+    let plan = plan_of(&profile(&demo_argv(&[]), "", &table), &id);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let session = runtime.block_on(async {
+        let options = ssh_options();
+        let (result, _) = launch(&plan, &options).await;
+        result.unwrap_or_else(|e| panic!("{e}"))
+    });
+    let running: Vec<_> = queue(&id)
+        .into_iter()
+        .filter(|(_, st)| st == "RUNNING")
+        .collect();
+    assert_eq!(running.len(), 1, "{running:?}");
+    drop(session);
+    drop(runtime);
+    assert_no_job_left(&id);
+}
+
+#[test]
+fn a_dropped_local_session_cancels_its_job_without_any_call() {
+    dropped_session_cancels(None);
+}
+
+#[test]
+fn a_dropped_session_over_ssh_cancels_its_job_without_any_call() {
+    dropped_session_cancels(Some(""));
+}
+
+#[cfg(feature = "russh")]
+#[test]
+fn russh_a_dropped_session_over_ssh_cancels_its_job_without_any_call() {
+    dropped_session_cancels(Some("backend = \"russh\"\n"));
+}
+
+/// A login node without python3 (a PATH that has only `sh` and `uname`): the relay cannot
+/// run, and the launch says so, naming the other ways, before anything is submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_node_without_python3_is_refused_before_the_submission() {
+    let _serial = SERIAL.lock().await;
+    let Some(conf) = cluster() else { return };
+    let sshd = Sshd::start();
+    test_user_home();
+    let id = launch_id("nopy");
+    let _sweep = Sweep(id.clone());
+    let bin = tempfile::Builder::new()
+        .prefix("pvl-nopy")
+        .tempdir_in("/tmp")
+        .unwrap();
+    for tool in ["sh", "uname"] {
+        let real = which(tool);
+        std::os::unix::fs::symlink(&real, bin.path().join(tool)).unwrap();
+    }
+    std::fs::set_permissions(
+        bin.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let table = ssh_table(&sshd, &conf, "").replace(
+        "env = {",
+        &format!("env = {{ PATH = {:?},", bin.path().display().to_string()),
+    );
+    let argv = reverse_demo_argv();
+    let text = profile(&argv, "", &table).replace(
+        "resource = \"cs://localhost:0\"",
+        "resource = \"csrc://localhost:0\"",
+    );
+    let plan = plan_of(&text, &id);
+    let options = ssh_options();
+    let (result, _) = launch(&plan, &options).await;
+    let e = result.expect_err("no python3, no relay").to_string();
+    assert!(
+        e.contains("needs python3 on the login node") && e.contains("gateway-ports"),
+        "{e}"
+    );
+    assert!(queue(&id).is_empty(), "nothing was submitted");
+}
+
+fn which(tool: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", "command -v \"$1\"", "sh", tool])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

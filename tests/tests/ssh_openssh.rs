@@ -143,6 +143,7 @@ async fn reverse_tunnel_hands_the_remote_port_to_the_server() {
         tunnel: Some(Tunnel::Remote {
             remote_port: 0,
             local_port,
+            public: false,
         }),
         ready_timeout: Some(WAIT),
         pattern: None,

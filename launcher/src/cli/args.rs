@@ -174,8 +174,8 @@ pub enum Command {
         #[arg(long, short = 'o', value_name = "OUT.toml")]
         output: Option<PathBuf>,
     },
-    /// List your pv-launch batch jobs still queued or running (on this host's Slurm), or
-    /// cancel them.
+    /// List your pv-launch batch jobs still queued or running (on this host's Slurm, or with
+    /// --profile on the login node of a profile's batch server), or cancel them.
     ///
     /// Every batch launch tags its job (name `pvl-<launch id>-<server>`, comment
     /// `pv-launch:<launch id>`); a launch cancels its job when it ends, fails, times out or
@@ -186,6 +186,13 @@ pub enum Command {
         /// is given; waits until each has left the queue.
         #[arg(long, value_name = "ID", num_args = 0.., value_delimiter = ',')]
         cancel: Option<Vec<String>>,
+        /// Ask where this profile's batch server submits its jobs: its login node over
+        /// ssh (the profile's `[server.startup.ssh]`, options at their defaults), or here.
+        #[arg(long, short = 'p', value_name = "FILE")]
+        profile: Option<String>,
+        /// The batch server of the profile (needed when it has several).
+        #[arg(long, short = 's', value_name = "NAME", requires = "profile")]
+        server: Option<String>,
     },
     /// Print a shell completion script.
     Completions {

@@ -1,11 +1,15 @@
 //! `pv-launch jobs`: this user's pv-launch batch jobs (tagged `pvl-…` by every batch
 //! launch) still queued or running, and `--cancel` for the ones a launch left behind (a
-//! pv-launch that was killed cannot cancel its own job).
+//! pv-launch that was killed cannot cancel its own job) — on this host's scheduler, or with
+//! `--profile P [--server S]` on the login node of a batch server submitted over ssh
+//! (through one authenticated ssh connection, either backend, as the launch makes it).
 
+use pv_launch::plan::{JobsDir, Launch, Place, Plan};
 use pv_launch::startup::batch::{
-    COMMENT_PREFIX, DEFAULT_CANCEL_CONFIRM, JOB_NAME_PREFIX, JobId, JobStatus, LaunchId,
-    LocalRunner, Runner, Slurm,
+    COMMENT_PREFIX, DEFAULT_CANCEL_CONFIRM, DEFAULT_COMMAND_TIMEOUT, JOB_NAME_PREFIX, JobId,
+    JobStatus, LaunchId, LocalRunner, Runner, Slurm, SshRunner,
 };
+use pv_launch::startup::ssh::{SshHost, SshOptions, require_backend};
 
 use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 
@@ -16,11 +20,64 @@ pub fn run(cancel: Option<Vec<String>>) -> i32 {
     };
     runtime.block_on(async {
         let slurm = Slurm::new(LocalRunner::default());
-        match cancel {
-            None => list(&slurm).await,
-            Some(ids) => cancel_jobs(&slurm, &ids).await,
-        }
+        jobs(&slurm, &JobsDir::RemoteHome, cancel).await
     })
+}
+
+/// List (or cancel) this user's pv-launch jobs where `plan`'s batch server submits them:
+/// this host, or its login node over ssh.
+pub fn run_for(plan: &Plan, cancel: Option<Vec<String>>) -> i32 {
+    let found = match plan.launch() {
+        Launch::Process(p) => p.batch().map(|b| (b, &p.place)),
+        _ => None,
+    };
+    let Some((batch, place)) = found else {
+        eprintln!(
+            "pv-launch: server {:?} is not started as a batch job (mechanism = \"batch\")",
+            plan.server()
+        );
+        return EXIT_USAGE;
+    };
+    let Some(runtime) = crate::cli::runtime() else {
+        return EXIT_FAILURE;
+    };
+    runtime.block_on(async {
+        let ssh = match place {
+            Place::Local(_) => {
+                let slurm = Slurm::new(LocalRunner::default());
+                return jobs(&slurm, &batch.jobs_dir, cancel).await;
+            }
+            Place::Ssh(ssh) => ssh,
+        };
+        let connected = match require_backend(ssh.backend_kind()) {
+            Ok(()) => SshHost::connect(&ssh.target, &ssh.backend, &SshOptions::default()).await,
+            Err(e) => Err(e),
+        };
+        let host = match connected {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("pv-launch: {e}");
+                return EXIT_FAILURE;
+            }
+        };
+        let runner = SshRunner::new(
+            host,
+            ssh.remote.env.clone(),
+            ssh.remote.workdir.clone(),
+            DEFAULT_COMMAND_TIMEOUT,
+        );
+        let slurm = Slurm::new(runner);
+        let code = jobs(&slurm, &batch.jobs_dir, cancel).await;
+        slurm.into_runner().close().await;
+        code
+    })
+}
+
+async fn jobs<R: Runner>(slurm: &Slurm<R>, dir: &JobsDir, cancel: Option<Vec<String>>) -> i32 {
+    match cancel {
+        None => list(slurm).await,
+        Some(ids) => cancel_jobs(slurm, dir, &ids).await,
+    }
 }
 
 fn time_left(st: &JobStatus) -> String {
@@ -34,14 +91,14 @@ fn time_left(st: &JobStatus) -> String {
     }
 }
 
-async fn own(slurm: &Slurm<LocalRunner>) -> Result<Vec<JobStatus>, i32> {
+async fn own<R: Runner>(slurm: &Slurm<R>) -> Result<Vec<JobStatus>, i32> {
     slurm.own_jobs(JOB_NAME_PREFIX).await.map_err(|e| {
         eprintln!("pv-launch: {e}");
         EXIT_FAILURE
     })
 }
 
-async fn list(slurm: &Slurm<LocalRunner>) -> i32 {
+async fn list<R: Runner>(slurm: &Slurm<R>) -> i32 {
     let jobs = match own(slurm).await {
         Ok(j) => j,
         Err(code) => return code,
@@ -73,7 +130,7 @@ async fn list(slurm: &Slurm<LocalRunner>) -> i32 {
 }
 
 /// The launch id of each of this user's jobs, from the `pv-launch:<id>` comment.
-async fn launch_ids(slurm: &Slurm<LocalRunner>) -> Vec<(String, LaunchId)> {
+async fn launch_ids<R: Runner>(slurm: &Slurm<R>) -> Vec<(String, LaunchId)> {
     let argv = ["squeue", "-h", "--me", "-o", "%i\u{1f}%k"].map(String::from);
     let Ok(out) = slurm.runner().run(&argv, None).await else {
         return Vec::new();
@@ -88,7 +145,7 @@ async fn launch_ids(slurm: &Slurm<LocalRunner>) -> Vec<(String, LaunchId)> {
         .collect()
 }
 
-async fn cancel_jobs(slurm: &Slurm<LocalRunner>, ids: &[String]) -> i32 {
+async fn cancel_jobs<R: Runner>(slurm: &Slurm<R>, dir: &JobsDir, ids: &[String]) -> i32 {
     let jobs = match own(slurm).await {
         Ok(j) => j,
         Err(code) => return code,
@@ -115,7 +172,6 @@ async fn cancel_jobs(slurm: &Slurm<LocalRunner>, ids: &[String]) -> i32 {
         return EXIT_OK;
     }
     let dirs = launch_ids(slurm).await;
-    let home = std::env::var("HOME").ok();
     let mut code = EXIT_OK;
     for j in chosen {
         let Some(id) = JobId::new(j.id.as_str()) else {
@@ -129,12 +185,27 @@ async fn cancel_jobs(slurm: &Slurm<LocalRunner>, ids: &[String]) -> i32 {
                 continue;
             }
         }
-        // Its private directory (and a token never read, if the job never started).
-        if let (Some(home), Some((_, launch))) =
-            (&home, dirs.iter().find(|(jid, _)| jid == id.as_str()))
-        {
-            let dir = format!("{home}/.pv-launch/jobs/{launch}");
-            let _ = std::fs::remove_dir_all(&dir);
+        // Its private directory (and a token never read, if the job never started), on
+        // the host that submitted it.
+        if let Some((_, launch)) = dirs.iter().find(|(jid, _)| jid == id.as_str()) {
+            let argv: Vec<String> = match dir {
+                JobsDir::Path(base) => vec![
+                    "rm".into(),
+                    "-rf".into(),
+                    "--".into(),
+                    format!("{}/{launch}", base.trim_end_matches('/')),
+                ],
+                JobsDir::RemoteHome => [
+                    "sh",
+                    "-c",
+                    "rm -rf -- \"$HOME/.pv-launch/jobs/$1\"",
+                    "pv-launch-jobs",
+                    launch.as_str(),
+                ]
+                .map(String::from)
+                .to_vec(),
+            };
+            let _ = slurm.runner().run(&argv, None).await;
         }
     }
     code

@@ -75,6 +75,7 @@ pub fn event_text(event: &Event) -> String {
             nodes.as_deref(),
             *time_left,
             std::time::SystemTime::now(),
+            &chrono::Local,
         ),
         Event::WalltimeWarning { id, time_left } => format!(
             "job {id}: walltime limit in {}: the server will be stopped then",
@@ -91,10 +92,13 @@ pub fn event_text(event: &Event) -> String {
     }
 }
 
-/// A job's status in words, e.g. `job 12 queued (Priority), estimated start 14:05 UTC (in
+/// A job's status in words, e.g. `job 12 queued (Priority), estimated start 14:05 (in
 /// 3 min)` or `job 12 running on node01, 59 min left`. `now` is the time the estimated
-/// start is measured from.
-pub fn job_text(
+/// start is measured from; the start is shown in `tz` (the terminal display passes
+/// [`chrono::Local`]: `TZ`, else `/etc/localtime`), with its weekday and date when it is
+/// 20 hours or more away.
+#[allow(clippy::too_many_arguments)] // the event's fields, the clock and the zone
+pub fn job_text<Tz: chrono::TimeZone>(
     id: &str,
     state: &str,
     reason: Option<&str>,
@@ -102,7 +106,11 @@ pub fn job_text(
     nodes: Option<&str>,
     time_left: Option<Duration>,
     now: std::time::SystemTime,
-) -> String {
+    tz: &Tz,
+) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
     let word = match state {
         "PENDING" => "queued".to_string(),
         "CONFIGURING" => "starting (its nodes are being set up)".to_string(),
@@ -118,20 +126,27 @@ pub fn job_text(
     if let Some(n) = nodes {
         text.push_str(&format!(" on {n}"));
     }
-    if let Some(start) = estimated_start {
-        let day = start % 86_400;
+    let start = estimated_start
+        .and_then(|s| i64::try_from(s).ok())
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0));
+    if let (Some(start), Some(secs)) = (start, estimated_start) {
         let now_s = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let when = if start > now_s {
-            format!("in {}", span(Duration::from_secs(start - now_s)))
+        let ahead = secs.saturating_sub(now_s);
+        let when = if ahead > 0 {
+            format!("in {}", span(Duration::from_secs(ahead)))
         } else {
             "now".to_string()
         };
+        let pattern = if ahead >= 20 * 3600 {
+            "%a %d %b %H:%M"
+        } else {
+            "%H:%M"
+        };
         text.push_str(&format!(
-            ", estimated start {:02}:{:02} UTC ({when})",
-            day / 3600,
-            day / 60 % 60
+            ", estimated start {} ({when})",
+            start.with_timezone(tz).format(pattern)
         ));
     }
     if let Some(t) = time_left {
@@ -586,6 +601,62 @@ mod tests {
         );
     }
 
+    /// Job 12 pending at 14:00 UTC on 2025-12-01, estimated to start `ahead` seconds later,
+    /// shown in `tz`.
+    fn pending_from_14h<Tz: chrono::TimeZone>(ahead: u64, tz: &Tz) -> String
+    where
+        Tz::Offset: std::fmt::Display,
+    {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_764_597_600);
+        job_text(
+            "12",
+            "PENDING",
+            None,
+            Some(1_764_597_600 + ahead),
+            None,
+            None,
+            now,
+            tz,
+        )
+    }
+
+    /// Run in a child process by the test below, with `TZ` set there (the environment
+    /// cannot be changed safely in a running test binary).
+    #[test]
+    fn estimated_start_in_the_local_zone_child() {
+        let Ok(expected) = std::env::var("PV_LAUNCH_TZ_CHILD") else {
+            return;
+        };
+        assert_eq!(
+            pending_from_14h(300, &chrono::Local),
+            format!("job 12 queued, estimated start {expected} (in 5 min)")
+        );
+    }
+
+    /// The terminal display's estimated start follows `TZ` (a POSIX zone string, so no
+    /// zone database is needed).
+    #[test]
+    fn the_estimated_start_follows_tz() {
+        for (tz, expected) in [("PVL-5:30", "19:35"), ("UTC0", "14:05"), ("PVW+3", "11:05")] {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "cli::progress::tests::estimated_start_in_the_local_zone_child",
+                    "--test-threads=1",
+                ])
+                .env("TZ", tz)
+                .env("PV_LAUNCH_TZ_CHILD", expected)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "TZ={tz}: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     #[test]
     fn job_events_in_words_and_json() {
         let now = std::time::UNIX_EPOCH + Duration::from_secs(1_764_597_600); // 14:00 UTC
@@ -597,9 +668,20 @@ mod tests {
                 Some(1_764_597_900),
                 None,
                 None,
-                now
+                now,
+                &chrono::Utc
             ),
-            "job 12 queued (Priority), estimated start 14:05 UTC (in 5 min)"
+            "job 12 queued (Priority), estimated start 14:05 (in 5 min)"
+        );
+        // A zone east of UTC, and a start a day away (its date is shown).
+        let east = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
+        assert_eq!(
+            pending_from_14h(300, &east),
+            "job 12 queued, estimated start 19:35 (in 5 min)"
+        );
+        assert_eq!(
+            pending_from_14h(86_700, &east),
+            "job 12 queued, estimated start Tue 02 Dec 19:35 (in 24 h 05 min)"
         );
         assert_eq!(
             job_text(
@@ -609,7 +691,8 @@ mod tests {
                 None,
                 Some("node01"),
                 Some(Duration::from_secs(3599)),
-                now
+                now,
+                &chrono::Utc
             ),
             "job 12 running on node01, 59 min left"
         );
@@ -621,7 +704,8 @@ mod tests {
                 None,
                 None,
                 None,
-                now
+                now,
+                &chrono::Utc
             ),
             "job 7 status unknown (the controller does not answer; retrying)"
         );

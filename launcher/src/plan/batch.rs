@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::startup::batch::{BatchError, BatchPlan, BatchSpec, LaunchId};
+use crate::startup::batch::{BatchError, BatchPlan, BatchSpec, LaunchId, ReverseVia};
 
 /// Where the jobs' private directories are made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +30,26 @@ impl JobsDir {
     }
 }
 
+/// What the server's argv and environment hold for the host it dials back to, in a reverse
+/// connection from a job submitted over ssh: replaced when the launch runs by the login
+/// node's address ([`ReverseBatch::host`], else its `uname -n`).
+pub const REVERSE_HOST_PLACEHOLDER: &str = "<login node host>";
+
+/// What they hold for the port the job dials: the relay's port (chosen by the login node when
+/// the relay starts), or the `-R` tunnel's port with [`ReverseVia::GatewayPorts`].
+pub const REVERSE_PORT_PLACEHOLDER: &str = "<login node port>";
+
+/// The way back from a job submitted over ssh to a client that waits for a reverse
+/// connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReverseBatch {
+    /// Through pv-launch's relay, or an `-R` port sshd binds on all interfaces.
+    pub via: ReverseVia,
+    /// The login node's address as compute nodes reach it (`reverse_host`); the relay
+    /// listens on it. `None`: the relay listens on all interfaces, the job dials `uname -n`.
+    pub host: Option<String>,
+}
+
 /// A server started in a batch job.
 #[derive(Clone, Debug)]
 pub struct BatchStart {
@@ -47,6 +67,11 @@ pub struct BatchStart {
     pub queue_timeout: Option<Duration>,
     /// The server entry's name (shown by `pv-launch jobs`, carried in the job name).
     pub server: String,
+    /// For a reverse connection from a job submitted over ssh: the way back. The server's
+    /// argv and environment then hold [`REVERSE_HOST_PLACEHOLDER`] and
+    /// [`REVERSE_PORT_PLACEHOLDER`] where the profile says `${PV_CLIENT_HOST}` and
+    /// `${PV_SERVER_PORT}` ([`BatchStart::dialling`] fills them in).
+    pub reverse: Option<ReverseBatch>,
 }
 
 impl BatchStart {
@@ -60,6 +85,24 @@ impl BatchStart {
             &self.server_argv,
             &self.server_env,
         )
+    }
+
+    /// This start with the job dialling `host:port` (the reverse placeholders replaced).
+    pub fn dialling(&self, host: &str, port: u16) -> BatchStart {
+        let port = port.to_string();
+        let fill = |s: &String| {
+            s.replace(REVERSE_HOST_PLACEHOLDER, host)
+                .replace(REVERSE_PORT_PLACEHOLDER, &port)
+        };
+        BatchStart {
+            server_argv: self.server_argv.iter().map(fill).collect(),
+            server_env: self
+                .server_env
+                .iter()
+                .map(|(k, v)| (k.clone(), fill(v)))
+                .collect(),
+            ..self.clone()
+        }
     }
 
     /// The plan as the dry run shows it: the login node's home is a placeholder.

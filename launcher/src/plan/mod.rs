@@ -24,7 +24,10 @@ use zeroize::Zeroizing;
 
 use crate::profile::{ConnectTimeout, Delay, Timeouts};
 use crate::source::{SourcePos, Warning};
-pub use batch::{BatchStart, JobsDir, REMOTE_HOME_PLACEHOLDER};
+pub use batch::{
+    BatchStart, JobsDir, REMOTE_HOME_PLACEHOLDER, REVERSE_HOST_PLACEHOLDER,
+    REVERSE_PORT_PLACEHOLDER, ReverseBatch,
+};
 pub use process::BATCH_HOST_PLACEHOLDER;
 pub use russh_options::RusshSettings;
 pub use ssh::{BackendPlan, RemoteCommand, SshPlan, Tunnel};

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use pv_transport::{Direction, Endpoint, Host, Resource};
 
-use super::batch::{BatchStart, JobsDir};
+use super::batch::{
+    BatchStart, JobsDir, REVERSE_HOST_PLACEHOLDER, REVERSE_PORT_PLACEHOLDER, ReverseBatch,
+};
 use super::ssh::{BackendPlan, RemoteCommand, SshPlan, Tunnel};
 use super::ssh_target::SshTarget;
 use super::{
@@ -15,7 +17,7 @@ use super::{
 };
 use crate::profile::*;
 use crate::source::{Located, SourcePos, Warning};
-use crate::startup::batch::{BatchError, BatchSpec, LaunchId, WallTime};
+use crate::startup::batch::{BatchError, BatchSpec, LaunchId, ReverseVia, WallTime};
 use crate::template::{Template, Text};
 use crate::variables::LaunchContext;
 
@@ -235,12 +237,16 @@ impl Resolver<'_> {
                 }
                 let env = self.remote_environment(entry, ssh, false, warnings)?;
                 let (plan, res) = self.ssh(entry, ssh, argv, env, resource, pf_port, warnings)?;
+                // (A batch job's way back is the relay's business, not port_forwarding's.)
+                reverse_without_tunnel_warning(entry, ssh, resource, plan.target.host(), warnings);
                 Ok((ssh_start(How::Direct, plan, delay, ready_pattern), res))
             }
             Mechanism::SshScript { ssh, script, args } => {
                 let argv = self.script_argv(script, args)?;
                 let env = self.remote_environment(entry, ssh, true, warnings)?;
                 let (plan, res) = self.ssh(entry, ssh, argv, env, resource, pf_port, warnings)?;
+                // (A batch job's way back is the relay's business, not port_forwarding's.)
+                reverse_without_tunnel_warning(entry, ssh, resource, plan.target.host(), warnings);
                 Ok((ssh_start(How::Script, plan, delay, ready_pattern), res))
             }
             Mechanism::Batch {
@@ -299,11 +305,42 @@ impl Resolver<'_> {
         pf_port: Option<u16>,
         warnings: &mut Vec<Warning>,
     ) -> Result<Start, PlanError> {
-        let server_argv = self.command_line(command, warnings)?;
+        // A reverse connection from a job submitted over ssh dials the login node at an
+        // address and port known only when the launch runs (the relay's, or the -R port).
+        let reverse = match (ssh, resource.direction()) {
+            (Some(_), Some(Direction::Reverse)) => Some(ReverseBatch {
+                via: batch.reverse_via,
+                host: batch
+                    .reverse_host
+                    .as_ref()
+                    .map(|t| self.template(t))
+                    .transpose()?,
+            }),
+            _ => None,
+        };
+        let mut job_vars;
+        let job_resolver;
+        let job = if reverse.is_some() {
+            job_vars = self.vars.clone();
+            for (k, v) in [
+                ("PV_CLIENT_HOST", REVERSE_HOST_PLACEHOLDER),
+                ("PV_SERVER_PORT", REVERSE_PORT_PLACEHOLDER),
+            ] {
+                job_vars.insert(k.to_string(), Value::Plain(v.to_string()));
+            }
+            job_resolver = Resolver {
+                vars: &job_vars,
+                ..*self
+            };
+            &job_resolver
+        } else {
+            self
+        };
+        let server_argv = job.command_line(command, warnings)?;
         let server_env = entry
             .environment
             .iter()
-            .map(|(k, t)| Ok((k.clone(), self.template(t)?)))
+            .map(|(k, t)| Ok((k.clone(), job.template(t)?)))
             .collect::<Result<Vec<_>, PlanError>>()?;
         let spec = self.batch_spec(entry, batch)?;
         let launch_id = match &self.ctx.launch_id {
@@ -333,6 +370,7 @@ impl Resolver<'_> {
             server_env,
             queue_timeout: batch.queue_timeout,
             server: entry.name.clone(),
+            reverse: reverse.clone(),
         };
         // Render once now: a bad value fails here, at its place, before anything runs.
         let rendered = start
@@ -355,14 +393,6 @@ impl Resolver<'_> {
                 None,
             ));
         };
-        if resource.direction() == Some(Direction::Reverse) {
-            return Err(PlanError::at(
-                &entry.resource.at,
-                "a reverse connection from a batch job submitted over ssh is not supported: \
-                 the job's node would dial a -R tunnel on the login node, which needs sshd's \
-                 GatewayPorts there; use a forward connection (cs://), which goes through -L",
-            ));
-        }
         let env = self.remote_environment(entry, ssh, false, warnings)?;
         // The entry's own `env` is for the server in the job (the script exports it); the
         // scheduler's commands on the login node get the ssh table's `env` only.
@@ -379,7 +409,7 @@ impl Resolver<'_> {
             None,
             warnings,
         )?;
-        let (tunnel, client) = batch_tunnel(entry, resource, pf_port)?;
+        let (tunnel, client) = batch_tunnel(entry, resource, pf_port, reverse.as_ref())?;
         plan.tunnels = vec![tunnel];
         Ok((
             ProcessPlan {
@@ -474,7 +504,6 @@ impl Resolver<'_> {
         warnings: &mut Vec<Warning>,
     ) -> Result<(SshPlan, Option<Resource>), PlanError> {
         let target = self.ssh_target(entry, ssh, resource)?;
-        reverse_without_tunnel_warning(entry, ssh, resource, target.host(), warnings);
         let (tunnels, client_resource) = match &ssh.port_forwarding {
             Some(_) => {
                 let (t, r) = tunnel(entry, resource, pf_port)?;
@@ -614,13 +643,34 @@ fn batch_tunnel(
     entry: &ServerEntry,
     resource: &Resource,
     pf_port: Option<u16>,
+    reverse: Option<&ReverseBatch>,
 ) -> Result<(Tunnel, Resource), PlanError> {
     let Resource::ClientServer { tls, server, .. } = resource else {
         return Err(PlanError::at(
             &entry.resource.at,
-            "a batch job reaches its client through one -L tunnel: use a cs:// resource",
+            "a batch job reaches its client through one ssh tunnel: use a cs:// or csrc:// resource",
         ));
     };
+    if let Some(reverse) = reverse {
+        // The client listens on the resource's port here; the -R port on the login node is
+        // chosen there (the job learns it, or the relay's, when the launch runs).
+        let local = server.port_or(pv_transport::resource::DEFAULT_SERVER_PORT);
+        return Ok((
+            Tunnel::Remote {
+                remote_port: 0,
+                local_port: local,
+                public: reverse.via == ReverseVia::GatewayPorts,
+            },
+            Resource::ClientServer {
+                direction: Direction::Reverse,
+                tls: *tls,
+                server: Endpoint {
+                    host: server.host.clone(),
+                    port: Some(local),
+                },
+            },
+        ));
+    }
     let local = pf_port.unwrap_or(0);
     let client = Resource::ClientServer {
         direction: Direction::Forward,
@@ -773,6 +823,7 @@ fn tunnel(
             Tunnel::Remote {
                 remote_port: server_port,
                 local_port: local,
+                public: false,
             },
             client(server.host.clone()),
         ),

@@ -7,9 +7,10 @@ use std::time::Duration;
 use pv_transport::{Direction, Resource};
 use serde_json::{Value as Json, json};
 
-use super::ssh::{MasterSettings, OpenSshCommands, wrap_remote_command};
+use super::ssh::{MasterSettings, OpenSshCommands, remote_command, wrap_remote_command};
 use super::*;
 use crate::profile::options::format_double;
+use crate::startup::batch::{ReverseVia, describe_reverse, relay_argv};
 
 /// Seconds as a user writes them: `5 s`, `0.5 s`.
 pub fn seconds(d: &Duration) -> String {
@@ -166,9 +167,21 @@ fn tunnel_text(t: &Tunnel) -> String {
         Tunnel::Remote {
             remote_port,
             local_port,
-        } => format!(
-            "127.0.0.1:{remote_port} on the remote host -> 127.0.0.1:{local_port} here (the port the client listens on)"
-        ),
+            public,
+        } => {
+            let bind = if *public {
+                "0.0.0.0 (all interfaces: needs GatewayPorts in its sshd)"
+            } else {
+                "127.0.0.1"
+            };
+            let remote = match remote_port {
+                0 => format!("{bind}:<a free port>"),
+                p => format!("{bind}:{p}"),
+            };
+            format!(
+                "{remote} on the remote host -> 127.0.0.1:{local_port} here (the port the client listens on)"
+            )
+        }
     }
 }
 
@@ -326,7 +339,7 @@ fn batch_text(w: &mut String, b: &BatchStart, place: &Place) {
         )
     );
     match place {
-        Place::Ssh(ssh) => batch_ssh_text(w, ssh),
+        Place::Ssh(ssh) => batch_ssh_text(w, ssh, b.reverse.as_ref()),
         Place::Local(_) => {
             let _ = writeln!(
                 w,
@@ -338,7 +351,7 @@ fn batch_text(w: &mut String, b: &BatchStart, place: &Place) {
 
 /// How a batch job submitted over ssh is reached: the login node, the commands run there,
 /// the tunnel to the job's node.
-fn batch_ssh_text(w: &mut String, ssh: &SshPlan) {
+fn batch_ssh_text(w: &mut String, ssh: &SshPlan, reverse: Option<&ReverseBatch>) {
     let t = &ssh.target;
     if let Some(u) = t.user() {
         let _ = writeln!(w, "  login node user: {u:?}");
@@ -375,11 +388,53 @@ fn batch_ssh_text(w: &mut String, ssh: &SshPlan) {
             c.run(&ssh.command()),
         ),
     ];
-    commands.extend(
-        ssh.tunnels
-            .iter()
-            .map(|t| ("forward tunnel, once the job runs", c.forward(t))),
-    );
+    if let Some(r) = reverse {
+        let _ = writeln!(
+            w,
+            "  the way back: {}",
+            describe_reverse(r.via, r.host.as_deref())
+        );
+        let _ = writeln!(
+            w,
+            "    the job's {REVERSE_HOST_PLACEHOLDER} and {REVERSE_PORT_PLACEHOLDER} are filled in before the submission"
+        );
+    }
+    let relay = reverse.filter(|r| r.via == ReverseVia::Relay).map(|r| {
+        let mut argv = relay_argv(r.host.as_deref().unwrap_or(""), 0);
+        if let Some(port) = argv.last_mut() {
+            *port = "<the -R tunnel's port>".to_string();
+        }
+        argv
+    });
+    if let Some(argv) = &relay {
+        let _ = writeln!(w, "  relay argv on the login node:");
+        for (i, a) in argv.iter().enumerate() {
+            let _ = writeln!(w, "    [{i}] {a:?}");
+        }
+    }
+    for t in &ssh.tunnels {
+        match t {
+            Tunnel::Local { .. } => {
+                commands.push(("forward tunnel, once the job runs", c.forward(t)));
+            }
+            Tunnel::Remote { .. } => {
+                commands.insert(1, ("reverse tunnel, before the submission", c.forward(t)));
+            }
+        }
+    }
+    if let Some(argv) = &relay {
+        commands.insert(
+            2,
+            (
+                "the relay (in pv-launch's cleanup wrapper), before the submission",
+                c.run(&wrap_remote_command(&remote_command(
+                    argv,
+                    &ssh.remote.env,
+                    None,
+                ))),
+            ),
+        );
+    }
     if matches!(ssh.backend, BackendPlan::Russh(_)) {
         commands.clear();
     }
@@ -520,6 +575,12 @@ impl Plan {
                         "script": r.script,
                         "queue_timeout": b.queue_timeout.map(|d| d.as_secs_f64()),
                     }))
+                    .map(|mut j| {
+                        if let Some(r) = &b.reverse {
+                            j["reverse"] = json!({"via": r.via.as_str(), "host": r.host});
+                        }
+                        j
+                    })
                 });
                 let mut launch = json!({
                     "mechanism": p.mechanism(),

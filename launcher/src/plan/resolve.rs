@@ -689,22 +689,71 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_reverse_batch_job_over_ssh_is_refused() {
-        let text = "[[server]]\nname = \"r\"\nresource = \"csrc://localhost:11111\"\n\
-                    [server.startup]\nmechanism = \"batch\"\nargv = [\"pvserver\"]\n\
-                    [server.startup.ssh]\nhost = \"login1\"\n[server.startup.batch]\n";
-        let profile = load_str(Path::new("p.toml"), text).unwrap();
-        let e = Plan::resolve(
+    fn reverse_batch(table: &str) -> Plan {
+        let text = format!(
+            "[[server]]\nname = \"r\"\nresource = \"csrc://localhost:11111\"\n\
+             [server.startup]\nmechanism = \"batch\"\n\
+             argv = [\"pvserver\", \"--client-host=${{PV_CLIENT_HOST}}\", \"--server-port=${{PV_SERVER_PORT}}\"]\n\
+             [server.startup.ssh]\nhost = \"login1\"\n[server.startup.batch]\n{table}"
+        );
+        let profile = load_str(Path::new("p.toml"), &text).unwrap();
+        Plan::resolve(
             &profile.servers[0],
             &LaunchContext::fixed(),
             &crate::prompt::NonInteractive,
         )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.starts_with("p.toml:3:12: a reverse connection") && e.contains("GatewayPorts"),
-            "{e}"
+        .unwrap()
+    }
+
+    #[test]
+    fn a_reverse_batch_job_over_ssh_dials_the_login_node_through_a_relay_by_default() {
+        let plan = reverse_batch("");
+        let Launch::Process(p) = plan.launch() else {
+            panic!("a process")
+        };
+        let b = p.batch().expect("a batch start");
+        let r = b.reverse.as_ref().expect("a way back");
+        assert_eq!(r.via, crate::startup::batch::ReverseVia::Relay);
+        assert_eq!(r.host, None);
+        // The job's host and port are filled in when the launch runs.
+        assert_eq!(
+            b.server_argv,
+            [
+                "pvserver",
+                "--client-host=<login node host>",
+                "--server-port=<login node port>"
+            ]
         );
+        assert_eq!(
+            b.dialling("login1-ib", 40123).server_argv[1..],
+            ["--client-host=login1-ib", "--server-port=40123"]
+        );
+        let Place::Ssh(ssh) = &p.place else {
+            panic!("over ssh")
+        };
+        // The -R tunnel stays on the login node's loopback; it leads to the client's port.
+        assert_eq!(
+            ssh.tunnels,
+            [Tunnel::Remote {
+                remote_port: 0,
+                local_port: 11111,
+                public: false
+            }]
+        );
+        let gw = reverse_batch("reverse_via = \"gateway-ports\"\nreverse_host = \"login1-ib\"\n");
+        let Launch::Process(p) = gw.launch() else {
+            panic!("a process")
+        };
+        assert_eq!(
+            p.batch().and_then(|b| b.reverse.clone()),
+            Some(crate::plan::ReverseBatch {
+                via: crate::startup::batch::ReverseVia::GatewayPorts,
+                host: Some("login1-ib".into())
+            })
+        );
+        let Place::Ssh(ssh) = &p.place else {
+            panic!("over ssh")
+        };
+        assert_eq!(ssh.tunnels[0].spec(), "0.0.0.0:0:127.0.0.1:11111");
     }
 }

@@ -101,12 +101,16 @@ pub enum Tunnel {
     },
     /// `-R 127.0.0.1:<remote_port>:127.0.0.1:<local_port>`: the server dials
     /// `127.0.0.1:<remote_port>` on its host, which reaches the client listening on
-    /// `127.0.0.1:<local_port>` here.
+    /// `127.0.0.1:<local_port>` here. With `public`, `-R 0.0.0.0:…`: other hosts (compute
+    /// nodes) dial it too, if the remote sshd allows it (`GatewayPorts`).
     Remote {
         /// Port on the remote host; 0: chosen by the remote side (read back).
         remote_port: u16,
         /// Port on this host (the client's listener).
         local_port: u16,
+        /// Bound on all the remote host's interfaces instead of its loopback.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        public: bool,
     },
 }
 
@@ -137,7 +141,11 @@ impl Tunnel {
             Tunnel::Remote {
                 remote_port,
                 local_port,
-            } => format!("127.0.0.1:{remote_port}:127.0.0.1:{local_port}"),
+                public,
+            } => {
+                let bind = if *public { "0.0.0.0" } else { "127.0.0.1" };
+                format!("{bind}:{remote_port}:127.0.0.1:{local_port}")
+            }
         }
     }
 }
@@ -541,7 +549,8 @@ mod tests {
         assert_eq!(
             Tunnel::Remote {
                 remote_port: 0,
-                local_port: 5
+                local_port: 5,
+                public: false,
             }
             .spec(),
             "127.0.0.1:0:127.0.0.1:5"

@@ -274,6 +274,12 @@ pub struct BatchSettings {
     /// The directory of the jobs' private directories (on a file system the compute nodes
     /// share); `None`: `$HOME/.pv-launch/jobs` of the host that submits.
     pub jobs_dir: Option<Located<Template>>,
+    /// How a reverse connection from a job submitted over ssh reaches the client.
+    pub reverse_via: crate::startup::batch::ReverseVia,
+    /// The login node's address as the compute nodes reach it (the relay listens there, the
+    /// job dials it); `None`: the relay listens on all interfaces and the job dials the login
+    /// node's `uname -n`.
+    pub reverse_host: Option<Located<Template>>,
 }
 
 impl BatchSettings {
@@ -292,6 +298,7 @@ impl BatchSettings {
             ("job_name", &self.job_name),
             ("output", &self.output),
             ("jobs_dir", &self.jobs_dir),
+            ("reverse_host", &self.reverse_host),
         ];
         single
             .into_iter()

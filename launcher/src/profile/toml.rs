@@ -89,6 +89,9 @@ struct RawBatch {
     in_job: crate::startup::batch::InJob,
     queue_timeout: Option<Spanned<f64>>,
     jobs_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    reverse_via: crate::startup::batch::ReverseVia,
+    reverse_host: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -621,6 +624,8 @@ impl Loader<'_> {
             in_job: raw.in_job,
             queue_timeout,
             jobs_dir: opt(&raw.jobs_dir)?,
+            reverse_via: raw.reverse_via,
+            reverse_host: opt(&raw.reverse_host)?,
         })
     }
 
@@ -1239,7 +1244,7 @@ mod tests {
     fn batch_table_errors_name_their_place() {
         assert_eq!(
             error(&batch("ntask = 2\n")),
-            "p.toml:8:1: unknown field `ntask`, expected one of `scheduler`, `nodes`, `ntasks`, `cpus_per_task`, `partition`, `account`, `time`, `qos`, `constraint`, `gres`, `job_name`, `output`, `extra_options`, `in_job`, `queue_timeout`, `jobs_dir`"
+            "p.toml:8:1: unknown field `ntask`, expected one of `scheduler`, `nodes`, `ntasks`, `cpus_per_task`, `partition`, `account`, `time`, `qos`, `constraint`, `gres`, `job_name`, `output`, `extra_options`, `in_job`, `queue_timeout`, `jobs_dir`, `reverse_via`, `reverse_host`"
         );
         assert_eq!(
             error(&batch("nodes = 0\n")),

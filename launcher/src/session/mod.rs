@@ -82,6 +82,14 @@ impl From<StartError> for LaunchError {
 }
 
 /// A launched server and the live, handshaken connection(s) to it.
+///
+/// End it with [`Session::cleanup`], which awaits everything: for a batch job, `scancel`
+/// and the confirmation that the job left the queue. Dropping a session instead stops
+/// what it started as well; a batch job is then cancelled by its watchdog (a small process
+/// on the submitting host that `scancel`s when pv-launch's end of its pipe or ssh channel
+/// closes: nothing more is needed from the program, not even a live async runtime, and
+/// it works after a crash or SIGKILL too), and confirmed from a background task while the
+/// runtime lives ([`crate::startup::batch::finish_pending_cancels`] waits for those).
 #[derive(Debug)]
 pub struct Session {
     url: String,
@@ -146,7 +154,8 @@ impl Session {
         self.builtin_server.take()
     }
 
-    /// Close the connections and stop the server's whole process group.
+    /// Close the connections and stop the server's whole process group; a batch job is
+    /// cancelled and confirmed gone from the queue before this returns.
     pub async fn cleanup(mut self) {
         self.connections.clear();
         self.builtin_server = None;

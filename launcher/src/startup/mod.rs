@@ -337,8 +337,16 @@ pub async fn start(
     events: &EventSender,
 ) -> Result<(Option<Server>, Option<ReadyLine>), StartError> {
     if let How::Batch(b) = &process.how {
-        let (server, ready) =
-            batch::start(b, &process.place, secrets, ready_timeout, options, events).await?;
+        let (server, ready) = batch::start(
+            b,
+            &process.place,
+            secrets,
+            ready_timeout,
+            options,
+            listening,
+            events,
+        )
+        .await?;
         return Ok((Some(Server::Batch(Box::new(server))), Some(ready)));
     }
     // ParaView's default pattern replaces its delay, and waits no longer than the delay.

@@ -66,6 +66,7 @@
 //! | final state after the queue forgets | `sacct` / `scontrol show job` | `qstat -x` | `bjobs -a` / `bhist` | `flux jobs -a` |
 //! | own tagged jobs | `squeue --me -o` + name prefix | `qselect -u $USER -N pvl-…` | `bjobs -J "pvl-*"` | `flux jobs --name` |
 
+mod relay;
 mod runner;
 mod script;
 mod slurm;
@@ -79,6 +80,7 @@ mod track;
 use std::future::Future;
 use std::time::Duration;
 
+pub use relay::{RELAY_PROBE, describe as describe_reverse, relay_argv};
 pub use runner::{
     CommandOutput, CountingRunner, DEFAULT_COMMAND_TIMEOUT, LocalRunner, RunError, Runner,
 };
@@ -91,8 +93,8 @@ pub use slurm::{
     parse_scontrol_job, parse_squeue_line, parse_time_left, sbatch_argv,
 };
 pub use spec::{
-    BatchSpec, InJob, JOB_NAME_PREFIX, LaunchId, SchedulerKind, SpecError, TimeError, WallTime,
-    expand_output,
+    BatchSpec, InJob, JOB_NAME_PREFIX, LaunchId, ReverseVia, SchedulerKind, SpecError, TimeError,
+    WallTime, expand_output,
 };
 pub use start::{BatchServer, HostRunner, SshRunner, finish_pending_cancels, job_event, start};
 pub use status::{ExitCode, JobId, JobState, JobStatus, OTHER_FINAL_STATES};

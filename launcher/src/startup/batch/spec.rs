@@ -51,6 +51,36 @@ pub enum InJob {
     Direct,
 }
 
+/// How a job submitted over ssh reaches a client that waits for a reverse connection: the
+/// compute node dials the login node, and from there an ssh `-R` tunnel leads to this host.
+/// A `-R` port is bound to the login node's loopback unless its sshd allows otherwise, so
+/// something must listen where compute nodes can reach it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReverseVia {
+    /// pv-launch's relay: a short `python3` script started on the login node through the
+    /// same ssh connection (in the cleanup wrapper: it ends with the connection) listens on
+    /// a free port of the login node's address and copies each connection to the
+    /// loopback-bound `-R` port. Needs nothing configured; needs `python3` there.
+    #[default]
+    Relay,
+    /// The `-R` tunnel itself is bound to all of the login node's interfaces
+    /// (`-R 0.0.0.0:0:…`): needs `GatewayPorts clientspecified` (or `yes`) in the login
+    /// node's sshd configuration; with `no` (OpenSSH's default) sshd binds loopback only and
+    /// the job's dial is refused.
+    GatewayPorts,
+}
+
+impl ReverseVia {
+    /// Its name in profiles.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReverseVia::Relay => "relay",
+            ReverseVia::GatewayPorts => "gateway-ports",
+        }
+    }
+}
+
 /// A Slurm duration: `minutes`, `minutes:seconds`, `hours:minutes:seconds`, `days-hours`,
 /// `days-hours:minutes`, `days-hours:minutes:seconds`, or `UNLIMITED`/`INFINITE`.
 ///

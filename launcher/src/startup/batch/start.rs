@@ -8,25 +8,34 @@
 //!
 //! No job is left behind: a start that fails or times out cancels its job (and confirms it
 //! left the queue) before it returns; [`BatchServer::cleanup`] does the same at the end of
-//! a session; a [`BatchServer`] dropped without cleanup (the launch abandoned by Ctrl-C, a
-//! client that exits) cancels from a background task, which
-//! [`finish_pending_cancels`] waits for. A SIGKILLed pv-launch cannot cancel anything:
-//! `pv-launch jobs --cancel` finds its tagged jobs afterwards.
+//! a session. Beyond that, every job has a **watchdog** from the moment it is submitted: a
+//! small `sh` on the host that submitted it (this host, or the login node in pv-launch's
+//! cleanup wrapper over the launch's ssh connection) that waits for pv-launch's end of a
+//! pipe (or the ssh channel) to close and then runs `scancel` and removes the job
+//! directory. So a [`BatchServer`] that is merely dropped — by an embedder that never calls
+//! `cleanup` nor [`finish_pending_cancels`], whose runtime shuts down at once, or by a
+//! process that exits, crashes or is SIGKILLed — still has its job cancelled, without any
+//! code of pv-launch's running afterwards. A dropped server also starts the confirmed
+//! cancel in a background task; [`finish_pending_cancels`] only waits for those
+//! confirmations. A lost ssh connection to the login node ends the session and cancels the
+//! job the same way. `pv-launch jobs --cancel` remains for the one case left: the login
+//! node's or this host's watchdog itself killed (a reboot, an OOM kill).
 
 use std::net::SocketAddr;
 use std::process::ExitStatus;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use pv_transport::launch::{ReadyLine, Secrets};
+use pv_transport::launch::{LAUNCH_CHANNEL_VERSION, READY_PREFIX, ReadyLine, Secrets};
 
 use super::{
     BatchError, BatchPlan, CommandOutput, DEFAULT_COMMAND_TIMEOUT, JobState, JobStatus,
-    LocalRunner, RunError, Runner, Slurm, Submitted, TrackEvent,
+    LocalRunner, RELAY_PROBE, ReverseVia, RunError, Runner, Slurm, Submitted, TrackEvent,
+    relay_argv,
 };
 use crate::events::{Event, EventSender, Stage};
-use crate::plan::{BatchStart, JobsDir, Place, Tunnel};
-use crate::startup::ssh::{SshError, SshHost, remote_command, require_backend};
+use crate::plan::{BatchStart, JobsDir, Place, ReverseBatch, Tunnel};
+use crate::startup::ssh::{RemoteHelper, SshError, SshHost, remote_command, require_backend};
 use crate::startup::{StartError, StartOptions, channel};
 
 /// Runs scheduler commands on a login node through an authenticated ssh connection
@@ -69,6 +78,11 @@ impl SshRunner {
     /// The ssh connection, for a tunnel.
     pub fn host_mut(&mut self) -> &mut SshHost {
         &mut self.host
+    }
+
+    /// Close the ssh connection (pv-launch's master, when nothing else shares it).
+    pub async fn close(self) {
+        self.host.close().await;
     }
 }
 
@@ -136,12 +150,109 @@ impl Runner for HostRunner {
     }
 }
 
+/// The watchdog's script (`sh -c <it> pv-launch-watchdog <job id> <job dir>`) on this host:
+/// `read` returns when pv-launch's end of its stdin pipe closes, however pv-launch ends.
+const LOCAL_WATCHDOG: &str = "read -r _ || :; scancel \"$1\" >/dev/null 2>&1; rm -rf -- \"$2\"";
+
+/// The watchdog on a login node, in the cleanup wrapper: the wrapper sends it SIGTERM when
+/// the channel's stdin ends (pv-launch closed it, was killed, or the connection was lost);
+/// its trap cancels. The ready line says the trap is set.
+fn remote_watchdog() -> String {
+    format!(
+        "trap 'scancel \"$1\" >/dev/null 2>&1; rm -rf -- \"$2\"; exit 0' TERM HUP; \
+         echo '{READY_PREFIX} {LAUNCH_CHANNEL_VERSION} port=0 handshake=none'; \
+         while :; do sleep 3600 & wait $!; done"
+    )
+}
+
+/// A job's watchdog (see the module documentation).
+#[derive(Debug)]
+enum Watchdog {
+    /// An `sh` here, its stdin a pipe pv-launch holds.
+    Local(std::process::Child),
+    /// An `sh` on the login node in the cleanup wrapper.
+    Remote(Box<RemoteHelper>),
+}
+
+impl Watchdog {
+    /// Start the watchdog of job `id` (files in `dir`) where `runner` runs commands.
+    async fn start(runner: &HostRunner, id: &str, dir: &str) -> Result<Watchdog, StartError> {
+        let argv = ["sh", "-c", "", "pv-launch-watchdog", id, dir].map(String::from);
+        match runner {
+            HostRunner::Local(_) => {
+                use std::os::unix::process::CommandExt;
+                let child = std::process::Command::new("sh")
+                    .args(["-c", LOCAL_WATCHDOG])
+                    .args(&argv[3..])
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    // Its own process group: a Ctrl-C to the terminal's group does not end it.
+                    .process_group(0)
+                    .spawn()
+                    .map_err(|e| {
+                        StartError::Batch(BatchError::Controller(format!(
+                            "cannot start the job's watchdog (sh): {e}"
+                        )))
+                    })?;
+                Ok(Watchdog::Local(child))
+            }
+            HostRunner::Ssh(r) => {
+                let mut argv = argv;
+                argv[2] = remote_watchdog();
+                let command = remote_command(&argv, &r.env, None);
+                let (helper, _) = r
+                    .host
+                    .start_helper(&command, DEFAULT_COMMAND_TIMEOUT)
+                    .await?;
+                Ok(Watchdog::Remote(Box::new(helper)))
+            }
+        }
+    }
+
+    /// Release it after the job was cancelled and confirmed (its own `scancel` then finds
+    /// nothing to do) and wait for it to end.
+    async fn stop(&mut self, runner: &HostRunner) {
+        match (self, runner) {
+            (Watchdog::Local(child), _) => {
+                drop(child.stdin.take());
+                let deadline = Instant::now() + DEFAULT_COMMAND_TIMEOUT;
+                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            (Watchdog::Remote(helper), HostRunner::Ssh(r)) => {
+                r.host.stop_helper(helper).await;
+            }
+            (Watchdog::Remote(_), HostRunner::Local(_)) => {}
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // Closing the pipe is what tells it to cancel; reap it from a thread so that it
+        // does not linger as a zombie (the thread needs no runtime).
+        if let Watchdog::Local(child) = self {
+            drop(child.stdin.take());
+            if let Ok(None) = child.try_wait() {
+                let pid = child.id();
+                std::thread::spawn(move || {
+                    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+                });
+            }
+        }
+    }
+}
+
 /// Cancels of dropped [`BatchServer`]s still running in the background.
 static PENDING_CANCELS: Mutex<Vec<tokio::task::JoinHandle<()>>> = Mutex::new(Vec::new());
 
-/// Wait (at most `within`) for the cancels that dropped [`BatchServer`]s started in the
-/// background: a program that abandons a launch (Ctrl-C) calls this before it exits, so
-/// its job is gone from the queue when it does.
+/// Wait (at most `within`) for the confirmed cancels that dropped [`BatchServer`]s started
+/// in the background. Optional: a dropped server's job is cancelled by its watchdog even if
+/// nobody calls this (see the module documentation); a program that abandons a launch
+/// (Ctrl-C) calls it to report the job's final state, and to know the job has left the
+/// queue when it exits.
 pub async fn finish_pending_cancels(within: Duration) {
     let handles: Vec<_> =
         std::mem::take(&mut *PENDING_CANCELS.lock().unwrap_or_else(|e| e.into_inner()));
@@ -156,8 +267,10 @@ pub async fn finish_pending_cancels(within: Duration) {
 /// A server running in a batch job, supervised until the job ends or the session does.
 ///
 /// [`BatchServer::cleanup`] cancels the job (confirming it left the queue), removes its
-/// directory and closes the ssh connection; dropping it without that does the same from a
-/// background task (see [`finish_pending_cancels`]).
+/// directory and closes the ssh connection. Dropping it without that cancels too: at once
+/// through the job's watchdog (which needs nothing more from the program, not even a
+/// running async runtime), and with confirmation from a background task while the
+/// runtime lives (see [`finish_pending_cancels`]).
 #[derive(Debug)]
 pub struct BatchServer {
     live: Option<Live>,
@@ -172,16 +285,29 @@ struct Live {
     last: Option<JobStatus>,
     dial: Option<(String, u16)>,
     tunnel: Option<SocketAddr>,
+    relay: Option<RemoteHelper>,
+    watchdog: Option<Watchdog>,
 }
 
 impl Live {
     /// Cancel (confirmed), remove the job directory, close the ssh connection.
     async fn end(self) -> Result<JobStatus, BatchError> {
         let Live {
-            slurm, plan, job, ..
+            slurm,
+            plan,
+            job,
+            relay,
+            watchdog,
+            ..
         } = self;
         let st = plan.cancel(&slurm, &job).await;
+        if let Some(mut w) = watchdog {
+            w.stop(slurm.runner()).await;
+        }
         if let HostRunner::Ssh(r) = slurm.into_runner() {
+            if let Some(mut relay) = relay {
+                r.host.stop_helper(&mut relay).await;
+            }
             r.host.close().await;
         }
         st
@@ -381,6 +507,7 @@ pub async fn start(
     secrets: Option<&Secrets>,
     ready_timeout: Duration,
     options: &StartOptions,
+    listening: &[u16],
     events: &EventSender,
 ) -> Result<(BatchServer, ReadyLine), StartError> {
     let begun = Instant::now();
@@ -404,10 +531,23 @@ pub async fn start(
         JobsDir::Path(_) => String::new(),
         JobsDir::RemoteHome => remote_home(&runner).await?,
     };
+    let (batch, relay) = match (&batch.reverse, &runner, &tunnel) {
+        (Some(reverse), HostRunner::Ssh(r), Some(Tunnel::Remote { public, .. })) => {
+            let Some(&local) = listening.first() else {
+                return Err(StartError::Batch(BatchError::Controller(
+                    "a reverse connection without a port the client listens on".into(),
+                )));
+            };
+            let way = way_back(r, reverse, local, *public, options).await?;
+            (batch.dialling(&way.host, way.port), way.relay)
+        }
+        _ => (batch.clone(), None),
+    };
     let plan = batch.batch_plan(&home)?;
     let slurm = Slurm::new(runner);
     let line = channel::secrets_line(secrets);
     let job = plan.submit(&slurm, &line).await?;
+    let watchdog = Watchdog::start(slurm.runner(), job.job_id.as_str(), &plan.files.dir).await;
     let mut server = BatchServer {
         live: Some(Live {
             slurm,
@@ -417,8 +557,17 @@ pub async fn start(
             last: None,
             dial: None,
             tunnel: None,
+            relay,
+            watchdog: None,
         }),
     };
+    match watchdog {
+        Ok(w) => server.live_mut().watchdog = Some(w),
+        Err(e) => {
+            let _ = server.cleanup().await;
+            return Err(e);
+        }
+    }
     stage(events, Stage::WaitJob, begun);
     let ready = match await_ready(
         server.live_mut(),
@@ -467,6 +616,69 @@ pub async fn start(
         elapsed: begun.elapsed(),
     });
     Ok((server, ready))
+}
+
+/// Where the job dials back, and the relay that listens there (none with gateway ports).
+struct WayBack {
+    host: String,
+    port: u16,
+    relay: Option<RemoteHelper>,
+}
+
+/// Open the way back from a compute node to the client listening on `local` here: the `-R`
+/// tunnel (bound on the login node's loopback, or with `public` on all its interfaces), and
+/// for [`ReverseVia::Relay`] the relay in front of it (see the `relay` module).
+async fn way_back(
+    runner: &SshRunner,
+    reverse: &ReverseBatch,
+    local: u16,
+    public: bool,
+    options: &StartOptions,
+) -> Result<WayBack, StartError> {
+    let host = runner.host();
+    let probe = runner
+        .run(&["sh", "-c", RELAY_PROBE].map(String::from), None)
+        .await
+        .map_err(BatchError::from)?;
+    let relay = reverse.via == ReverseVia::Relay;
+    if relay && probe.status == Some(127) {
+        return Err(StartError::Ssh(SshError::Invalid(format!(
+            "reverse_via = \"relay\" needs python3 on the login node {}, and it is not on \
+             the PATH there: install it (or put it on PATH through [server.startup.ssh] env), \
+             or use reverse_via = \"gateway-ports\" (needs GatewayPorts clientspecified in \
+             the login node's sshd), or a forward connection (cs://)",
+            host.display_name()
+        ))));
+    }
+    let name = probe.stdout_text().trim().to_string();
+    let dial = match (&reverse.host, name.is_empty()) {
+        (Some(h), _) => h.clone(),
+        (None, false) => name,
+        (None, true) => {
+            return Err(StartError::Batch(BatchError::Controller(format!(
+                "cannot read the login node's name (uname -n): {}",
+                probe.stderr_text()
+            ))));
+        }
+    };
+    let tunnel_port = host.forward_remote(0, local, public).await?;
+    if !relay {
+        return Ok(WayBack {
+            host: dial,
+            port: tunnel_port,
+            relay: None,
+        });
+    }
+    let argv = relay_argv(reverse.host.as_deref().unwrap_or(""), tunnel_port);
+    let command = remote_command(&argv, &runner.env, None);
+    let (helper, ready) = host
+        .start_helper(&command, options.ssh.control_timeout)
+        .await?;
+    Ok(WayBack {
+        host: dial,
+        port: ready.port,
+        relay: Some(helper),
+    })
 }
 
 /// `$HOME` on the login node.

@@ -40,7 +40,7 @@ mod session;
 
 pub use askpass_bridge::{AskpassBridge, prompt_option};
 pub use openssh::{AskpassProgram, Master, RemoteServer, find_askpass};
-pub(crate) use session::RemoteIo;
+pub(crate) use session::{RemoteHelper, RemoteIo};
 pub use session::{SshHost, SshLaunch, SshSession};
 
 pub use crate::plan::ssh::{

@@ -39,6 +39,11 @@ pub enum SshHost {
     Russh(RusshConnection),
 }
 
+/// A helper process on the remote host ([`SshHost::start_helper`]); dropping it closes its
+/// channel, and the cleanup wrapper then ends its process group.
+#[derive(Debug)]
+pub(crate) struct RemoteHelper(RemoteProcess);
+
 /// The remote server, as each backend runs it.
 #[derive(Debug)]
 enum RemoteProcess {
@@ -79,12 +84,18 @@ impl SshHost {
     }
 
     /// Open `-R 127.0.0.1:<remote_port>:127.0.0.1:<local_port>` (remote port 0: the
-    /// remote side chooses): the remote port.
-    async fn forward_remote(&self, remote_port: u16, local_port: u16) -> Result<u16, SshError> {
+    /// remote side chooses; `public`: `0.0.0.0` instead of `127.0.0.1`, if the remote sshd
+    /// allows it): the remote port.
+    pub(crate) async fn forward_remote(
+        &self,
+        remote_port: u16,
+        local_port: u16,
+        public: bool,
+    ) -> Result<u16, SshError> {
         match self {
-            SshHost::OpenSsh(m) => m.forward_remote(remote_port, local_port).await,
+            SshHost::OpenSsh(m) => m.forward_remote(remote_port, local_port, public).await,
             #[cfg(feature = "russh")]
-            SshHost::Russh(c) => c.forward_remote_at(remote_port, local_port).await,
+            SshHost::Russh(c) => c.forward_remote_at(remote_port, local_port, public).await,
         }
     }
 
@@ -166,6 +177,34 @@ impl SshHost {
                 (RemoteProcess::Russh(s), r)
             }
         })
+    }
+
+    /// Start `command` (one POSIX sh command line) in the cleanup wrapper and wait at most
+    /// `ready_timeout` for its ready line: a helper process beside the server (the batch
+    /// relay) that ends with its channel, whichever way that closes.
+    pub(crate) async fn start_helper(
+        &self,
+        command: &str,
+        ready_timeout: Duration,
+    ) -> Result<(RemoteHelper, ReadyLine), SshError> {
+        let (mut process, ready) = self
+            .start_server(command, None, Some(ready_timeout), None, None)
+            .await?;
+        match ready {
+            Some(r) => Ok((RemoteHelper(process), r)),
+            None => {
+                self.stop(&mut process).await;
+                Err(SshError::Invalid(format!(
+                    "the helper command on {} printed no ready line",
+                    self.display_name()
+                )))
+            }
+        }
+    }
+
+    /// Stop a helper started by [`SshHost::start_helper`] on this connection.
+    pub(crate) async fn stop_helper(&self, helper: &mut RemoteHelper) {
+        self.stop(&mut helper.0).await;
     }
 
     /// Stop `server`'s remote process group through this connection.
@@ -263,7 +302,11 @@ impl SshLaunch {
             Some(Tunnel::Remote {
                 remote_port,
                 local_port,
-            }) => Some(host.forward_remote(*remote_port, *local_port).await?),
+                public,
+            }) => Some(
+                host.forward_remote(*remote_port, *local_port, *public)
+                    .await?,
+            ),
             _ => None,
         };
         let (mut server, ready) = host

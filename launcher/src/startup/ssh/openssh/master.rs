@@ -521,10 +521,18 @@ impl Master {
     /// Forward `127.0.0.1:<remote_port>` on the remote host (bound to its loopback) to
     /// `127.0.0.1:<local_port>` here (`-R`); remote port 0: the remote side chooses, and
     /// the port it chose is read back. The remote port.
-    pub async fn forward_remote(&self, remote_port: u16, local_port: u16) -> Result<u16, SshError> {
+    /// With `public`, the remote end is bound on all its interfaces (sshd's `GatewayPorts`
+    /// decides whether it is).
+    pub async fn forward_remote(
+        &self,
+        remote_port: u16,
+        local_port: u16,
+        public: bool,
+    ) -> Result<u16, SshError> {
         let tunnel = Tunnel::Remote {
             remote_port,
             local_port,
+            public,
         };
         let out = self.forward(&tunnel).await?;
         if remote_port != 0 {

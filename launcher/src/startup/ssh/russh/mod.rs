@@ -609,21 +609,23 @@ impl RusshConnection {
     /// `-R`: ask the server to listen on a port of its own choosing on its 127.0.0.1;
     /// each connection there is bridged to `127.0.0.1:<local_port>` here. The remote port.
     pub async fn forward_remote(&self, local_port: u16) -> Result<u16, SshError> {
-        self.forward_remote_at(0, local_port).await
+        self.forward_remote_at(0, local_port, false).await
     }
 
     /// `-R` with a fixed remote port (0: the server chooses): the server listens on
-    /// `127.0.0.1:<remote_port>` on its host, each connection there is bridged to
+    /// `127.0.0.1:<remote_port>` (`public`: `0.0.0.0`, if its sshd allows) on its host, each connection there is bridged to
     /// `127.0.0.1:<local_port>` here. The remote port.
     pub async fn forward_remote_at(
         &self,
         remote_port: u16,
         local_port: u16,
+        public: bool,
     ) -> Result<u16, SshError> {
-        let spec = format!("-R 127.0.0.1:{remote_port}:127.0.0.1:{local_port}");
+        let bind = if public { "0.0.0.0" } else { "127.0.0.1" };
+        let spec = format!("-R {bind}:{remote_port}:127.0.0.1:{local_port}");
         let allocated = self
             .handle
-            .tcpip_forward("127.0.0.1", u32::from(remote_port))
+            .tcpip_forward(bind, u32::from(remote_port))
             .await
             .map_err(|e| SshError::Forward {
                 host: self.host.clone(),
