@@ -710,6 +710,60 @@ fn socat_reaches_a_tls_native_server_through_the_loopback_endpoint_and_another_u
     ));
 }
 
+/// The demo server on the native handshake without TLS: pv-launch relays its plain
+/// connection to the loopback endpoint inside the kernel (`splice`); 4 MiB sent by `socat`
+/// come back unchanged, and the client's half-close reaches the server, which ends the echo.
+#[test]
+fn socat_gets_megabytes_back_from_a_plain_native_server_through_the_loopback_endpoint() {
+    if !have(&["/usr/bin/socat"]) {
+        return;
+    }
+    let dir = scratch();
+    let profile = dir.path().join("plain.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[[server]]\nname = \"plain\"\nresource = \"cs://127.0.0.1:0\"\nconnect_timeout = 20\n\
+             [server.startup]\nmechanism = \"local\"\n\
+             argv = [{:?}, \"--server-port\", \"${{PV_SERVER_PORT}}\", \"--multi-clients\"]\n",
+            workspace_bin("pv-demo-server").display().to_string()
+        ),
+    )
+    .unwrap();
+    // `--multi-clients`: the server outlives its client, so the session ends with the
+    // client, once everything came back (a server that exits as its client finishes races
+    // the session's stop of the client).
+    let sent: Vec<u8> = (0..4 * 1024 * 1024 + 5)
+        .map(|i: usize| (i % 251) as u8)
+        .collect();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::write(&input, &sent).unwrap();
+    // Half-close after the input (socat shuts its writing down at end of file), then wait
+    // for the server's end of file, at most 20 s.
+    let client = format!(
+        "socat -t 20 - TCP:$PV_LAUNCH_HOST:$PV_LAUNCH_PORT < {input:?} > {output:?} || exit 20"
+    );
+    let end = run(
+        &["--profile", profile.to_str().unwrap(), "--exec", &client],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(end.code, Some(0), "{}", end.context());
+    let back = std::fs::read(&output).unwrap();
+    assert!(
+        back == sent,
+        "{} bytes came back for {} sent\n{}",
+        back.len(),
+        sent.len(),
+        end.context()
+    );
+    assert_group_gone(end.client_pid());
+    assert_no_process_with(&format!(
+        "{} --server-port",
+        workspace_bin("pv-demo-server").display()
+    ));
+}
+
 #[test]
 fn a_client_exiting_non_zero_is_pv_launchs_status_and_the_server_is_stopped() {
     if !have(&[PVSERVER]) {

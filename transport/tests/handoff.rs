@@ -22,7 +22,7 @@ use pv_transport::socket_table::{
     self, WaitListeningError, effective_uid, is_listening, listener_uids, peer_uid, wait_listening,
 };
 use pv_transport::{Connection, ConnectionConfig, Listener, ServerIdentity, TlsConfig, Token};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::process::Command;
 use tokio::sync::mpsc;
@@ -237,6 +237,27 @@ fn echo(server: Connection) -> tokio::task::JoinHandle<u64> {
     })
 }
 
+/// Write `data` on `w` and half-close it (the server sees end of file, echoes the rest and
+/// closes) while reading `r` to its end, within [`WAIT`]: what came back.
+async fn send_and_read_back(
+    mut r: impl AsyncRead + Unpin,
+    mut w: impl AsyncWrite + Unpin + Send + 'static,
+    data: &[u8],
+) -> Vec<u8> {
+    let to_send = data.to_vec();
+    let writer = tokio::spawn(async move {
+        w.write_all(&to_send).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(WAIT, r.read_to_end(&mut back))
+        .await
+        .expect("echo within the bound")
+        .unwrap();
+    writer.await.unwrap();
+    back
+}
+
 #[tokio::test]
 async fn bytes_flow_both_ways_to_a_handshaken_server_plain_and_tls() {
     for tls in [false, true] {
@@ -251,20 +272,8 @@ async fn bytes_flow_both_ways_to_a_handshaken_server_plain_and_tls() {
         let echoed = echo(server);
 
         let data = pattern(3 * 1024 * 1024 + 17, tls as u8);
-        let client = TcpStream::connect(addr).await.unwrap();
-        let (mut r, mut w) = client.into_split();
-        let to_send = data.clone();
-        let writer = tokio::spawn(async move {
-            w.write_all(&to_send).await.unwrap();
-            // Half-close: the server sees end of file, echoes the rest and closes.
-            w.shutdown().await.unwrap();
-        });
-        let mut back = Vec::new();
-        tokio::time::timeout(WAIT, r.read_to_end(&mut back))
-            .await
-            .expect("echo within the bound")
-            .unwrap();
-        writer.await.unwrap();
+        let (r, w) = TcpStream::connect(addr).await.unwrap().into_split();
+        let back = send_and_read_back(r, w, &data).await;
         assert!(back == data, "tls={tls}: the echo differs");
         assert_eq!(echoed.await.unwrap(), data.len() as u64);
         let moved = served.await.unwrap().unwrap();
@@ -322,18 +331,8 @@ async fn a_unix_socket_client_is_relayed_both_ways_to_a_plain_server() {
     let (mut to_program, program) = tokio::net::UnixStream::pair().unwrap();
     let relayed = tokio::spawn(async move { handoff::relay(&mut to_program, &mut launcher).await });
     let data = pattern(5 * 1024 * 1024 + 3, 7);
-    let (mut r, mut w) = program.into_split();
-    let to_send = data.clone();
-    let writer = tokio::spawn(async move {
-        w.write_all(&to_send).await.unwrap();
-        w.shutdown().await.unwrap();
-    });
-    let mut back = Vec::new();
-    tokio::time::timeout(WAIT, r.read_to_end(&mut back))
-        .await
-        .expect("echo within the bound")
-        .unwrap();
-    writer.await.unwrap();
+    let (r, w) = program.into_split();
+    let back = send_and_read_back(r, w, &data).await;
     assert!(back == data, "the echo differs");
     assert_eq!(echoed.await.unwrap(), data.len() as u64);
     let n = data.len() as u64;
