@@ -258,7 +258,7 @@ impl LoopbackEndpoint {
     }
 
     /// [`accept_own`](Self::accept_own), then [`relay`] between that client and `server` (a
-    /// handshaken [`Connection`](crate::Connection), or any stream) until both directions
+    /// handshaken [`Connection`], or any stream) until both directions
     /// have ended.
     pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + 'static>(
         self,
