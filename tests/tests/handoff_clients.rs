@@ -634,6 +634,23 @@ fn a_toml_profile_with_the_paraview_handshake_runs_its_own_pvpython_client_forwa
     }
 }
 
+/// A TOML profile in `dir` that starts `pv-demo-server` locally with `flag`, reached at
+/// `scheme://127.0.0.1` (port from the ready line).
+fn demo_server_profile(dir: &Path, scheme: &str, flag: &str) -> PathBuf {
+    let profile = dir.join("demo.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[[server]]\nname = \"demo\"\nresource = \"{scheme}://127.0.0.1:0\"\nconnect_timeout = 20\n\
+             [server.startup]\nmechanism = \"local\"\n\
+             argv = [{:?}, \"--server-port\", \"${{PV_SERVER_PORT}}\", {flag:?}]\n",
+            workspace_bin("pv-demo-server").display().to_string()
+        ),
+    )
+    .unwrap();
+    profile
+}
+
 /// The demo server with TLS and the native handshake: pv-launch connects, and `socat`
 /// (an unmodified TCP client) gets the plaintext stream on the loopback endpoint, bytes
 /// both ways. Before it, a client of uid 65534 dials the same endpoint: refused, a note
@@ -644,17 +661,7 @@ fn socat_reaches_a_tls_native_server_through_the_loopback_endpoint_and_another_u
         return;
     }
     let dir = scratch();
-    let profile = dir.path().join("tls.toml");
-    std::fs::write(
-        &profile,
-        format!(
-            "[[server]]\nname = \"tls\"\nresource = \"cs+tls://127.0.0.1:0\"\nconnect_timeout = 20\n\
-             [server.startup]\nmechanism = \"local\"\n\
-             argv = [{:?}, \"--server-port\", \"${{PV_SERVER_PORT}}\", \"--tls\"]\n",
-            workspace_bin("pv-demo-server").display().to_string()
-        ),
-    )
-    .unwrap();
+    let profile = demo_server_profile(dir.path(), "cs+tls", "--tls");
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     // uid 65534 first (it sends a line and keeps what comes back), then ours: a line
@@ -704,6 +711,50 @@ fn socat_reaches_a_tls_native_server_through_the_loopback_endpoint_and_another_u
         "the relay directory {} is left",
         socket.display()
     );
+    assert_no_process_with(&format!(
+        "{} --server-port",
+        workspace_bin("pv-demo-server").display()
+    ));
+}
+
+/// The demo server on the native handshake without TLS: pv-launch relays its plain
+/// connection to the loopback endpoint inside the kernel (`splice`); 4 MiB sent by `socat`
+/// come back unchanged, and the client's half-close reaches the server, which ends the echo.
+#[test]
+fn socat_gets_megabytes_back_from_a_plain_native_server_through_the_loopback_endpoint() {
+    if !have(&["/usr/bin/socat"]) {
+        return;
+    }
+    let dir = scratch();
+    let profile = demo_server_profile(dir.path(), "cs", "--multi-clients");
+    // `--multi-clients`: the server outlives its client, so the session ends with the
+    // client, once everything came back (a server that exits as its client finishes races
+    // the session's stop of the client).
+    let sent: Vec<u8> = (0..4 * 1024 * 1024 + 5)
+        .map(|i: usize| (i % 251) as u8)
+        .collect();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::write(&input, &sent).unwrap();
+    // Half-close after the input (socat shuts its writing down at end of file), then wait
+    // for the server's end of file, at most 20 s.
+    let client = format!(
+        "socat -t 20 - TCP:$PV_LAUNCH_HOST:$PV_LAUNCH_PORT < {input:?} > {output:?} || exit 20"
+    );
+    let end = run(
+        &["--profile", profile.to_str().unwrap(), "--exec", &client],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(end.code, Some(0), "{}", end.context());
+    let back = std::fs::read(&output).unwrap();
+    assert!(
+        back == sent,
+        "{} bytes came back for {} sent\n{}",
+        back.len(),
+        sent.len(),
+        end.context()
+    );
+    assert_group_gone(end.client_pid());
     assert_no_process_with(&format!(
         "{} --server-port",
         workspace_bin("pv-demo-server").display()

@@ -6,6 +6,7 @@
 //! After that it is a plain byte stream (`AsyncRead + AsyncWrite`) with nothing added to
 //! the data path.
 
+use std::any::Any;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::handshake::{
     Admission, DEFAULT_HANDSHAKE_DEADLINE, Handshake, HandshakeContext, HandshakeError, PeerInfo,
@@ -78,9 +80,37 @@ impl Drop for Slot {
     }
 }
 
+/// What a connection's bytes travel on after the handshake.
+enum Inner {
+    /// A plain TCP socket, no layer above it: a relay may move its bytes in the kernel
+    /// ([`Connection::tcp_socket`]).
+    Tcp(TcpStream),
+    /// Anything else: TLS, an in-process pipe, a stream of the caller's.
+    Other(Box<dyn Stream>),
+}
+
+impl Inner {
+    fn stream(&mut self) -> &mut (dyn Stream + 'static) {
+        match self {
+            Inner::Tcp(s) => s,
+            Inner::Other(s) => &mut **s,
+        }
+    }
+}
+
+/// `stream` itself if it is a [`TcpStream`], else `stream` back: the handshake's type
+/// parameter, told apart at run time.
+fn as_tcp<S: Stream + 'static>(stream: S) -> Result<TcpStream, S> {
+    let mut slot = Some(stream);
+    match (&mut slot as &mut dyn Any).downcast_mut::<Option<TcpStream>>() {
+        Some(tcp) => Ok(tcp.take().expect("filled above")),
+        None => Err(slot.expect("untouched")),
+    }
+}
+
 /// An authenticated, handshaken byte stream.
 pub struct Connection {
-    stream: Box<dyn Stream>,
+    stream: Inner,
     peer: PeerInfo,
     peer_addr: Option<SocketAddr>,
     tls: Option<TlsInfo>,
@@ -148,13 +178,17 @@ impl Connection {
     ) -> Result<Connection, EstablishError> {
         let deadline = config.handshake_deadline;
         let started = tokio::time::Instant::now();
-        let (mut stream, tls, binding): (Box<dyn Stream>, _, _) = match &config.tls {
-            None => (Box::new(stream), None, None),
+        let (mut stream, tls, binding) = match &config.tls {
+            None => match as_tcp(stream) {
+                Ok(tcp) => (Inner::Tcp(tcp), None, None),
+                Err(other) => (Inner::Other(Box::new(other)), None, None),
+            },
             Some(tls) => {
                 let secured = tokio::time::timeout(deadline, tls.secure(stream, role))
                     .await
                     .map_err(|_| crate::tls::TlsError::DeadlinePassed(deadline))??;
-                (secured.stream, Some(secured.info), Some(secured.binding))
+                let info = Some(secured.info);
+                (Inner::Other(secured.stream), info, Some(secured.binding))
             }
         };
         let ctx = HandshakeContext {
@@ -164,7 +198,7 @@ impl Connection {
             admission,
         };
         let left = deadline.saturating_sub(started.elapsed());
-        let peer = perform(config.handshake.as_ref(), &mut stream, ctx, left).await?;
+        let peer = perform(config.handshake.as_ref(), stream.stream(), ctx, left).await?;
         Ok(Connection {
             stream,
             peer,
@@ -185,7 +219,7 @@ impl Connection {
             connect_id: 0,
         };
         let end = |stream, role| Connection {
-            stream: Box::new(stream),
+            stream: Inner::Other(Box::new(stream)),
             peer: info(role),
             peer_addr: None,
             tls: None,
@@ -214,6 +248,18 @@ impl Connection {
     pub fn tls(&self) -> Option<&TlsInfo> {
         self.tls.as_ref()
     }
+
+    /// The TCP socket this connection's bytes travel on when nothing is layered above it (no
+    /// TLS; established on a [`TcpStream`]): what follows the handshake is the socket's
+    /// plain byte stream, so a relay may move it in the kernel
+    /// ([`handoff::relay`](crate::handoff::relay) does). `None` for TLS and in-process
+    /// connections.
+    pub fn tcp_socket(&self) -> Option<&TcpStream> {
+        match &self.stream {
+            Inner::Tcp(tcp) => Some(tcp),
+            Inner::Other(_) => None,
+        }
+    }
 }
 
 impl AsyncRead for Connection {
@@ -222,7 +268,7 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.stream).poll_read(cx, buf)
+        Pin::new(self.stream.stream()).poll_read(cx, buf)
     }
 }
 
@@ -232,15 +278,15 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.stream).poll_write(cx, buf)
+        Pin::new(self.stream.stream()).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.stream).poll_flush(cx)
+        Pin::new(self.stream.stream()).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.stream).poll_shutdown(cx)
+        Pin::new(self.stream.stream()).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -248,10 +294,13 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.stream).poll_write_vectored(cx, bufs)
+        Pin::new(self.stream.stream()).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.stream {
+            Inner::Tcp(s) => s.is_write_vectored(),
+            Inner::Other(s) => s.is_write_vectored(),
+        }
     }
 }

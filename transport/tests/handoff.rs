@@ -1,7 +1,8 @@
 //! Handing connections to client programs, over real loopback sockets and real processes:
 //! the socket table seen live (listeners, peer owners, waiting without connecting), bytes
-//! both ways through a loopback endpoint to a handshaken server connection (plain and TLS),
-//! half-close in both directions, a client of another uid refused while ours is served, the
+//! both ways through a loopback endpoint to a handshaken server connection (plain and TLS)
+//! and through a Unix socket, half-close in both directions, a client's reset ending the
+//! relay with an error, a client of another uid refused while ours is served, the
 //! data + render pair, and dialling a reverse client only when its port is ours.
 //!
 //! The other uid is `nobody` (65534), reached with `setpriv` (util-linux) from root; these
@@ -21,7 +22,7 @@ use pv_transport::socket_table::{
     self, WaitListeningError, effective_uid, is_listening, listener_uids, peer_uid, wait_listening,
 };
 use pv_transport::{Connection, ConnectionConfig, Listener, ServerIdentity, TlsConfig, Token};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::process::Command;
 use tokio::sync::mpsc;
@@ -236,10 +237,33 @@ fn echo(server: Connection) -> tokio::task::JoinHandle<u64> {
     })
 }
 
+/// Write `data` on `w` and half-close it (the server sees end of file, echoes the rest and
+/// closes) while reading `r` to its end, within [`WAIT`]: what came back.
+async fn send_and_read_back(
+    mut r: impl AsyncRead + Unpin,
+    mut w: impl AsyncWrite + Unpin + Send + 'static,
+    data: &[u8],
+) -> Vec<u8> {
+    let to_send = data.to_vec();
+    let writer = tokio::spawn(async move {
+        w.write_all(&to_send).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(WAIT, r.read_to_end(&mut back))
+        .await
+        .expect("echo within the bound")
+        .unwrap();
+    writer.await.unwrap();
+    back
+}
+
 #[tokio::test]
 async fn bytes_flow_both_ways_to_a_handshaken_server_plain_and_tls() {
     for tls in [false, true] {
         let (server, launcher) = server_connection(tls).await;
+        // Plain, the relay moves the bytes in the kernel, from the connection's own socket.
+        assert_eq!(launcher.tcp_socket().is_some(), !tls);
         let endpoint = LoopbackEndpoint::bind(0).await.unwrap();
         let addr = endpoint.local_addr();
         assert!(addr.ip().is_loopback());
@@ -248,20 +272,8 @@ async fn bytes_flow_both_ways_to_a_handshaken_server_plain_and_tls() {
         let echoed = echo(server);
 
         let data = pattern(3 * 1024 * 1024 + 17, tls as u8);
-        let client = TcpStream::connect(addr).await.unwrap();
-        let (mut r, mut w) = client.into_split();
-        let to_send = data.clone();
-        let writer = tokio::spawn(async move {
-            w.write_all(&to_send).await.unwrap();
-            // Half-close: the server sees end of file, echoes the rest and closes.
-            w.shutdown().await.unwrap();
-        });
-        let mut back = Vec::new();
-        tokio::time::timeout(WAIT, r.read_to_end(&mut back))
-            .await
-            .expect("echo within the bound")
-            .unwrap();
-        writer.await.unwrap();
+        let (r, w) = TcpStream::connect(addr).await.unwrap().into_split();
+        let back = send_and_read_back(r, w, &data).await;
         assert!(back == data, "tls={tls}: the echo differs");
         assert_eq!(echoed.await.unwrap(), data.len() as u64);
         let moved = served.await.unwrap().unwrap();
@@ -308,6 +320,63 @@ async fn a_half_close_from_the_server_leaves_the_client_sending() {
                 server_to_client: 5
             }
         );
+    }
+}
+
+#[tokio::test]
+async fn a_unix_socket_client_is_relayed_both_ways_to_a_plain_server() {
+    // The private relay socket's client: a Unix stream socket, relayed in the kernel too.
+    let (server, mut launcher) = server_connection(false).await;
+    let echoed = echo(server);
+    let (mut to_program, program) = tokio::net::UnixStream::pair().unwrap();
+    let relayed = tokio::spawn(async move { handoff::relay(&mut to_program, &mut launcher).await });
+    let data = pattern(5 * 1024 * 1024 + 3, 7);
+    let (r, w) = program.into_split();
+    let back = send_and_read_back(r, w, &data).await;
+    assert!(back == data, "the echo differs");
+    assert_eq!(echoed.await.unwrap(), data.len() as u64);
+    let n = data.len() as u64;
+    assert_eq!(
+        relayed.await.unwrap().unwrap(),
+        Transferred {
+            client_to_server: n,
+            server_to_client: n
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_resets_ends_the_relay_with_an_error() {
+    for tls in [false, true] {
+        let (mut server, launcher) = server_connection(tls).await;
+        let endpoint = LoopbackEndpoint::bind(0).await.unwrap();
+        let addr = endpoint.local_addr();
+        let served = tokio::spawn(endpoint.serve(launcher, WAIT, no_refusal));
+        // The server streams until its connection fails.
+        let streaming = tokio::spawn(async move {
+            let chunk = vec![0x42u8; 64 * 1024];
+            while server.write_all(&chunk).await.is_ok() {}
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let mut first = [0u8; 1024];
+        client.read_exact(&mut first).await.unwrap();
+        // A reset, not an orderly close: the relay's next write to it fails.
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+        let ended = tokio::time::timeout(WAIT, served)
+            .await
+            .expect("the relay ends within the bound")
+            .unwrap();
+        match ended {
+            Err(HandoffError::Io { what, .. }) => assert!(what.contains("relaying"), "{what}"),
+            other => panic!("tls={tls}: a reset client ended the relay with {other:?}"),
+        }
+        tokio::time::timeout(WAIT, streaming)
+            .await
+            .expect("the server's writing fails once the relay is gone")
+            .unwrap();
     }
 }
 
