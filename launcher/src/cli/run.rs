@@ -484,9 +484,36 @@ async fn hand_off(run: Run<'_>, stop: &mut Interrupts, parts: &mut Parts) -> End
             let _ = tokio::time::timeout(TERMINATE_GRACE, handoff.wait_server()).await;
             End::Code(code)
         }
-        s = handoff.wait_server() => server_ended(s, watch),
+        s = handoff.wait_server() => {
+            let end = server_ended(s, watch);
+            let quiet = std::future::pending::<()>();
+            client_finishes(end, &mut parts.client, quiet, watch).await
+        }
         end = stop.next() => end,
     }
+}
+
+/// After the server ended: the client (and a relay still carrying the server's last bytes
+/// to it) gets the same grace to finish on its own that a server gets after its client
+/// leaves, before the cleanup stops it. A client that ends within it gives its own status
+/// when the server ended well; without a client program, the relay (`drained`) gets the
+/// grace.
+async fn client_finishes(
+    end: End,
+    client: &mut Option<ServerHandle>,
+    drained: impl std::future::Future<Output = ()>,
+    watch: &Watch,
+) -> End {
+    if client.is_some() {
+        if let Ok(code) = tokio::time::timeout(TERMINATE_GRACE, client_exit(client, watch)).await {
+            if matches!(end, End::Code(EXIT_OK)) {
+                return End::Code(code);
+            }
+        }
+    } else {
+        let _ = tokio::time::timeout(TERMINATE_GRACE, drained).await;
+    }
+    end
 }
 
 /// The server ended on its own (or its ssh connection did): the session ends.
@@ -590,7 +617,13 @@ async fn connect_and_relay(run: Run<'_>, stop: &mut Interrupts, parts: &mut Part
     let session = parts.session.as_mut().expect("set above");
     tokio::select! {
         code = client_exit(&mut parts.client, watch) => End::Code(code),
-        s = session.wait_server() => server_ended(s, watch),
+        s = session.wait_server() => {
+            let end = server_ended(s, watch);
+            let drained = async {
+                let _ = done.recv().await;
+            };
+            client_finishes(end, &mut parts.client, drained, watch).await
+        }
         r = done.recv() => match r {
             // Without a client program, the first relayed client ending ends the session.
             Some(Ok(())) if parts.client.is_none() => End::Code(EXIT_OK),
