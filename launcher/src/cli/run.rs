@@ -28,6 +28,7 @@ use pv_launch::session::{
     Handoff, LaunchOptions, Session, client_url, launch_with, loopback_endpoints, needs_token,
     prepare,
 };
+use pv_launch::startup::watcher::Watcher;
 use pv_launch::startup::{ServerHandle, TERMINATE_GRACE, spawn_group};
 use pv_transport::handoff::{LoopbackEndpoint, Refused, relay};
 use pv_transport::{Direction, Resource};
@@ -693,6 +694,8 @@ async fn serve_one(
 struct UnixRelay {
     listener: tokio::net::UnixListener,
     path: std::path::PathBuf,
+    /// Removes the directory if pv-launch dies without dropping the relay (SIGKILL).
+    _watcher: Watcher,
     /// Removed (with the socket) when the relay is dropped.
     _dir: tempfile::TempDir,
 }
@@ -709,11 +712,13 @@ impl UnixRelay {
             .prefix("pv-launch-")
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(base)?;
+        let watcher = Watcher::remove_dir(dir.path())?;
         let path = dir.path().join("connection.sock");
         let listener = tokio::net::UnixListener::bind(&path)?;
         Ok(UnixRelay {
             listener,
             path,
+            _watcher: watcher,
             _dir: dir,
         })
     }

@@ -24,6 +24,7 @@ use super::super::{SshError, SshOptions, SshTarget};
 use crate::plan::Tunnel;
 use crate::plan::ssh::{MasterSettings, OpenSshCommands, check_ssh_name};
 use crate::startup::describe_status as describe;
+use crate::startup::watcher::{Watcher, WatcherGroup};
 
 /// The longest control socket path accepted: ssh appends a 17-character suffix while
 /// binding, and a Unix socket path holds at most 107 bytes; 60 leaves room for both.
@@ -108,7 +109,20 @@ pub struct Master {
     control_timeout: Duration,
     connect_command: String,
     closed: bool,
+    /// Stops the master and removes the private directory if pv-launch dies without
+    /// closing it (see [`MASTER_WATCH`]); released by `close` and the drop.
+    _watcher: Option<Watcher>,
 }
+
+/// The master's watcher's action once pv-launch is gone (`$1` the private directory, the
+/// rest the `-O exit` command line). From inside the group the first ssh was started in:
+/// SIGTERM to the group stops an ssh (and its askpass helper) still authenticating; a
+/// master that already went to the background left the group, so `-O exit` stops it and
+/// its forwards; then the directory goes.
+const MASTER_WATCH: &str = concat!(
+    "d=$1; shift; trap '' TERM; kill -TERM 0; ",
+    "\"$@\" </dev/null >/dev/null 2>&1; rm -rf -- \"$d\""
+);
 
 impl std::fmt::Debug for Master {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -195,8 +209,39 @@ impl Master {
             connect_timeout_secs: options.connect_timeout.as_secs(),
         });
         let connect_command = shell_line(&argv);
+        let exit_argv = OpenSshCommands {
+            target,
+            control: &lossy(&ctl),
+            log: &lossy(&log),
+        }
+        .control(&["exit"]);
         let mut child = spawn_master(&argv, target, options, bridge.as_ref())?;
         let pgid = child.id().map(|p| Pid::from_raw(p as i32));
+        // Joins the group before anything waits for ssh: the group (its id) is there as
+        // long as the unreaped first ssh is.
+        let mut watch_args = vec![dir.path().as_os_str()];
+        watch_args.extend(exit_argv.iter().map(std::ffi::OsStr::new));
+        let watcher = pgid
+            .map(|g| {
+                Watcher::spawn(
+                    MASTER_WATCH,
+                    &watch_args,
+                    WatcherGroup::Join(g.as_raw() as u32),
+                )
+            })
+            .transpose();
+        let watcher = match watcher {
+            Ok(w) => w,
+            Err(e) => {
+                if let Some(g) = pgid {
+                    let _ = killpg(g, Signal::SIGKILL);
+                }
+                let _ = child.wait().await;
+                return Err(SshError::io(
+                    "start the watcher that stops ssh if pv-launch dies",
+                )(e));
+            }
+        };
         let mut master = Master {
             target: target.clone(),
             dir,
@@ -206,6 +251,7 @@ impl Master {
             control_timeout: options.control_timeout,
             connect_command,
             closed: false,
+            _watcher: watcher,
         };
         let status = match tokio::time::timeout(options.auth_timeout, child.wait()).await {
             Ok(status) => status.map_err(SshError::io("wait for ssh"))?,
