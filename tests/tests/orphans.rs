@@ -99,6 +99,9 @@ struct Launched {
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
     /// Markers whose processes the guard kills.
     markers: Vec<String>,
+    /// Directories the guard removes, and an ssh master it kills.
+    dirs: Vec<PathBuf>,
+    master: Option<u32>,
 }
 
 impl Launched {
@@ -137,6 +140,8 @@ impl Launched {
             seen: vec![],
             stderr,
             markers: markers.iter().map(|m| m.to_string()).collect(),
+            dirs: vec![],
+            master: None,
         }
     }
 
@@ -181,6 +186,20 @@ impl Launched {
         }
     }
 
+    /// With OpenSSH, the running master (which the guard then kills if a test fails).
+    fn master_for(&mut self, place: Place, sshd: Option<&Sshd>) -> Option<(u32, PathBuf)> {
+        if place != Place::OpenSsh {
+            return None;
+        }
+        let master = master_of(sshd.expect("an sshd"));
+        let Some((pid, dir)) = &master else {
+            panic!("no ssh master: {}", self.context());
+        };
+        self.master = Some(*pid);
+        self.dirs.push(dir.clone());
+        master
+    }
+
     /// SIGKILL pv-launch and reap it.
     fn kill(&mut self) {
         assert!(
@@ -197,6 +216,14 @@ impl Drop for Launched {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(pid) = self.master.filter(|p| pv_e2e::running(*p)) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
         for m in &self.markers {
             for pid in with_marker(m) {
                 if let Some(g) = pgid_of(pid).filter(|g| *g > 1) {
@@ -331,16 +358,7 @@ fn killed_while_the_server_starts(place: Place) {
     );
     let mut launched = Launched::start(&["--profile", p.to_str().unwrap()], &[&server]);
     let group = launched.group_with(&server);
-    let master = if place == Place::OpenSsh {
-        master_of(sshd.as_ref().unwrap())
-    } else {
-        None
-    };
-    assert!(
-        place != Place::OpenSsh || master.is_some(),
-        "no master: {}",
-        launched.context()
-    );
+    let master = launched.master_for(place, sshd.as_ref());
     launched.kill();
     assert_gone(&format!("{place:?}: the starting server"), group, &server);
     assert_no_master(master, sshd.as_ref());
@@ -370,19 +388,11 @@ fn killed_while_connected(place: Place) {
         .unwrap()
         .to_string();
     let relay_dir = Path::new(&relay).parent().unwrap().to_path_buf();
+    launched.dirs.push(relay_dir.clone());
     let client_pid = launched.event("client")["pid"].as_u64().unwrap() as u32;
     let server_group = launched.group_with(&server);
     assert!(relay_dir.exists() && !group_members(client_pid).is_empty());
-    let master = if place == Place::OpenSsh {
-        master_of(sshd.as_ref().unwrap())
-    } else {
-        None
-    };
-    assert!(
-        place != Place::OpenSsh || master.is_some(),
-        "no master: {}",
-        launched.context()
-    );
+    let master = launched.master_for(place, sshd.as_ref());
     launched.kill();
     assert_gone(&format!("{place:?}: the client"), client_pid, &client);
     assert_gone(&format!("{place:?}: the server"), server_group, &server);

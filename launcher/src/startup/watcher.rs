@@ -107,3 +107,48 @@ impl Drop for Watcher {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            if Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    #[test]
+    fn the_action_runs_when_the_pipe_closes_and_never_once_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fired, released) = (dir.path().join("fired"), dir.path().join("released"));
+        let touch = "echo done > \"$1\"";
+        // Released: killed and reaped before its pipe closes, so the action never runs.
+        let w = Watcher::spawn(touch, &[released.as_os_str()], WatcherGroup::Own).unwrap();
+        let pid = w.pid().unwrap();
+        w.release();
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+        // Its pipe closed as when pv-launch dies: the action runs.
+        let mut w = Watcher::spawn(touch, &[fired.as_os_str()], WatcherGroup::Own).unwrap();
+        drop(w.child.as_mut().unwrap().stdin.take());
+        assert!(eventually(
+            || std::fs::read_to_string(&fired).is_ok_and(|s| s == "done\n")
+        ));
+        drop(w);
+        assert!(!released.exists());
+    }
+
+    #[test]
+    fn a_group_id_of_one_or_less_is_never_joined() {
+        for pgid in [0, 1] {
+            let e = Watcher::spawn(":", &[], WatcherGroup::Join(pgid)).unwrap_err();
+            assert!(e.to_string().contains("no process group"), "{e}");
+        }
+    }
+}
