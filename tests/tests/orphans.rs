@@ -102,6 +102,8 @@ struct Launched {
     /// Directories the guard removes, and an ssh master it kills.
     dirs: Vec<PathBuf>,
     master: Option<u32>,
+    /// A Slurm job the guard cancels.
+    job: Option<String>,
 }
 
 impl Launched {
@@ -142,6 +144,7 @@ impl Launched {
             markers: markers.iter().map(|m| m.to_string()).collect(),
             dirs: vec![],
             master: None,
+            job: None,
         }
     }
 
@@ -220,6 +223,9 @@ impl Drop for Launched {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
+        }
+        if let Some(job) = &self.job {
+            let _ = Command::new("scancel").arg(job).status();
         }
         for d in &self.dirs {
             let _ = std::fs::remove_dir_all(d);
@@ -475,4 +481,98 @@ fn sigkill_while_openssh_connects_leaves_nothing() {
     assert_gone("the connecting ssh and its proxy", group, &proxy);
     assert!(with_marker(&server).is_empty());
     assert_no_master(None, Some(&sshd));
+}
+
+/// SIGKILL while connected to a Slurm batch job submitted over OpenSSH (its `-L` tunnel to
+/// the job's node on the master), an `--exec` client running: the client, the master with
+/// its tunnel, its directory and the relay directory go, and the job ends with its
+/// server's only connection. (A job whose server outlives its clients stays until its
+/// time limit: `pv-launch jobs --cancel ID` is the recovery, tests/batch.rs.) Needs the `ci/slurm` cluster and its `SLURM_CONF` in the environment.
+#[test]
+fn sigkill_while_connected_to_a_batch_job_over_openssh_leaves_nothing() {
+    let conf = std::env::var("SLURM_CONF")
+        .ok()
+        .filter(|c| Path::new(c).exists());
+    let Some(conf) = conf else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true but no SLURM_CONF: run `eval \"$(ci/slurm)\"` first"
+        );
+        eprintln!("SKIPPED: no Slurm test cluster (SLURM_CONF)");
+        return;
+    };
+    if !have_sshd() {
+        return;
+    }
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let client = marker("batch-client");
+    let mut options = String::new();
+    for a in sshd.client_args(&sshd.known_hosts(), "publickey") {
+        options.push_str(&format!("{a:?}, "));
+    }
+    let p = dir.path().join("batch.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[[server]]\nname = \"batch\"\nresource = \"cs://localhost:0\"\nconnect_timeout = 20\n\
+             [server.startup]\nmechanism = \"batch\"\nprocess_start_timeout = 30\n\
+             argv = [{:?}, \"--server-port\", \"${{PV_SERVER_PORT}}\", \"--bind-address\", \"127.0.0.1\"]\n\
+             [server.startup.batch]\nntasks = 1\ntime = \"5\"\n\
+             [server.startup.ssh]\nhost = \"127.0.0.1\"\nuser = \"{TEST_USER}\"\nport = {}\n\
+             identity_file = {:?}\noptions = [{options}]\nenv = {{ SLURM_CONF = {conf:?} }}\n",
+            demo(),
+            sshd.port(),
+            sshd.plain_key().display().to_string(),
+        ),
+    )
+    .unwrap();
+    let exec = format!("sleep 300; : {client}");
+    let mut launched = Launched::start(
+        &[
+            "--profile",
+            p.to_str().unwrap(),
+            "--no-prompt",
+            "--exec",
+            &exec,
+        ],
+        &[&client],
+    );
+    let job = launched.event("job")["id"].as_str().unwrap().to_string();
+    launched.job = Some(job.clone());
+    let relay = launched.event("relay")["socket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let relay_dir = Path::new(&relay).parent().unwrap().to_path_buf();
+    launched.dirs.push(relay_dir.clone());
+    let client_pid = launched.event("client")["pid"].as_u64().unwrap() as u32;
+    let master = launched.master_for(Place::OpenSsh, Some(&sshd));
+    launched.kill();
+    assert_gone("batch: the client", client_pid, &client);
+    assert!(
+        eventually(AFTER_KILL, || !relay_dir.exists()),
+        "batch: the relay directory {} is left",
+        relay_dir.display()
+    );
+    assert_no_master(master, Some(&sshd));
+    // The job's server served only pv-launch's connection, now closed: the job ends by
+    // itself (a server that outlives its client keeps the job until `pv-launch jobs
+    // --cancel`, tests/batch.rs).
+    let state = || {
+        let out = Command::new("squeue")
+            .args(["-h", "--states=all", "-j", &job, "-o", "%T"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert!(
+        eventually(WAIT, || matches!(
+            state().as_str(),
+            "" | "COMPLETED" | "CANCELLED"
+        )),
+        "job {job} is {}",
+        state()
+    );
 }
