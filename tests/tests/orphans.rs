@@ -242,6 +242,23 @@ impl Drop for Launched {
     }
 }
 
+/// Wait (bounded) until pv-launch's watcher (`pv-launch-watch`) is in group `pgid`.
+/// pv-launch starts it right after the process it watches: a SIGKILL in between those
+/// two spawns is the one moment a local group is not covered.
+fn wait_watched(pgid: u32) {
+    let watched = eventually(WAIT, || {
+        group_members(pgid).iter().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("pv-launch-watch"))
+        })
+    });
+    assert!(
+        watched,
+        "no watcher in group {pgid}: {:?}",
+        group_members(pgid)
+    );
+}
+
 /// Assert that within [`AFTER_KILL`] process group `pgid` and every process with
 /// `marker` are gone.
 fn assert_gone(what: &str, pgid: u32, marker: &str) {
@@ -364,6 +381,9 @@ fn killed_while_the_server_starts(place: Place) {
     );
     let mut launched = Launched::start(&["--profile", p.to_str().unwrap()], &[&server]);
     let group = launched.group_with(&server);
+    if place == Place::Local {
+        wait_watched(group);
+    }
     let master = launched.master_for(place, sshd.as_ref());
     launched.kill();
     assert_gone(&format!("{place:?}: the starting server"), group, &server);
@@ -397,6 +417,10 @@ fn killed_while_connected(place: Place) {
     launched.dirs.push(relay_dir.clone());
     let client_pid = launched.event("client")["pid"].as_u64().unwrap() as u32;
     let server_group = launched.group_with(&server);
+    wait_watched(client_pid);
+    if place == Place::Local {
+        wait_watched(server_group);
+    }
     assert!(relay_dir.exists() && !group_members(client_pid).is_empty());
     let master = launched.master_for(place, sshd.as_ref());
     launched.kill();
@@ -548,6 +572,7 @@ fn sigkill_while_connected_to_a_batch_job_over_openssh_leaves_nothing() {
     let relay_dir = Path::new(&relay).parent().unwrap().to_path_buf();
     launched.dirs.push(relay_dir.clone());
     let client_pid = launched.event("client")["pid"].as_u64().unwrap() as u32;
+    wait_watched(client_pid);
     let master = launched.master_for(Place::OpenSsh, Some(&sshd));
     launched.kill();
     assert_gone("batch: the client", client_pid, &client);

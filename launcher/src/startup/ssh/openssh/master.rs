@@ -115,7 +115,7 @@ pub struct Master {
 }
 
 /// The master's watcher's action once pv-launch is gone (`$1` the private directory, the
-/// rest the `-O exit` command line). From inside the group the first ssh was started in:
+/// rest the `-O exit` command line). From inside the group the first ssh is started in:
 /// SIGTERM to the group stops an ssh (and its askpass helper) still authenticating; a
 /// master that already went to the background left the group, so `-O exit` stops it and
 /// its forwards; then the directory goes.
@@ -138,13 +138,14 @@ fn lossy(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Run the master's `argv` in its own process group, no stdio, with the askpass helper
+/// Run the master's `argv` in process group `group` (its watcher's), no stdio, with the askpass helper
 /// (and the bridge socket to the prompter, when there is one) in its environment.
 fn spawn_master(
     argv: &[String],
     target: &SshTarget,
     options: &SshOptions,
     bridge: Option<&AskpassBridge>,
+    group: u32,
 ) -> Result<tokio::process::Child, SshError> {
     let mut command = tokio::process::Command::new(&argv[0]);
     command
@@ -152,7 +153,7 @@ fn spawn_master(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .process_group(0)
+        .process_group(group as i32)
         .kill_on_drop(true);
     command.env_remove(pv_askpass::bridge::SOCKET_ENV);
     if !target.batch_mode() {
@@ -215,33 +216,18 @@ impl Master {
             log: &lossy(&log),
         }
         .control(&["exit"]);
-        let mut child = spawn_master(&argv, target, options, bridge.as_ref())?;
-        let pgid = child.id().map(|p| Pid::from_raw(p as i32));
-        // Joins the group before anything waits for ssh: the group (its id) is there as
-        // long as the unreaped first ssh is.
+        // The watcher first, leading its own group, and ssh then joins that group: there
+        // is no moment at which ssh runs unwatched. The group's id is the watcher's pid,
+        // ours until `Watcher` reaps it (after every signal below).
         let mut watch_args = vec![dir.path().as_os_str()];
         watch_args.extend(exit_argv.iter().map(std::ffi::OsStr::new));
-        let watcher = pgid
-            .map(|g| {
-                Watcher::spawn(
-                    MASTER_WATCH,
-                    &watch_args,
-                    WatcherGroup::Join(g.as_raw() as u32),
-                )
-            })
-            .transpose();
-        let watcher = match watcher {
-            Ok(w) => w,
-            Err(e) => {
-                if let Some(g) = pgid {
-                    let _ = killpg(g, Signal::SIGKILL);
-                }
-                let _ = child.wait().await;
-                return Err(SshError::io(
-                    "start the watcher that stops ssh if pv-launch dies",
-                )(e));
-            }
-        };
+        let watcher = Watcher::spawn(MASTER_WATCH, &watch_args, WatcherGroup::Own).map_err(
+            SshError::io("start the watcher that stops ssh if pv-launch dies"),
+        )?;
+        let group = watcher.pid().unwrap_or(0);
+        let mut child = spawn_master(&argv, target, options, bridge.as_ref(), group)?;
+        let pgid = Some(Pid::from_raw(group as i32)).filter(|g| g.as_raw() > 1);
+        let watcher = Some(watcher);
         let mut master = Master {
             target: target.clone(),
             dir,
