@@ -45,29 +45,12 @@ fn marker(what: &str) -> String {
     )
 }
 
-/// Live (not zombie) processes whose command line contains `marker`, but not this test.
+/// Live processes (not this test) whose command line contains `marker`.
 fn with_marker(marker: &str) -> Vec<u32> {
-    let me = std::process::id();
-    let mut out = vec![];
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me || !pv_e2e::running(pid) {
-            continue;
-        }
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if String::from_utf8_lossy(&raw).contains(marker) {
-            out.push(pid);
-        }
-    }
-    out
+    pv_e2e::processes_with(marker)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// The process group of `pid`.
