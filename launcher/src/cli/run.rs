@@ -577,8 +577,13 @@ async fn connect_and_relay(run: Run<'_>, stop: &mut Interrupts, parts: &mut Part
         // The Unix socket serves the first connection too: whichever client comes first.
         let unix = if i == 0 { socket.take() } else { None };
         parts.relays.push(tokio::spawn(async move {
-            let r = serve_one(conn, ep, unix, deadline, tx).await;
+            let mut conn = conn;
+            let r = serve_one(&mut conn, ep, unix.as_ref(), deadline, tx).await;
+            // The outcome first: closing the connection may end the server, whose exit
+            // must not be taken for the reason the session ended.
             let _ = done_tx.send(r);
+            drop(unix);
+            drop(conn);
         }));
     }
     drop(done_tx);
@@ -659,9 +664,9 @@ enum RelayEnd {
 
 /// Serve `conn` to the first client on `ep` (this user's sockets only) or on `unix`.
 async fn serve_one(
-    mut conn: pv_transport::Connection,
+    conn: &mut pv_transport::Connection,
     ep: LoopbackEndpoint,
-    unix: Option<UnixRelay>,
+    unix: Option<&UnixRelay>,
     deadline: Duration,
     tx: EventSender,
 ) -> Result<(), RelayEnd> {
@@ -672,7 +677,7 @@ async fn serve_one(
         });
     };
     let unix_accept = async {
-        match &unix {
+        match unix {
             Some(u) => u.listener.accept().await.map(|(s, _)| s),
             None => std::future::pending().await,
         }
@@ -680,11 +685,11 @@ async fn serve_one(
     tokio::select! {
         r = ep.accept_own(deadline, refused) => {
             let mut client = r.map_err(|e| RelayEnd::NoClient(format!("no client connected: {e}")))?;
-            relay(&mut client, &mut conn).await.map(|_| ()).map_err(|e| RelayEnd::Broken(e.to_string()))
+            relay(&mut client, conn).await.map(|_| ()).map_err(|e| RelayEnd::Broken(e.to_string()))
         }
         r = unix_accept => {
             let mut client = r.map_err(|e| RelayEnd::NoClient(e.to_string()))?;
-            relay(&mut client, &mut conn).await.map(|_| ()).map_err(|e| RelayEnd::Broken(e.to_string()))
+            relay(&mut client, conn).await.map(|_| ()).map_err(|e| RelayEnd::Broken(e.to_string()))
         }
     }
 }
