@@ -569,7 +569,11 @@ async fn connect_and_relay(run: Run<'_>, stop: &mut Interrupts, parts: &mut Part
         None => None,
     }
     .unwrap_or(Duration::from_secs(10 * 365 * 86_400));
-    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel::<Result<(), RelayEnd>>();
+    // Each relay's outcome comes with its connection (and Unix relay), closed only once the
+    // outcome is acted on: a server that exits when its connection closes must not have
+    // its exit taken for why the session ended.
+    let (done_tx, mut done) =
+        tokio::sync::mpsc::unbounded_channel::<(Result<(), RelayEnd>, RelayParts)>();
     let mut socket = Some(relay_socket);
     for (i, (conn, ep)) in connections.into_iter().zip(endpoints).enumerate() {
         let tx = watch.tx.clone();
@@ -579,11 +583,7 @@ async fn connect_and_relay(run: Run<'_>, stop: &mut Interrupts, parts: &mut Part
         parts.relays.push(tokio::spawn(async move {
             let mut conn = conn;
             let r = serve_one(&mut conn, ep, unix.as_ref(), deadline, tx).await;
-            // The outcome first: closing the connection may end the server, whose exit
-            // must not be taken for the reason the session ended.
-            let _ = done_tx.send(r);
-            drop(unix);
-            drop(conn);
+            let _ = done_tx.send((r, (conn, unix)));
         }));
     }
     drop(done_tx);
@@ -594,25 +594,30 @@ async fn connect_and_relay(run: Run<'_>, stop: &mut Interrupts, parts: &mut Part
         }
     }
     let session = parts.session.as_mut().expect("set above");
+    // Biased: when the client and the server end together (a server that exits once its
+    // client is gone), pv-launch's status is the client's.
     tokio::select! {
+        biased;
         code = client_exit(&mut parts.client, watch) => End::Code(code),
         s = session.wait_server() => server_ended(s, watch),
-        r = done.recv() => match r {
+        r = done.recv() => match r.map(|(r, held)| (r, Some(held))).unwrap_or((Ok(()), None)) {
             // Without a client program, the first relayed client ending ends the session.
-            Some(Ok(())) if parts.client.is_none() => End::Code(EXIT_OK),
+            (Ok(()), Some(_)) if parts.client.is_none() => End::Code(EXIT_OK),
             // Nobody came within the connect timeout: the session fails.
-            Some(Err(RelayEnd::NoClient(e))) => watch.failed(e),
-            Some(Err(RelayEnd::Broken(e))) if parts.client.is_none() => watch.failed(e),
+            (Err(RelayEnd::NoClient(e)), _) => watch.failed(e),
+            (Err(RelayEnd::Broken(e)), _) if parts.client.is_none() => watch.failed(e),
             // A served connection that ended badly (its client saw the connection close)
             // is the client program's to judge.
-            Some(Err(RelayEnd::Broken(e))) => {
+            (Err(RelayEnd::Broken(e)), held) => {
+                drop(held);
                 watch.send(Event::Note {
                     message: format!("the relayed connection ended badly: {e}"),
                 });
                 let code = client_exit(&mut parts.client, watch).await;
                 End::Code(code)
             }
-            _ => {
+            (_, held) => {
+                drop(held);
                 // A relay ended while the client program runs: it decides.
                 let code = client_exit(&mut parts.client, watch).await;
                 End::Code(code)
@@ -653,6 +658,9 @@ async fn relay_endpoints(
     watch.send(Event::Handoff { url });
     Ok((endpoints, relay_socket, vars))
 }
+
+/// What a relay held: its connection and, for the first, the Unix relay.
+type RelayParts = (pv_transport::Connection, Option<UnixRelay>);
 
 /// How a relay ended badly.
 enum RelayEnd {
