@@ -37,6 +37,17 @@
 //!   that runtime thread for up to the grace;
 //! - a process that exits while the thread still waits would lose the escalation, so such
 //!   programs call [`wait_for_group_stops`] before they exit (the CLI does).
+//!
+//! ## When pv-launch dies first
+//!
+//! No destructor runs on SIGKILL. So each group also holds a watcher
+//! ([`crate::startup::watcher`]), started right after the leader and joined to its group:
+//! when pv-launch's end of its pipe closes, it stops the group the same way (SIGTERM, the
+//! grace, SIGKILL) with `kill 0`, which cannot reach another group. As a member it also
+//! keeps the group's id from being reused while it runs. pv-launch releases it before it
+//! stops or forgets the group itself, and it never counts as one of the group's live
+//! members. Not covered: a SIGKILL in the moment between the leader's spawn and the
+//! watcher's.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
