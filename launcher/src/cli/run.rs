@@ -478,7 +478,10 @@ async fn hand_off(run: Run<'_>, stop: &mut Interrupts, parts: &mut Parts) -> End
         }
     }
     let handoff = parts.handoff.insert(handoff);
+    // Biased: a client and a server that end together (the server because its client
+    // left) end the session with the client's status.
     tokio::select! {
+        biased;
         code = client_exit(&mut parts.client, watch) => {
             // A server whose client left ends by itself (pvserver does): let it, before
             // the cleanup signals what is left.
