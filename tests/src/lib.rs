@@ -164,6 +164,20 @@ pub fn running(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Live processes (not this one) whose command line contains `marker`: pid and command
+/// line (arguments joined by spaces).
+pub fn processes_with(marker: &str) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    sshd::pids()
+        .filter(|pid| *pid != me && running(*pid))
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmd.contains(marker).then_some((pid, cmd))
+        })
+        .collect()
+}
+
 /// Wait up to `deadline` for process `pid` to be gone; whether it went.
 pub fn wait_not_running(pid: u32, deadline: Duration) -> bool {
     let end = std::time::Instant::now() + deadline;

@@ -27,7 +27,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use pv_e2e::sshd::{Sshd, TEST_USER, group_members, wait_group_gone};
-use pv_e2e::workspace_bin;
+use pv_e2e::{processes_with, workspace_bin};
 use serde_json::Value;
 
 /// Bound on every wait for something that should happen.
@@ -306,32 +306,6 @@ impl Launched {
 /// Run `pv-launch --json ARGS` to its end.
 fn run(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Ended {
     start(args, env, dir).finish(WAIT * 2)
-}
-
-/// Live processes whose command line contains `marker` (not this test).
-fn processes_with(marker: &str) -> Vec<(u32, String)> {
-    let me = std::process::id();
-    let mut out = vec![];
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me || !pv_e2e::running(pid) {
-            continue;
-        }
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
-        if cmd.contains(marker) {
-            out.push((pid, cmd));
-        }
-    }
-    out
 }
 
 /// Wait (bounded) until no process's command line contains `marker`.

@@ -28,6 +28,7 @@ use pv_launch::session::{
     Handoff, LaunchOptions, Session, client_url, launch_with, loopback_endpoints, needs_token,
     prepare,
 };
+use pv_launch::startup::watcher::Watcher;
 use pv_launch::startup::{ServerHandle, TERMINATE_GRACE, spawn_group};
 use pv_transport::handoff::{LoopbackEndpoint, Refused, relay};
 use pv_transport::{Direction, Resource};
@@ -477,7 +478,10 @@ async fn hand_off(run: Run<'_>, stop: &mut Interrupts, parts: &mut Parts) -> End
         }
     }
     let handoff = parts.handoff.insert(handoff);
+    // Biased: a client and a server that end together (the server because its client
+    // left) end the session with the client's status.
     tokio::select! {
+        biased;
         code = client_exit(&mut parts.client, watch) => {
             // A server whose client left ends by itself (pvserver does): let it, before
             // the cleanup signals what is left.
@@ -595,7 +599,11 @@ async fn connect_and_relay(run: Run<'_>, stop: &mut Interrupts, parts: &mut Part
         None => None,
     }
     .unwrap_or(Duration::from_secs(10 * 365 * 86_400));
-    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel::<Result<(), RelayEnd>>();
+    // Each relay's outcome comes with its connection (and Unix relay), closed only once the
+    // outcome is acted on: a server that exits when its connection closes must not have
+    // its exit taken for why the session ended.
+    let (done_tx, mut done) =
+        tokio::sync::mpsc::unbounded_channel::<(Result<(), RelayEnd>, RelayParts)>();
     let mut socket = Some(relay_socket);
     for (i, (conn, ep)) in connections.into_iter().zip(endpoints).enumerate() {
         let tx = watch.tx.clone();
@@ -603,8 +611,9 @@ async fn connect_and_relay(run: Run<'_>, stop: &mut Interrupts, parts: &mut Part
         // The Unix socket serves the first connection too: whichever client comes first.
         let unix = if i == 0 { socket.take() } else { None };
         parts.relays.push(tokio::spawn(async move {
-            let r = serve_one(conn, ep, unix, deadline, tx).await;
-            let _ = done_tx.send(r);
+            let mut conn = conn;
+            let r = serve_one(&mut conn, ep, unix.as_ref(), deadline, tx).await;
+            let _ = done_tx.send((r, (conn, unix)));
         }));
     }
     drop(done_tx);
@@ -615,7 +624,10 @@ async fn connect_and_relay(run: Run<'_>, stop: &mut Interrupts, parts: &mut Part
         }
     }
     let session = parts.session.as_mut().expect("set above");
+    // Biased: when the client and the server end together (a server that exits once its
+    // client is gone), pv-launch's status is the client's.
     tokio::select! {
+        biased;
         code = client_exit(&mut parts.client, watch) => End::Code(code),
         s = session.wait_server() => {
             let end = server_ended(s, watch);
@@ -624,22 +636,24 @@ async fn connect_and_relay(run: Run<'_>, stop: &mut Interrupts, parts: &mut Part
             };
             client_finishes(end, &mut parts.client, drained, watch).await
         }
-        r = done.recv() => match r {
+        r = done.recv() => match r.map(|(r, held)| (r, Some(held))).unwrap_or((Ok(()), None)) {
             // Without a client program, the first relayed client ending ends the session.
-            Some(Ok(())) if parts.client.is_none() => End::Code(EXIT_OK),
+            (Ok(()), Some(_)) if parts.client.is_none() => End::Code(EXIT_OK),
             // Nobody came within the connect timeout: the session fails.
-            Some(Err(RelayEnd::NoClient(e))) => watch.failed(e),
-            Some(Err(RelayEnd::Broken(e))) if parts.client.is_none() => watch.failed(e),
+            (Err(RelayEnd::NoClient(e)), _) => watch.failed(e),
+            (Err(RelayEnd::Broken(e)), _) if parts.client.is_none() => watch.failed(e),
             // A served connection that ended badly (its client saw the connection close)
             // is the client program's to judge.
-            Some(Err(RelayEnd::Broken(e))) => {
+            (Err(RelayEnd::Broken(e)), held) => {
+                drop(held);
                 watch.send(Event::Note {
                     message: format!("the relayed connection ended badly: {e}"),
                 });
                 let code = client_exit(&mut parts.client, watch).await;
                 End::Code(code)
             }
-            _ => {
+            (_, held) => {
+                drop(held);
                 // A relay ended while the client program runs: it decides.
                 let code = client_exit(&mut parts.client, watch).await;
                 End::Code(code)
@@ -681,6 +695,9 @@ async fn relay_endpoints(
     Ok((endpoints, relay_socket, vars))
 }
 
+/// What a relay held: its connection and, for the first, the Unix relay.
+type RelayParts = (pv_transport::Connection, Option<UnixRelay>);
+
 /// How a relay ended badly.
 enum RelayEnd {
     /// No client came within the deadline.
@@ -691,9 +708,9 @@ enum RelayEnd {
 
 /// Serve `conn` to the first client on `ep` (this user's sockets only) or on `unix`.
 async fn serve_one(
-    mut conn: pv_transport::Connection,
+    conn: &mut pv_transport::Connection,
     ep: LoopbackEndpoint,
-    unix: Option<UnixRelay>,
+    unix: Option<&UnixRelay>,
     deadline: Duration,
     tx: EventSender,
 ) -> Result<(), RelayEnd> {
@@ -704,7 +721,7 @@ async fn serve_one(
         });
     };
     let unix_accept = async {
-        match &unix {
+        match unix {
             Some(u) => u.listener.accept().await.map(|(s, _)| s),
             None => std::future::pending().await,
         }
@@ -712,11 +729,11 @@ async fn serve_one(
     tokio::select! {
         r = ep.accept_own(deadline, refused) => {
             let mut client = r.map_err(|e| RelayEnd::NoClient(format!("no client connected: {e}")))?;
-            relay(&mut client, &mut conn).await.map(|_| ()).map_err(|e| RelayEnd::Broken(e.to_string()))
+            relay(&mut client, conn).await.map(|_| ()).map_err(|e| RelayEnd::Broken(e.to_string()))
         }
         r = unix_accept => {
             let mut client = r.map_err(|e| RelayEnd::NoClient(e.to_string()))?;
-            relay(&mut client, &mut conn).await.map(|_| ()).map_err(|e| RelayEnd::Broken(e.to_string()))
+            relay(&mut client, conn).await.map(|_| ()).map_err(|e| RelayEnd::Broken(e.to_string()))
         }
     }
 }
@@ -726,6 +743,8 @@ async fn serve_one(
 struct UnixRelay {
     listener: tokio::net::UnixListener,
     path: std::path::PathBuf,
+    /// Removes the directory if pv-launch dies without dropping the relay (SIGKILL).
+    _watcher: Watcher,
     /// Removed (with the socket) when the relay is dropped.
     _dir: tempfile::TempDir,
 }
@@ -742,11 +761,13 @@ impl UnixRelay {
             .prefix("pv-launch-")
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(base)?;
+        let watcher = Watcher::remove_dir(dir.path())?;
         let path = dir.path().join("connection.sock");
         let listener = tokio::net::UnixListener::bind(&path)?;
         Ok(UnixRelay {
             listener,
             path,
+            _watcher: watcher,
             _dir: dir,
         })
     }

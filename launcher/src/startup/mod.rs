@@ -22,6 +22,7 @@ pub mod local;
 pub mod ssh;
 #[cfg(test)]
 mod tests;
+pub mod watcher;
 
 pub use channel::{OutputLine, STDERR_TAIL_LINES, UNLIMITED_READY_WAIT};
 pub use local::{ServerHandle, TERMINATE_GRACE, spawn_group, start_local, wait_for_group_stops};

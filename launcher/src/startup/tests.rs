@@ -190,6 +190,25 @@ async fn signal_every_way(mut handle: ServerHandle) {
     wait_for_group_stops();
 }
 
+/// The live processes of group `pgid`.
+fn group_of(pgid: u32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let fields: Vec<&str> = stat
+                    .rsplit_once(')')
+                    .map_or("", |(_, r)| r)
+                    .split_whitespace()
+                    .collect();
+                fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str())
+            })
+        })
+        .collect()
+}
+
 /// A `sleep` in the process group `pgid` (started by the test, which reaps it).
 fn member_of(pgid: u32) -> std::process::Child {
     Command::new("sleep")
@@ -231,9 +250,16 @@ async fn a_group_whose_members_outlived_the_leader_is_not_signalled_once_its_id_
     wait_until("the leader to be reaped", || handle.poll().is_some());
     // The member keeps the group, and its id, ours: it can still be signalled.
     assert_eq!(handle.signal(Signal::SIGCONT), Ok(()));
-    // Then the member ends without the handle looking, and the id goes to another group.
+    // Then the member ends without the handle looking. The handle's watcher is still a
+    // member, so the id cannot go to another group yet (nothing but the watcher is left).
     member.kill().unwrap();
     reap(&mut member);
+    let left = group_of(pid);
+    assert_eq!(left.len(), 1, "only the watcher holds the group: {left:?}");
+    // The handle looks, finds only its watcher, forgets the group and releases the
+    // watcher; then the id goes to another group.
+    assert_eq!(handle.signal(Signal::SIGCONT), Err(Errno::ESRCH));
+    assert_eq!(group_of(pid), Vec::<i32>::new());
     let stranger = stranger_with_pid(pid);
     signal_every_way(handle).await;
     assert_never_signalled(stranger);

@@ -37,6 +37,17 @@
 //!   that runtime thread for up to the grace;
 //! - a process that exits while the thread still waits would lose the escalation, so such
 //!   programs call [`wait_for_group_stops`] before they exit (the CLI does).
+//!
+//! ## When pv-launch dies first
+//!
+//! No destructor runs on SIGKILL. So each group also holds a watcher
+//! ([`crate::startup::watcher`]), started right after the leader and joined to its group:
+//! when pv-launch's end of its pipe closes, it stops the group the same way (SIGTERM, the
+//! grace, SIGKILL) with `kill 0`, which cannot reach another group. As a member it also
+//! keeps the group's id from being reused while it runs. pv-launch releases it before it
+//! stops or forgets the group itself, and it never counts as one of the group's live
+//! members. Not covered: a SIGKILL in the moment between the leader's spawn and the
+//! watcher's.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,7 +58,10 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use std::ffi::OsStr;
+
 use super::TERMINATE_GRACE;
+use crate::startup::watcher::{Watcher, WatcherGroup};
 
 /// How often the stopping thread looks whether the group is gone.
 const POLL: Duration = Duration::from_millis(20);
@@ -65,6 +79,9 @@ struct Group {
     /// The leader's start time, read while it was our unreaped child (so surely ours);
     /// `None` without /proc.
     leader_start: Option<u64>,
+    /// pv-launch's own watcher in the group ([`Watcher`]): not one of the server's
+    /// processes, so it never makes the group count as alive.
+    watcher: Option<i32>,
 }
 
 impl Group {
@@ -79,6 +96,7 @@ impl Group {
         Some(Group {
             pgid,
             leader_start: Stat::of(pgid.as_raw()).map(|s| s.start),
+            watcher: None,
         })
     }
 
@@ -94,12 +112,13 @@ impl Group {
         match Stat::of(self.pgid.as_raw()) {
             // The leader exists, so its pid, and with it the group id, is still ours.
             Some(leader) if leader.start == start => {
-                (leader.live() && leader.pgrp == self.pgid.as_raw()) || live_member(self.pgid)
+                (leader.live() && leader.pgrp == self.pgid.as_raw())
+                    || live_member(self.pgid, self.watcher)
             }
             // Someone else has the leader's pid: the id was reused.
             Some(_) => false,
             // The leader is reaped: ours while live members remain.
-            None => live_member(self.pgid),
+            None => live_member(self.pgid, self.watcher),
         }
     }
 }
@@ -131,12 +150,12 @@ impl Stat {
     }
 }
 
-/// Whether a live (not zombie) process is in group `pgid`.
+/// Whether a live (not zombie) process other than `except` is in group `pgid`.
 ///
 /// `killpg(pgid, 0)` alone also counts a leader that exited but is not reaped yet (tokio
 /// reaps dropped children lazily, and not at all once its runtime is gone), which would
 /// make every stop wait out the whole grace; so /proc decides.
-fn live_member(pgid: Pid) -> bool {
+fn live_member(pgid: Pid, except: Option<i32>) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return true; // no /proc: trust killpg
     };
@@ -145,6 +164,7 @@ fn live_member(pgid: Pid) -> bool {
             .file_name()
             .to_str()
             .and_then(|n| n.parse::<i32>().ok())
+            .filter(|pid| Some(*pid) != except)
             .and_then(Stat::of)
             .is_some_and(|s| s.live() && s.pgrp == pgid.as_raw())
     })
@@ -158,16 +178,57 @@ pub(super) struct GroupStop {
     /// Set once the group was stopped another way, seen empty or seen reused: from then
     /// on its id is never signalled again.
     forgotten: AtomicBool,
+    /// Stops the group if pv-launch dies before it did (see [`Watcher`]); released as
+    /// soon as pv-launch stops or forgets the group itself.
+    watcher: Mutex<Option<Watcher>>,
 }
+
+/// The local watcher's action once pv-launch is gone: the same stop as a [`GroupStop`]'s
+/// — SIGTERM to the group, SIGKILL after the grace (`$1` seconds) — sent from inside the
+/// group (`kill 0`), so it can only reach the group it belongs to. The watcher ignores
+/// SIGTERM itself and goes with the SIGKILL.
+const STOP_GROUP: &str = "trap '' TERM; kill -TERM 0; sleep \"$1\"; kill -KILL 0";
 
 impl GroupStop {
     /// Guard the group led by `pid` (a child started with `process_group(0)`, not yet
-    /// reaped).
-    pub(super) fn new(pid: u32) -> GroupStop {
-        let group = Group::led_by(pid);
-        GroupStop {
+    /// reaped), and start the watcher that stops the group if pv-launch dies first. The
+    /// guard is returned even when the watcher could not start (so that dropping it stops
+    /// the group), with the error.
+    pub(super) fn new(pid: u32) -> (GroupStop, std::io::Result<()>) {
+        let mut group = Group::led_by(pid);
+        let watcher = match group {
+            Some(g) => Watcher::spawn(
+                STOP_GROUP,
+                &[OsStr::new(&TERMINATE_GRACE.as_secs().max(1).to_string())],
+                WatcherGroup::Join(g.pgid.as_raw() as u32),
+            )
+            .map(Some),
+            None => Ok(None),
+        };
+        let (watcher, spawned) = match watcher {
+            Ok(w) => (w, Ok(())),
+            Err(e) => (None, Err(e)),
+        };
+        if let (Some(g), Some(w)) = (group.as_mut(), watcher.as_ref()) {
+            g.watcher = w.pid().and_then(|p| i32::try_from(p).ok());
+        }
+        let stop = GroupStop {
             forgotten: AtomicBool::new(group.is_none()),
             group,
+            watcher: Mutex::new(watcher),
+        };
+        (stop, spawned)
+    }
+
+    /// Release the watcher: pv-launch stops (or forgets) the group itself from now on.
+    fn release_watcher(&self) {
+        let watcher = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(w) = watcher {
+            w.release();
         }
     }
 
@@ -209,11 +270,19 @@ impl GroupStop {
     /// Forget the group: it was stopped another way, is gone, or must outlive us.
     pub(super) fn disarm(&self) {
         self.forgotten.store(true, Ordering::SeqCst);
+        self.release_watcher();
+    }
+
+    /// pv-launch stops the group itself from now on (a cleanup): the watcher goes first,
+    /// so that the group's signals and liveness are the server's alone.
+    pub(super) fn stopping(&self) {
+        self.release_watcher();
     }
 }
 
 impl Drop for GroupStop {
     fn drop(&mut self) {
+        self.release_watcher();
         if let Some(group) = self.group.take() {
             if !self.forgotten.load(Ordering::SeqCst) {
                 stop_in_background(group);

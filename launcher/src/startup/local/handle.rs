@@ -98,6 +98,7 @@ impl ServerHandle {
     /// the leader is reaped. Signals go out only while the group is ours (see
     /// [`signal`](Self::signal)).
     pub async fn cleanup(&mut self) {
+        self.group.stopping();
         self.stdin = None;
         let _ = self.terminate();
         // The grace is the group's, not only the leader's: a helper of the server that

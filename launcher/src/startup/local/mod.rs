@@ -1,6 +1,7 @@
 //! Starting a process on this host (the server, or a script that starts it).
 //!
-//! The process gets its own process group, so stopping it stops everything it started.
+//! The process gets its own process group, so stopping it stops everything it started,
+//! and a watcher in that group ([`super::watcher`]) stops it if pv-launch dies first.
 //! When the launch uses the native handshake, the one-time token goes to the child on its
 //! stdin as the launch channel's secrets line (and in its environment, private to its
 //! owner, for scripts that start several servers) — never on argv. The exchange and the
@@ -58,6 +59,19 @@ fn spawn(
     })
 }
 
+/// The stop guard of `child`'s group, with its watcher: the group is stopped if pv-launch
+/// dies (even by SIGKILL) before it stopped the group itself. If the watcher cannot
+/// start, the group is stopped now and that is a spawn error of `/bin/sh`: a server that
+/// could outlive pv-launch is not started.
+fn watched_group(child: &tokio::process::Child) -> Result<group::GroupStop, StartError> {
+    let (group, watcher) = group::GroupStop::new(child.id().unwrap_or(0));
+    watcher.map_err(|source| StartError::Spawn {
+        program: "/bin/sh (the watcher that stops the server if pv-launch dies)".to_string(),
+        source,
+    })?;
+    Ok(group)
+}
+
 /// Spawn `command` (its stdio as the caller set it) as the leader of a new process
 /// group, supervised like a server: [`ServerHandle::cleanup`] (and a drop) stops the
 /// whole group, SIGTERM first and SIGKILL after [`TERMINATE_GRACE`]. For a client
@@ -74,7 +88,7 @@ pub fn spawn_group(
             program: program.to_string(),
             source,
         })?;
-    let group = group::GroupStop::new(child.id().unwrap_or(0));
+    let group = watched_group(&child)?;
     Ok(ServerHandle::new(
         child,
         group,
@@ -104,7 +118,7 @@ pub async fn start_local(
     // Armed before the first await: if this future is dropped from here on (Ctrl-C during
     // the start), the whole group is stopped, not only the leader. `id()` is `Some` until
     // the child has been waited for, which nothing has done yet.
-    let group = group::GroupStop::new(child.id().unwrap_or(0));
+    let group = watched_group(&child)?;
     let mut stdin = child.stdin.take();
     if let (Some(secrets), Some(pipe)) = (secrets, stdin.as_mut()) {
         let line = channel::secrets_line(Some(secrets));

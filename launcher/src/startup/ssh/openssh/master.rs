@@ -24,6 +24,7 @@ use super::super::{SshError, SshOptions, SshTarget};
 use crate::plan::Tunnel;
 use crate::plan::ssh::{MasterSettings, OpenSshCommands, check_ssh_name};
 use crate::startup::describe_status as describe;
+use crate::startup::watcher::{Watcher, WatcherGroup};
 
 /// The longest control socket path accepted: ssh appends a 17-character suffix while
 /// binding, and a Unix socket path holds at most 107 bytes; 60 leaves room for both.
@@ -108,7 +109,20 @@ pub struct Master {
     control_timeout: Duration,
     connect_command: String,
     closed: bool,
+    /// Stops the master and removes the private directory if pv-launch dies without
+    /// closing it (see [`MASTER_WATCH`]); released by `close` and the drop.
+    _watcher: Option<Watcher>,
 }
+
+/// The master's watcher's action once pv-launch is gone (`$1` the private directory, the
+/// rest the `-O exit` command line). From inside the group the first ssh is started in:
+/// SIGTERM to the group stops an ssh (and its askpass helper) still authenticating; a
+/// master that already went to the background left the group, so `-O exit` stops it and
+/// its forwards; then the directory goes.
+const MASTER_WATCH: &str = concat!(
+    "d=$1; shift; trap '' TERM; kill -TERM 0; ",
+    "\"$@\" </dev/null >/dev/null 2>&1; rm -rf -- \"$d\""
+);
 
 impl std::fmt::Debug for Master {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,13 +138,14 @@ fn lossy(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Run the master's `argv` in its own process group, no stdio, with the askpass helper
+/// Run the master's `argv` in process group `group` (its watcher's), no stdio, with the askpass helper
 /// (and the bridge socket to the prompter, when there is one) in its environment.
 fn spawn_master(
     argv: &[String],
     target: &SshTarget,
     options: &SshOptions,
     bridge: Option<&AskpassBridge>,
+    group: u32,
 ) -> Result<tokio::process::Child, SshError> {
     let mut command = tokio::process::Command::new(&argv[0]);
     command
@@ -138,7 +153,7 @@ fn spawn_master(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .process_group(0)
+        .process_group(group as i32)
         .kill_on_drop(true);
     command.env_remove(pv_askpass::bridge::SOCKET_ENV);
     if !target.batch_mode() {
@@ -195,8 +210,24 @@ impl Master {
             connect_timeout_secs: options.connect_timeout.as_secs(),
         });
         let connect_command = shell_line(&argv);
-        let mut child = spawn_master(&argv, target, options, bridge.as_ref())?;
-        let pgid = child.id().map(|p| Pid::from_raw(p as i32));
+        let exit_argv = OpenSshCommands {
+            target,
+            control: &lossy(&ctl),
+            log: &lossy(&log),
+        }
+        .control(&["exit"]);
+        // The watcher first, leading its own group, and ssh then joins that group: there
+        // is no moment at which ssh runs unwatched. The group's id is the watcher's pid,
+        // ours until `Watcher` reaps it (after every signal below).
+        let mut watch_args = vec![dir.path().as_os_str()];
+        watch_args.extend(exit_argv.iter().map(std::ffi::OsStr::new));
+        let watcher = Watcher::spawn(MASTER_WATCH, &watch_args, WatcherGroup::Own).map_err(
+            SshError::io("start the watcher that stops ssh if pv-launch dies"),
+        )?;
+        let group = watcher.pid().unwrap_or(0);
+        let mut child = spawn_master(&argv, target, options, bridge.as_ref(), group)?;
+        let pgid = Some(Pid::from_raw(group as i32)).filter(|g| g.as_raw() > 1);
+        let watcher = Some(watcher);
         let mut master = Master {
             target: target.clone(),
             dir,
@@ -206,6 +237,7 @@ impl Master {
             control_timeout: options.control_timeout,
             connect_command,
             closed: false,
+            _watcher: watcher,
         };
         let status = match tokio::time::timeout(options.auth_timeout, child.wait()).await {
             Ok(status) => status.map_err(SshError::io("wait for ssh"))?,
