@@ -500,7 +500,7 @@ async fn a_job_failing_at_start_names_its_state_and_shows_its_output() {
     assert_no_job_left(&id);
 }
 
-/// The job's watchdog here: `sh -c <script> pv-launch-watchdog <job id> <dir>`.
+/// The job's watchdog here: `sh -c <script> pv-launch-watch <job id> <dir>`.
 fn watchdog_pids(job_id: &str) -> Vec<String> {
     let out = std::process::Command::new("ps")
         .args(["-e", "-o", "pid=,args="])
@@ -508,7 +508,7 @@ fn watchdog_pids(job_id: &str) -> Vec<String> {
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.contains(&format!("pv-launch-watchdog {job_id} ")))
+        .filter(|l| l.contains(&format!("pv-launch-watch {job_id} ")))
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .collect()
 }

@@ -91,6 +91,37 @@ impl Watcher {
         self.stop();
     }
 
+    /// Run the action now, as when pv-launch dies (its pipe closes), without waiting: a
+    /// thread reaps the watcher when it is done.
+    pub fn fire(mut self) {
+        if let Some(mut child) = self.child.take() {
+            drop(child.stdin.take());
+            reap_in_background(child);
+        }
+    }
+
+    /// Run the action now and wait for it, at most `within`; `false` if it still runs
+    /// then (a thread reaps it later).
+    pub async fn fire_and_wait(mut self, within: std::time::Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        drop(child.stdin.take());
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            match child.try_wait() {
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Ok(None) => {
+                    reap_in_background(child);
+                    return false;
+                }
+                Ok(Some(_)) | Err(_) => return true,
+            }
+        }
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // Killed and reaped while its pipe is still open: it cannot see end of file
@@ -99,6 +130,16 @@ impl Watcher {
             let _ = child.wait();
             drop(child.stdin.take());
         }
+    }
+}
+
+/// Wait for `child` from a thread (which needs no runtime), so it does not linger as a
+/// zombie.
+fn reap_in_background(mut child: Child) {
+    if let Ok(None) = child.try_wait() {
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
     }
 }
 

@@ -36,6 +36,7 @@ use super::{
 use crate::events::{Event, EventSender, Stage};
 use crate::plan::{BatchStart, JobsDir, Place, ReverseBatch, Tunnel};
 use crate::startup::ssh::{RemoteHelper, SshError, SshHost, remote_command, require_backend};
+use crate::startup::watcher::{Watcher, WatcherGroup};
 use crate::startup::{StartError, StartOptions, channel};
 
 /// Runs scheduler commands on a login node through an authenticated ssh connection
@@ -150,9 +151,9 @@ impl Runner for HostRunner {
     }
 }
 
-/// The watchdog's script (`sh -c <it> pv-launch-watchdog <job id> <job dir>`) on this host:
-/// `read` returns when pv-launch's end of its stdin pipe closes, however pv-launch ends.
-const LOCAL_WATCHDOG: &str = "read -r _ || :; scancel \"$1\" >/dev/null 2>&1; rm -rf -- \"$2\"";
+/// What the watchdog here does once pv-launch's end of its pipe closes, however pv-launch
+/// ends (a [`Watcher`] with `$1` = the job id, `$2` = the job directory).
+const LOCAL_WATCHDOG: &str = "scancel \"$1\" >/dev/null 2>&1; rm -rf -- \"$2\"";
 
 /// The watchdog on a login node, in the cleanup wrapper: the wrapper sends it SIGTERM when
 /// the channel's stdin ends (pv-launch closed it, was killed, or the connection was lost);
@@ -168,8 +169,9 @@ fn remote_watchdog() -> String {
 /// A job's watchdog (see the module documentation).
 #[derive(Debug)]
 enum Watchdog {
-    /// An `sh` here, its stdin a pipe pv-launch holds.
-    Local(std::process::Child),
+    /// A [`Watcher`] here (in its own process group: a Ctrl-C to the terminal's group does
+    /// not end it) that cancels when fired, dropped, or left by a dead pv-launch.
+    Local(Option<Watcher>),
     /// An `sh` on the login node in the cleanup wrapper.
     Remote(Box<RemoteHelper>),
 }
@@ -177,29 +179,26 @@ enum Watchdog {
 impl Watchdog {
     /// Start the watchdog of job `id` (files in `dir`) where `runner` runs commands.
     async fn start(runner: &HostRunner, id: &str, dir: &str) -> Result<Watchdog, StartError> {
-        let argv = ["sh", "-c", "", "pv-launch-watchdog", id, dir].map(String::from);
         match runner {
             HostRunner::Local(_) => {
-                use std::os::unix::process::CommandExt;
-                let child = std::process::Command::new("sh")
-                    .args(["-c", LOCAL_WATCHDOG])
-                    .args(&argv[3..])
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    // Its own process group: a Ctrl-C to the terminal's group does not end it.
-                    .process_group(0)
-                    .spawn()
-                    .map_err(|e| {
+                let args = [std::ffi::OsStr::new(id), std::ffi::OsStr::new(dir)];
+                let watcher =
+                    Watcher::spawn(LOCAL_WATCHDOG, &args, WatcherGroup::Own).map_err(|e| {
                         StartError::Batch(BatchError::Controller(format!(
                             "cannot start the job's watchdog (sh): {e}"
                         )))
                     })?;
-                Ok(Watchdog::Local(child))
+                Ok(Watchdog::Local(Some(watcher)))
             }
             HostRunner::Ssh(r) => {
-                let mut argv = argv;
-                argv[2] = remote_watchdog();
+                let argv = [
+                    "sh".to_string(),
+                    "-c".to_string(),
+                    remote_watchdog(),
+                    "pv-launch-watchdog".to_string(),
+                    id.to_string(),
+                    dir.to_string(),
+                ];
                 let command = remote_command(&argv, &r.env, None);
                 let (helper, _) = r
                     .host
@@ -214,11 +213,9 @@ impl Watchdog {
     /// nothing to do) and wait for it to end.
     async fn stop(&mut self, runner: &HostRunner) {
         match (self, runner) {
-            (Watchdog::Local(child), _) => {
-                drop(child.stdin.take());
-                let deadline = Instant::now() + DEFAULT_COMMAND_TIMEOUT;
-                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+            (Watchdog::Local(watcher), _) => {
+                if let Some(w) = watcher.take() {
+                    w.fire_and_wait(DEFAULT_COMMAND_TIMEOUT).await;
                 }
             }
             (Watchdog::Remote(helper), HostRunner::Ssh(r)) => {
@@ -231,15 +228,11 @@ impl Watchdog {
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        // Closing the pipe is what tells it to cancel; reap it from a thread so that it
-        // does not linger as a zombie (the thread needs no runtime).
-        if let Watchdog::Local(child) = self {
-            drop(child.stdin.take());
-            if let Ok(None) = child.try_wait() {
-                let pid = child.id();
-                std::thread::spawn(move || {
-                    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
-                });
+        // Unlike a server's watcher, a job's fires when dropped too: the job must not
+        // outlive its session.
+        if let Watchdog::Local(watcher) = self {
+            if let Some(w) = watcher.take() {
+                w.fire();
             }
         }
     }
