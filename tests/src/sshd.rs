@@ -363,14 +363,7 @@ pub fn descendants(pid: u32) -> Vec<u32> {
 /// Pids of the processes in process group `pgid`.
 pub fn group_members(pgid: u32) -> Vec<u32> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in crate::pids() {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };

@@ -1075,14 +1075,7 @@ print("points", s.GetDataInformation().GetNumberOfPoints(), flush=True)
 fn marked_processes(mark: &str) -> Vec<(u32, String)> {
     let needle = format!("PVL_TEST_MARK={mark}");
     let mut out = vec![];
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in pv_e2e::pids() {
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };

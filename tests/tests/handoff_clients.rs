@@ -312,14 +312,7 @@ fn run(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Ended {
 fn processes_with(marker: &str) -> Vec<(u32, String)> {
     let me = std::process::id();
     let mut out = vec![];
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in pv_e2e::pids() {
         if pid == me || !pv_e2e::running(pid) {
             continue;
         }
