@@ -4,8 +4,11 @@
 //! forward to the job's batch host, the same submitted on a "login node" over the loopback
 //! sshd (both ssh backends, an `-L` tunnel to the job's node), a pending job cancelled by
 //! abandoning the launch, a job that fails at start, and a job left by a SIGKILLed
-//! `pv-launch` found and cancelled by `pv-launch jobs`. Every test checks at the end that
-//! none of its jobs is left in the queue.
+//! `pv-launch` found and cancelled by `pv-launch jobs`; Debian's pvserver in a job handed
+//! to pvpython by the CLI (forward and reverse, submitted here and over ssh), and a written
+//! `ready_pattern` matched in the job's output or failing in time. Every test checks at
+//! the end that none of its jobs is left in the queue (the pvserver ones: no pvserver
+//! either).
 //!
 //! Needs root, the cluster (`ci/slurm`) and `SLURM_CONF` in the environment of
 //! `cargo test` (run `eval "$(ci/slurm)"` first; `ci/test` does). Without them a test
@@ -1294,4 +1297,60 @@ async fn pvpython_drives_a_pvserver_in_a_job_submitted_over_ssh_forward() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pvpython_drives_a_pvserver_in_a_job_submitted_over_ssh_reverse() {
     pvserver_in_a_job(true, Some("")).await;
+}
+
+/// A server without a ready line and a written `ready_pattern` (`handshake = "none"`): a
+/// line on its stderr (the job's output file) that matches hands it to the client; one
+/// that never comes fails within `process_start_timeout` once the job runs, naming the
+/// pattern's wait and showing the job's output, and the job is cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_written_ready_pattern_is_matched_in_the_jobs_output_or_fails_in_time() {
+    let _serial = SERIAL.lock().await;
+    let Some(_conf) = cluster() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for (pattern, works) in [("^listening on [0-9]+$", true), ("^never printed$", false)] {
+        let id = launch_id(if works { "pat" } else { "nopat" });
+        let _sweep = Sweep(id.clone());
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let text = format!(
+            "client = [\"/bin/sh\", \"-c\", \"echo client got $PV_LAUNCH_URL\"]\n\
+             [[server]]\nname = \"batch\"\nresource = \"cs://localhost:{port}\"\n\
+             handshake = \"none\"\nconnect_timeout = 10\n\
+             [server.startup]\nmechanism = \"batch\"\n\
+             argv = [\"/bin/sh\", \"-c\", \"echo listening on $0 >&2; exec sleep 120\", \"${{PV_SERVER_PORT}}\"]\n\
+             process_start_timeout = 3\nready_pattern = {pattern:?}\n\
+             [server.startup.batch]\nntasks = 1\ntime = \"5\"\nin_job = \"direct\"\n"
+        );
+        let path = dir.path().join(format!("{id}.toml"));
+        std::fs::write(&path, &text).unwrap();
+        let (code, seen) = run_cli(&path).await;
+        if works {
+            assert_eq!(code, Some(0), "{text}\n{}", seen.context());
+            assert!(
+                seen.stderr
+                    .iter()
+                    .any(|(_, l)| l.contains(&format!("client got cs://127.0.0.1:{port}"))),
+                "{}",
+                seen.context()
+            );
+        } else {
+            assert_eq!(code, Some(1), "{}", seen.context());
+            let failed = seen.event("failed").expect("a failed event")["message"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                failed.contains(
+                    "waited 3 s for a line of the server's output matching the ready pattern"
+                ) && failed.contains("the job was cancelled")
+                    && failed.contains(&format!("listening on {port}")),
+                "{failed}"
+            );
+            assert!(seen.event("client").is_none(), "{}", seen.context());
+        }
+        assert_no_job_left(&id);
+    }
 }
