@@ -709,10 +709,11 @@ mod tests {
                 && e.contains("give the resource a port"),
             "{e}"
         );
-        let plan = plan_of(&text("cs://localhost:11111", "")).unwrap();
-        let Launch::Process(p) = plan.launch() else {
-            panic!("a process")
+        let process = |t: String| match plan_of(&t).unwrap().launch {
+            Launch::Process(p) => p,
+            Launch::Nothing => panic!("a process"),
         };
+        let p = process(text("cs://localhost:11111", ""));
         assert_eq!(p.batch().and_then(|b| b.port), Some(11111));
         let pattern = p.ready_pattern.as_ref().expect("pvserver's listening line");
         assert!(
@@ -722,14 +723,8 @@ mod tests {
         );
         assert!(!pattern.required);
         // Over ssh the -L tunnel leads to the fixed port on the job's node.
-        let plan = plan_of(&text(
-            "cs://localhost:11111",
-            "[server.startup.ssh]\nhost = \"login1\"\n",
-        ))
-        .unwrap();
-        let Launch::Process(p) = plan.launch() else {
-            panic!("a process")
-        };
+        let login = "[server.startup.ssh]\nhost = \"login1\"\n";
+        let p = process(text("cs://localhost:11111", login));
         assert_eq!(
             p.ssh().unwrap().tunnels,
             [Tunnel::Local {
@@ -739,14 +734,7 @@ mod tests {
             }]
         );
         // Reverse from a job submitted over ssh: the port is the relay's, chosen at run time.
-        let plan = plan_of(&text(
-            "csrc://localhost:0",
-            "[server.startup.ssh]\nhost = \"login1\"\n",
-        ))
-        .unwrap();
-        let Launch::Process(p) = plan.launch() else {
-            panic!("a process")
-        };
+        let p = process(text("csrc://localhost:0", login));
         assert_eq!(p.batch().and_then(|b| b.port), None);
         // The native handshake's ready line names the port: 0 is fine.
         let native = text("cs://localhost:0", "").replace("\"paraview\"", "\"native\"");
