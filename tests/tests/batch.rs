@@ -1249,6 +1249,13 @@ async fn pvserver_in_a_job(reverse: bool, ssh: Option<&str>) {
         "pv-launch connected itself: {}",
         seen.context()
     );
+    // Forward, pvserver's "Accepting connection(s)" line was awaited; reverse, the job
+    // running was enough.
+    let waited_for_pattern = seen
+        .events
+        .iter()
+        .any(|(_, e)| e["event"] == "stage" && e["stage"] == "wait-pattern");
+    assert_eq!(waited_for_pattern, !reverse, "{}", seen.context());
     let url = seen.event("handoff").expect("a handoff event")["url"]
         .as_str()
         .unwrap()

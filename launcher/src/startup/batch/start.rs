@@ -809,7 +809,11 @@ async fn await_ready(
                     if let Readiness::Running = expect {
                         break Ok(None);
                     }
-                    stage(events, Stage::WaitReady, begun);
+                    let waiting = match expect {
+                        Readiness::Pattern(_) => Stage::WaitPattern,
+                        _ => Stage::WaitReady,
+                    };
+                    stage(events, waiting, begun);
                 }
             }
             Ok(Some(TrackEvent::Ready { ready, .. })) => break Ok(Some(ready)),
