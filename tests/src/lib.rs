@@ -153,6 +153,16 @@ pub async fn native_client(
     .await
 }
 
+/// The pid of every process (listed in /proc; some may be gone by the time they are read).
+pub fn pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
 /// Whether process `pid` runs (a zombie waiting to be reaped does not count).
 pub fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -168,7 +178,8 @@ pub fn running(pid: u32) -> bool {
 /// line (arguments joined by spaces).
 pub fn processes_with(marker: &str) -> Vec<(u32, String)> {
     let me = std::process::id();
-    sshd::pids()
+    pids()
+        .into_iter()
         .filter(|pid| *pid != me && running(*pid))
         .filter_map(|pid| {
             let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;

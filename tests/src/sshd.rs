@@ -360,19 +360,10 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     out
 }
 
-/// The pids in /proc now.
-pub fn pids() -> impl Iterator<Item = u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-}
-
 /// Pids of the processes in process group `pgid`.
 pub fn group_members(pgid: u32) -> Vec<u32> {
     let mut out = Vec::new();
-    for pid in pids() {
+    for pid in crate::pids() {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };

@@ -4,8 +4,11 @@
 //! forward to the job's batch host, the same submitted on a "login node" over the loopback
 //! sshd (both ssh backends, an `-L` tunnel to the job's node), a pending job cancelled by
 //! abandoning the launch, a job that fails at start, and a job left by a SIGKILLed
-//! `pv-launch` found and cancelled by `pv-launch jobs`. Every test checks at the end that
-//! none of its jobs is left in the queue.
+//! `pv-launch` found and cancelled by `pv-launch jobs`; Debian's pvserver in a job handed
+//! to pvpython by the CLI (forward and reverse, submitted here and over ssh), and a written
+//! `ready_pattern` matched in the job's output or failing in time. Every test checks at
+//! the end that none of its jobs is left in the queue (the pvserver ones: no pvserver
+//! either).
 //!
 //! Needs root, the cluster (`ci/slurm`) and `SLURM_CONF` in the environment of
 //! `cargo test` (run `eval "$(ci/slurm)"` first; `ci/test` does). Without them a test
@@ -1038,4 +1041,323 @@ fn which(tool: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+const PVSERVER: &str = "/usr/bin/pvserver";
+const PVPYTHON: &str = "/usr/bin/pvpython";
+
+/// The pvpython client: ParaView's handshake end to end, as in `handoff_clients.rs`. It
+/// dials (`cs://`) or listens (`csrc://`) where its `--url=` says, prints `connected`
+/// once the server is its, then the point count of a sphere the server computed.
+fn pvpython_client(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("client.py");
+    std::fs::write(
+        &path,
+        r#"import sys
+from paraview.simple import *
+url = [a[len("--url="):] for a in sys.argv[1:] if a.startswith("--url=")][0]
+scheme, rest = url.split("://", 1)
+host, port = rest.rsplit(":", 1)
+if scheme == "csrc":
+    ReverseConnect(port)
+else:
+    Connect(host, int(port))
+assert servermanager.ActiveConnection.IsRemote(), "not connected"
+print("connected", flush=True)
+s = Sphere(ThetaResolution=16, PhiResolution=16)
+s.UpdatePipeline()
+print("points", s.GetDataInformation().GetNumberOfPoints(), flush=True)
+"#,
+    )
+    .unwrap();
+    path
+}
+
+/// Processes (pid, argv) whose environment holds `PVL_TEST_MARK=<mark>`: the job's
+/// pvserver carries it (the profile's `env`), whoever runs it.
+fn marked_processes(mark: &str) -> Vec<(u32, String)> {
+    let needle = format!("PVL_TEST_MARK={mark}");
+    let mut out = vec![];
+    for pid in pv_e2e::pids() {
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) && pv_e2e::running(pid) {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            out.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    out
+}
+
+/// What a `pv-launch --json` run printed, each line with the time it arrived.
+#[derive(Default)]
+struct Transcript {
+    events: Vec<(Instant, serde_json::Value)>,
+    stderr: Vec<(Instant, String)>,
+}
+
+impl Transcript {
+    fn event(&self, name: &str) -> Option<&serde_json::Value> {
+        self.events
+            .iter()
+            .map(|(_, e)| e)
+            .find(|e| e["event"] == name)
+    }
+
+    fn context(&self) -> String {
+        let events: Vec<String> = self.events.iter().map(|(_, e)| e.to_string()).collect();
+        let stderr: Vec<&str> = self.stderr.iter().map(|(_, l)| l.as_str()).collect();
+        format!(
+            "events:\n{}\nstderr:\n{}",
+            events.join("\n"),
+            stderr.join("\n")
+        )
+    }
+
+    /// From the job event saying RUNNING to the hand-off event, and to the client's
+    /// `connected` line.
+    fn running_to_handoff_and_client_connected(&self) -> (Duration, Duration) {
+        let at = |what: &str, pred: &dyn Fn(&serde_json::Value) -> bool| {
+            self.events
+                .iter()
+                .find(|(_, e)| pred(e))
+                .map(|(t, _)| *t)
+                .unwrap_or_else(|| panic!("{what}: {}", self.context()))
+        };
+        let running = at("a RUNNING job event", &|e| {
+            e["event"] == "job" && e["state"] == "RUNNING"
+        });
+        let handoff = at("a handoff event", &|e| e["event"] == "handoff");
+        let connected = self
+            .stderr
+            .iter()
+            .find(|(_, l)| l.trim() == "connected")
+            .map(|(t, _)| *t)
+            .unwrap_or_else(|| panic!("the client's connected line: {}", self.context()));
+        (handoff - running, connected - running)
+    }
+}
+
+/// Run `pv-launch --json --profile <profile>` to its end (bounded): its exit code and
+/// transcript.
+async fn run_cli(profile: &Path) -> (Option<i32>, Transcript) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(workspace_bin("pv-launch"))
+        .args(["--json", "--no-prompt", "--profile"])
+        .arg(profile)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Transcript::default();
+    let ran = tokio::time::timeout(WAIT * 3, async {
+        let (mut out_open, mut err_open) = (true, true);
+        while out_open || err_open {
+            tokio::select! {
+                l = out.next_line(), if out_open => match l.unwrap() {
+                    Some(l) => seen.events.push((Instant::now(), serde_json::from_str(&l)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))),
+                    None => out_open = false,
+                },
+                l = err.next_line(), if err_open => match l.unwrap() {
+                    Some(l) => seen.stderr.push((Instant::now(), l)),
+                    None => err_open = false,
+                },
+            }
+        }
+        child.wait().await.unwrap()
+    })
+    .await;
+    match ran {
+        Ok(status) => (status.code(), seen),
+        Err(_) => panic!("pv-launch ran on: {}", seen.context()),
+    }
+}
+
+/// Debian's pvserver in a batch job (run directly in the job: under `srun` its MPI_Init
+/// finds no PMI on this cluster), handed to pvpython by the CLI: forward (the client dials
+/// the job's batch host, or the `-L` tunnel's local end over ssh) or reverse (pvserver
+/// dials the client, or over ssh the relay on the login node). pv-launch waits for
+/// pvserver's "Accepting connection(s)" line in the job's stdout file (forward) or for the
+/// job to run (reverse) and never connects itself; pvpython gets the sphere computed on
+/// the server. Afterwards: no job in the queue, no pvserver.
+async fn pvserver_in_a_job(reverse: bool, ssh: Option<&str>) {
+    let _serial = SERIAL.lock().await;
+    let Some(conf) = cluster() else { return };
+    if !pv_e2e::have_parts(&[PVSERVER, PVPYTHON], true) {
+        return;
+    }
+    let sshd = ssh.map(|_| Sshd::start());
+    if sshd.is_some() {
+        test_user_home();
+    }
+    let tag = if reverse { "pvrev" } else { "pvfwd" };
+    let id = launch_id(tag);
+    let _sweep = Sweep(id.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    // Locally the client listens on 127.0.0.1, which the job on this node dials; over ssh
+    // the job dials the relay (the login node's host and port, filled in at run time).
+    let (scheme, dial_back) = match (reverse, ssh) {
+        (true, None) => (
+            "csrc",
+            "\"--reverse-connection\", \"--client-host=127.0.0.1\", ",
+        ),
+        (true, Some(_)) => (
+            "csrc",
+            "\"--reverse-connection\", \"--client-host=${PV_CLIENT_HOST}\", ",
+        ),
+        (false, _) => ("cs", ""),
+    };
+    let (table, batch) = match (&sshd, ssh) {
+        (Some(sshd), Some(backend)) => (
+            ssh_table(sshd, &conf, backend),
+            "reverse_host = \"127.0.0.1\"\n",
+        ),
+        _ => (String::new(), ""),
+    };
+    let client = pvpython_client(dir.path()).display().to_string();
+    let text = format!(
+        "client = [\"{PVPYTHON}\", {client:?}, \"--url=${{PV_LAUNCH_URL}}\"]\n\
+         [[server]]\nname = \"batch\"\nresource = \"{scheme}://localhost:{port}\"\n\
+         handshake = \"paraview\"\nconnect_timeout = 30\n\
+         env = {{ PVL_TEST_MARK = \"{id}\" }}\n\
+         [server.startup]\nmechanism = \"batch\"\n\
+         argv = [\"{PVSERVER}\", {dial_back}\"--server-port=${{PV_SERVER_PORT}}\"]\n\
+         process_start_timeout = 60\n\
+         [server.startup.batch]\nntasks = 1\ntime = \"5\"\nin_job = \"direct\"\n{batch}{table}",
+    );
+    let profile_path = dir.path().join("pvserver-slurm.toml");
+    std::fs::write(&profile_path, &text).unwrap();
+    let (code, seen) = run_cli(&profile_path).await;
+    assert_eq!(code, Some(0), "{text}\n{}", seen.context());
+    assert!(
+        seen.stderr.iter().any(|(_, l)| l.contains("points 226")),
+        "{}",
+        seen.context()
+    );
+    assert!(
+        seen.event("connected").is_none(),
+        "pv-launch connected itself: {}",
+        seen.context()
+    );
+    // Forward, pvserver's "Accepting connection(s)" line was awaited; reverse, the job
+    // running was enough.
+    let waited_for_pattern = seen
+        .events
+        .iter()
+        .any(|(_, e)| e["event"] == "stage" && e["stage"] == "wait-pattern");
+    assert_eq!(waited_for_pattern, !reverse, "{}", seen.context());
+    let url = seen.event("handoff").expect("a handoff event")["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Forward locally: the job's batch host (this host's node `localhost`, resolved) and
+    // the fixed port; over ssh the tunnel's local end; reverse: where the client listens.
+    let expected = match (reverse, &sshd) {
+        (false, Some(_)) => "cs://127.0.0.1:".to_string(),
+        _ => format!("{scheme}://127.0.0.1:{port}"),
+    };
+    assert!(url.starts_with(&expected), "{url} vs {expected}");
+    let (handoff, connected) = seen.running_to_handoff_and_client_connected();
+    eprintln!(
+        "figures (pvserver, {scheme}, {}): RUNNING to hand-off {handoff:?}, to pvpython \
+         connected {connected:?}",
+        ssh.map_or("local".to_string(), |b| format!("ssh {b:?}")),
+    );
+    assert!(seen.event("cleaned-up").is_some(), "{}", seen.context());
+    assert_no_job_left(&id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !marked_processes(&id).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "pvserver outlived the session: {:?}",
+            marked_processes(&id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pvpython_drives_a_pvserver_in_a_local_batch_job_forward() {
+    pvserver_in_a_job(false, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pvpython_drives_a_pvserver_in_a_local_batch_job_reverse() {
+    pvserver_in_a_job(true, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pvpython_drives_a_pvserver_in_a_job_submitted_over_ssh_forward() {
+    pvserver_in_a_job(false, Some("")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pvpython_drives_a_pvserver_in_a_job_submitted_over_ssh_reverse() {
+    pvserver_in_a_job(true, Some("")).await;
+}
+
+/// A server without a ready line and a written `ready_pattern` (`handshake = "none"`): a
+/// line on its stderr (the job's output file) that matches hands it to the client; one
+/// that never comes fails within `process_start_timeout` once the job runs, naming the
+/// pattern's wait and showing the job's output, and the job is cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_written_ready_pattern_is_matched_in_the_jobs_output_or_fails_in_time() {
+    let _serial = SERIAL.lock().await;
+    let Some(_conf) = cluster() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for (pattern, works) in [("^listening on [0-9]+$", true), ("^never printed$", false)] {
+        let id = launch_id(if works { "pat" } else { "nopat" });
+        let _sweep = Sweep(id.clone());
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let text = format!(
+            "client = [\"/bin/sh\", \"-c\", \"echo client got $PV_LAUNCH_URL\"]\n\
+             [[server]]\nname = \"batch\"\nresource = \"cs://localhost:{port}\"\n\
+             handshake = \"none\"\nconnect_timeout = 10\n\
+             [server.startup]\nmechanism = \"batch\"\n\
+             argv = [\"/bin/sh\", \"-c\", \"echo listening on $0 >&2; exec sleep 120\", \"${{PV_SERVER_PORT}}\"]\n\
+             process_start_timeout = 3\nready_pattern = {pattern:?}\n\
+             [server.startup.batch]\nntasks = 1\ntime = \"5\"\nin_job = \"direct\"\n"
+        );
+        let path = dir.path().join(format!("{id}.toml"));
+        std::fs::write(&path, &text).unwrap();
+        let (code, seen) = run_cli(&path).await;
+        if works {
+            assert_eq!(code, Some(0), "{text}\n{}", seen.context());
+            assert!(
+                seen.stderr
+                    .iter()
+                    .any(|(_, l)| l.contains(&format!("client got cs://127.0.0.1:{port}"))),
+                "{}",
+                seen.context()
+            );
+        } else {
+            assert_eq!(code, Some(1), "{}", seen.context());
+            let failed = seen.event("failed").expect("a failed event")["message"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                failed.contains(
+                    "waited 3 s for a line of the server's output matching the ready pattern"
+                ) && failed.contains("the job was cancelled")
+                    && failed.contains(&format!("listening on {port}")),
+                "{failed}"
+            );
+            assert!(seen.event("client").is_none(), "{}", seen.context());
+        }
+        assert_no_job_left(&id);
+    }
 }

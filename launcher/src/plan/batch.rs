@@ -72,6 +72,11 @@ pub struct BatchStart {
     /// [`REVERSE_PORT_PLACEHOLDER`] where the profile says `${PV_CLIENT_HOST}` and
     /// `${PV_SERVER_PORT}` ([`BatchStart::dialling`] fills them in).
     pub reverse: Option<ReverseBatch>,
+    /// The port the server listens on, fixed by the plan (the resource's port,
+    /// `PV_SERVER_PORT`), for a server that prints no ready line to report the one it chose
+    /// (ParaView's handshake, or none). `None`: the ready line says; or a reverse
+    /// connection from a job submitted over ssh, which dials a port chosen at run time.
+    pub port: Option<u16>,
 }
 
 impl BatchStart {

@@ -362,6 +362,7 @@ impl Resolver<'_> {
                 JobsDir::Path(format!("{}/.pv-launch/jobs", home.trim_end_matches('/')))
             }
         };
+        let port = fixed_port(entry, resource, reverse.is_some())?;
         let start = BatchStart {
             spec,
             launch_id,
@@ -371,12 +372,14 @@ impl Resolver<'_> {
             queue_timeout: batch.queue_timeout,
             server: entry.name.clone(),
             reverse: reverse.clone(),
+            port,
         };
         // Render once now: a bad value fails here, at its place, before anything runs.
         let rendered = start
             .dry_run_plan()
             .map_err(|e| batch_error_at(batch, &entry.at, e))?;
         let delay = entry.timeouts.delay.clone();
+        let ready_pattern = ready_pattern(entry, resource)?;
         let Some(ssh) = ssh else {
             let place = Place::Local(LocalCommand {
                 argv: rendered.sbatch_argv,
@@ -388,7 +391,7 @@ impl Resolver<'_> {
                     how: How::Batch(Box::new(start)),
                     place,
                     delay,
-                    ready_pattern: None,
+                    ready_pattern,
                 },
                 None,
             ));
@@ -409,14 +412,14 @@ impl Resolver<'_> {
             None,
             warnings,
         )?;
-        let (tunnel, client) = batch_tunnel(entry, resource, pf_port, reverse.as_ref())?;
+        let (tunnel, client) = batch_tunnel(entry, resource, pf_port, reverse.as_ref(), port)?;
         plan.tunnels = vec![tunnel];
         Ok((
             ProcessPlan {
                 how: How::Batch(Box::new(start)),
                 place: Place::Ssh(Box::new(plan)),
                 delay,
-                ready_pattern: None,
+                ready_pattern,
             },
             Some(client),
         ))
@@ -636,14 +639,50 @@ fn batch_error_at(b: &BatchSettings, entry_at: &SourcePos, e: BatchError) -> Pla
     PlanError::at(&at, e.to_string())
 }
 
+/// The port a batch job's server listens on when it prints no ready line to report the
+/// one it chose (ParaView's handshake, or none: pvserver): the resource's, which must not
+/// be 0. `None` for a server that prints one (the native handshake), and for a reverse
+/// connection from a job submitted over ssh (it dials a port chosen at run time).
+fn fixed_port(
+    entry: &ServerEntry,
+    resource: &Resource,
+    reverse_over_ssh: bool,
+) -> Result<Option<u16>, PlanError> {
+    let Resource::ClientServer { server, .. } = resource else {
+        return Ok(None);
+    };
+    if matches!(entry.handshake, Handshake::Native) || reverse_over_ssh {
+        return Ok(None);
+    }
+    match server.port_or(pv_transport::resource::DEFAULT_SERVER_PORT) {
+        0 => Err(PlanError::at(
+            &entry.resource.at,
+            format!(
+                "{resource}: port 0 in a batch job whose server prints no pv-launch ready line \
+                 (handshake = \"{}\"): pv-launch cannot learn the port it chose; give the \
+                 resource a port (e.g. {}://localhost:11111) and pass ${{PV_SERVER_PORT}} to \
+                 the server",
+                match entry.handshake {
+                    Handshake::None => "none",
+                    _ => "paraview",
+                },
+                resource.scheme()
+            ),
+        )),
+        p => Ok(Some(p)),
+    }
+}
+
 /// The `-L` tunnel to the job's node for a batch job submitted over ssh: to
-/// `<batch host>:<ready line's port>`, both known only once the job runs; the client dials
-/// its local end.
+/// `<batch host>:<port>`, the host known only once the job runs, the port from the ready
+/// line then too (or `fixed`, for a server that prints none); the client dials its local
+/// end.
 fn batch_tunnel(
     entry: &ServerEntry,
     resource: &Resource,
     pf_port: Option<u16>,
     reverse: Option<&ReverseBatch>,
+    fixed: Option<u16>,
 ) -> Result<(Tunnel, Resource), PlanError> {
     let Resource::ClientServer { tls, server, .. } = resource else {
         return Err(PlanError::at(
@@ -685,7 +724,7 @@ fn batch_tunnel(
         Tunnel::Local {
             local_port: local,
             host: BATCH_HOST_PLACEHOLDER.to_string(),
-            remote_port: 0,
+            remote_port: fixed.unwrap_or(0),
         },
         client,
     ))

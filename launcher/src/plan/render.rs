@@ -283,7 +283,7 @@ fn russh_summary(t: &SshTarget, s: &RusshSettings) -> String {
 
 /// The batch part of a dry run: the job, its script and `sbatch` argv exactly as they are
 /// submitted, and where the scheduler's commands run.
-fn batch_text(w: &mut String, b: &BatchStart, place: &Place) {
+fn batch_text(w: &mut String, b: &BatchStart, place: &Place, direction: Option<Direction>) {
     let rendered = match b.dry_run_plan() {
         Ok(r) => r,
         Err(e) => {
@@ -340,10 +340,20 @@ fn batch_text(w: &mut String, b: &BatchStart, place: &Place) {
     );
     match place {
         Place::Ssh(ssh) => batch_ssh_text(w, ssh, b.reverse.as_ref()),
+        Place::Local(_) if direction == Some(Direction::Reverse) => {
+            let _ = writeln!(
+                w,
+                "  the server in the job dials the client, which listens on this host's 127.0.0.1 (a job on another node cannot reach it: submit over ssh for the relay)"
+            );
+        }
         Place::Local(_) => {
             let _ = writeln!(
                 w,
-                "  the client dials the job's batch host (squeue %B) at the port in the server's ready line"
+                "  the client dials the job's batch host (squeue %B) at {}",
+                match b.port {
+                    Some(p) => format!("port {p} (fixed: the server prints no ready line)"),
+                    None => "the port in the server's ready line".to_string(),
+                }
             );
         }
     }
@@ -455,15 +465,32 @@ impl Plan {
             Launch::Process(p) => {
                 let _ = writeln!(w, "start: {} process", p.mechanism());
                 if let How::Batch(b) = &p.how {
-                    batch_text(w, b, &p.place);
-                    let _ = writeln!(
-                        w,
-                        "  ready line timeout once the job runs: {}",
-                        self.timeouts
-                            .process_start
-                            .as_ref()
-                            .map_or("none".to_string(), seconds)
-                    );
+                    batch_text(w, b, &p.place, self.connection.resource.direction());
+                    let timeout = self
+                        .timeouts
+                        .process_start
+                        .as_ref()
+                        .map_or("none".to_string(), seconds);
+                    let native = matches!(self.connection.handshake, ResolvedHandshake::Native);
+                    let _ = match (&p.ready_pattern, native) {
+                        (_, true) => {
+                            writeln!(w, "  ready line timeout once the job runs: {timeout}")
+                        }
+                        (Some(r), false) => writeln!(
+                            w,
+                            "  ready (no ready line; pv-launch never connects to the server): once the job runs, when a line of the server's stdout file or the job's output file matches {:?}, within {timeout}{}",
+                            r.regex.as_str(),
+                            match r.required {
+                                true => "",
+                                false =>
+                                    " (ParaView's default; if none does in time, hand over anyway)",
+                            }
+                        ),
+                        (None, false) => writeln!(
+                            w,
+                            "  ready (no ready line; pv-launch never connects to the server): once the job runs (the client listens first; the server dials it)"
+                        ),
+                    };
                 } else {
                     match &p.place {
                         Place::Local(local) => local_text(w, local),

@@ -689,6 +689,58 @@ mod tests {
         );
     }
 
+    /// pvserver (ParaView's handshake) in a job: it prints no ready line, so the plan fixes
+    /// its port, waits for its "Accepting connection(s)" line, and refuses port 0.
+    #[test]
+    fn a_batch_job_without_a_ready_line_has_a_fixed_port_and_a_ready_pattern() {
+        let text = |resource: &str, ssh: &str| {
+            format!(
+                "[[server]]\nname = \"pv\"\nresource = \"{resource}\"\nhandshake = \"paraview\"\n\
+                 [server.startup]\nmechanism = \"batch\"\n\
+                 argv = [\"pvserver\", \"--server-port=${{PV_SERVER_PORT}}\"]\n{ssh}\
+                 [server.startup.batch]\nin_job = \"direct\"\n"
+            )
+        };
+        let e = plan_of(&text("cs://localhost:0", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("p.toml:3:12: cs://localhost:0: port 0 in a batch job whose server prints no pv-launch ready line (handshake = \"paraview\")")
+                && e.contains("give the resource a port"),
+            "{e}"
+        );
+        let process = |t: String| match plan_of(&t).unwrap().launch {
+            Launch::Process(p) => p,
+            Launch::Nothing => panic!("a process"),
+        };
+        let p = process(text("cs://localhost:11111", ""));
+        assert_eq!(p.batch().and_then(|b| b.port), Some(11111));
+        let pattern = p.ready_pattern.as_ref().expect("pvserver's listening line");
+        assert!(
+            pattern
+                .regex
+                .is_match("Accepting connection(s): node7:11111")
+        );
+        assert!(!pattern.required);
+        // Over ssh the -L tunnel leads to the fixed port on the job's node.
+        let login = "[server.startup.ssh]\nhost = \"login1\"\n";
+        let p = process(text("cs://localhost:11111", login));
+        assert_eq!(
+            p.ssh().unwrap().tunnels,
+            [Tunnel::Local {
+                local_port: 0,
+                host: crate::plan::BATCH_HOST_PLACEHOLDER.to_string(),
+                remote_port: 11111
+            }]
+        );
+        // Reverse from a job submitted over ssh: the port is the relay's, chosen at run time.
+        let p = process(text("csrc://localhost:0", login));
+        assert_eq!(p.batch().and_then(|b| b.port), None);
+        // The native handshake's ready line names the port: 0 is fine.
+        let native = text("cs://localhost:0", "").replace("\"paraview\"", "\"native\"");
+        assert!(plan_of(&native).is_ok());
+    }
+
     fn reverse_batch(table: &str) -> Plan {
         let text = format!(
             "[[server]]\nname = \"r\"\nresource = \"csrc://localhost:11111\"\n\

@@ -339,8 +339,8 @@ pub async fn start(
 ) -> Result<(Option<Server>, Option<ReadyLine>), StartError> {
     if let How::Batch(b) = &process.how {
         let (server, ready) = batch::start(
+            process,
             b,
-            &process.place,
             secrets,
             ready_timeout,
             options,
@@ -348,7 +348,7 @@ pub async fn start(
             events,
         )
         .await?;
-        return Ok((Some(Server::Batch(Box::new(server))), Some(ready)));
+        return Ok((Some(Server::Batch(Box::new(server))), ready));
     }
     // ParaView's default pattern replaces its delay, and waits no longer than the delay.
     let ready_timeout = match (&process.ready_pattern, &process.delay) {

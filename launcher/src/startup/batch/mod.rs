@@ -16,8 +16,13 @@
 //!    state, exit code, last lines of the job's output). An unanswering controller is
 //!    [`JobState::Unknown`] and is retried, never taken as the job's death.
 //! 4. **Connect**: the ready line gives the port; the node is the status's `batch_host`
-//!    (it runs the script and task 0, which prints the ready line). Forwarding (`-L` to node:port) or a reverse dial is the
-//!    session's business.
+//!    (it runs the script and task 0, which prints the ready line). A server that prints no
+//!    ready line (pvserver: ParaView's handshake, or none) listens on the port the plan
+//!    fixed, and is ready when a line of its output (the stdout file, or the job's output
+//!    file) matches the ready pattern — or, without a pattern (a reverse connection), once
+//!    the job runs. pv-launch never connects to such a server itself: its one connection is
+//!    the client's. Forwarding (`-L` to node:port) or a reverse dial is the session's
+//!    business.
 //! 5. **Cancel / clean up**: [`Slurm::cancel`] (`scancel`, then polls until the job is in a
 //!    final state), and [`JobFiles::remove`].
 //!
@@ -100,7 +105,7 @@ pub use start::{BatchServer, HostRunner, SshRunner, finish_pending_cancels, job_
 pub use status::{ExitCode, JobId, JobState, JobStatus, OTHER_FINAL_STATES};
 pub use track::{
     DEFAULT_FIRST_POLL, DEFAULT_POLL_CAP, DEFAULT_WALLTIME_LEAD, OUTPUT_TAIL_LINES, PollSchedule,
-    TrackEvent, Tracker, WalltimeWarning,
+    READY_POLL_CAP, TrackEvent, Tracker, WalltimeWarning, find_matching_line,
 };
 
 /// How long [`BatchPlan::cancel`] waits for the scheduler to confirm, by default.

@@ -34,7 +34,7 @@ use super::{
     relay_argv,
 };
 use crate::events::{Event, EventSender, Stage};
-use crate::plan::{BatchStart, JobsDir, Place, ReverseBatch, Tunnel};
+use crate::plan::{BatchStart, JobsDir, Place, ProcessPlan, ReadyPattern, ReverseBatch, Tunnel};
 use crate::startup::ssh::{RemoteHelper, SshError, SshHost, remote_command, require_backend};
 use crate::startup::watcher::{Watcher, WatcherGroup};
 use crate::startup::{StartError, StartOptions, channel};
@@ -387,7 +387,10 @@ impl BatchServer {
         let live = self.live_mut();
         let mut last = live.last.clone();
         let follow = async {
-            let mut tracker = live.plan.tracker(&live.slurm, &live.job);
+            let mut tracker = live
+                .plan
+                .tracker(&live.slurm, &live.job)
+                .without_readiness();
             loop {
                 match tracker.next_event().await {
                     Err(e) => return Err(StartError::Batch(e)),
@@ -402,7 +405,7 @@ impl BatchServer {
                         }
                         last = Some(st);
                     }
-                    Ok(Some(TrackEvent::Ready { .. })) => {}
+                    Ok(Some(TrackEvent::Ready { .. } | TrackEvent::Matched { .. })) => {}
                     Ok(Some(TrackEvent::WalltimeWarning { time_left })) => {
                         let _ = live.events.send(Event::WalltimeWarning {
                             id: live.job.job_id.to_string(),
@@ -490,19 +493,33 @@ fn stage(events: &EventSender, stage: Stage, begun: Instant) {
     });
 }
 
-/// Start the server of `batch` in a job submitted where `place` says: connect to the login
-/// node (over ssh), stage the secrets and submit, follow the job (events) until the
-/// server's ready line — within the queue timeout while queued and `ready_timeout` once
-/// running — then open the way to it. On any failure the job is cancelled first.
+/// Start the server of `batch` (`process`'s) in a job submitted where `process.place`
+/// says: connect to the login node (over ssh), stage the secrets and submit, follow the
+/// job (events) until the server is ready — within the queue timeout while queued and
+/// `ready_timeout` once running — then open the way to it. On any failure the job is
+/// cancelled first.
+///
+/// Ready means: with `secrets` (the native handshake), the server's ready line, which
+/// names its port. Without (a server speaking ParaView's handshake or none, pvserver),
+/// a line of its output matching `process.ready_pattern` (pvserver's `Accepting
+/// connection(s)` by default, forward), or with no pattern (reverse) the job running;
+/// the port is then the one the plan fixed ([`BatchStart::port`]) and there is no ready
+/// line to return. pv-launch never connects to the server itself.
 pub async fn start(
+    process: &ProcessPlan,
     batch: &BatchStart,
-    place: &Place,
     secrets: Option<&Secrets>,
     ready_timeout: Duration,
     options: &StartOptions,
     listening: &[u16],
     events: &EventSender,
-) -> Result<(BatchServer, ReadyLine), StartError> {
+) -> Result<(BatchServer, Option<ReadyLine>), StartError> {
+    let place = &process.place;
+    let expect = match (secrets, &process.ready_pattern) {
+        (Some(_), _) => Readiness::Line,
+        (None, Some(p)) => Readiness::Pattern(p),
+        (None, None) => Readiness::Running,
+    };
     let begun = Instant::now();
     let (runner, tunnel) = match place {
         Place::Local(_) => (HostRunner::Local(LocalRunner::default()), None),
@@ -564,8 +581,8 @@ pub async fn start(
     stage(events, Stage::WaitJob, begun);
     let ready = match await_ready(
         server.live_mut(),
-        batch.queue_timeout,
-        ready_timeout,
+        &expect,
+        (batch.queue_timeout, ready_timeout),
         events,
         begun,
     )
@@ -588,12 +605,15 @@ pub async fn start(
             "the job runs but the scheduler names no batch host".into(),
         )));
     };
+    // The ready line's port, else the one the plan fixed (none: a reverse connection from
+    // a job submitted over ssh, which needs no way to the node).
+    let Some(port) = ready.as_ref().map(|r| r.port).or(batch.port) else {
+        return Ok((server, ready));
+    };
     let forwarded = match (&tunnel, live.slurm.runner_mut()) {
-        (Some(Tunnel::Local { local_port, .. }), HostRunner::Ssh(r)) => Some(
-            r.host_mut()
-                .forward_local(*local_port, &node, ready.port)
-                .await,
-        ),
+        (Some(Tunnel::Local { local_port, .. }), HostRunner::Ssh(r)) => {
+            Some(r.host_mut().forward_local(*local_port, &node, port).await)
+        }
         _ => None,
     };
     match forwarded {
@@ -602,10 +622,10 @@ pub async fn start(
             let _ = server.cleanup().await;
             return Err(StartError::Ssh(e));
         }
-        None => live.dial = Some((node, ready.port)),
+        None => live.dial = Some((node, port)),
     }
     let _ = events.send(Event::Ready {
-        port: ready.port,
+        port,
         elapsed: begun.elapsed(),
     });
     Ok((server, ready))
@@ -688,28 +708,43 @@ async fn remote_home(runner: &HostRunner) -> Result<String, StartError> {
     Ok(home)
 }
 
-/// Follow the job until its ready line: events for its status changes; the queue timeout
-/// counts from the submission while it waits, `ready_timeout` from the poll that first saw
-/// it running.
+/// What says the server in the job is ready.
+enum Readiness<'a> {
+    /// Its launch-channel ready line (the native handshake).
+    Line,
+    /// A line of its output matching the pattern (pvserver, forward).
+    Pattern(&'a ReadyPattern),
+    /// The job running (a server that dials a client already listening).
+    Running,
+}
+
+/// Follow the job until the server is ready (see [`Readiness`]; its ready line, when it
+/// prints one): events for its status changes; the queue timeout (first of `timeouts`)
+/// counts from the submission while it waits, the ready timeout (second) from the poll
+/// that first saw it running. A ParaView default pattern not seen in time hands over all
+/// the same (the client's own retry takes over, as in ParaView); a written one fails.
 async fn await_ready(
     live: &mut Live,
-    queue_timeout: Option<Duration>,
-    ready_timeout: Duration,
+    expect: &Readiness<'_>,
+    (queue_timeout, ready_timeout): (Option<Duration>, Duration),
     events: &EventSender,
     begun: Instant,
-) -> Result<ReadyLine, StartError> {
+) -> Result<Option<ReadyLine>, StartError> {
     let submitted = tokio::time::Instant::now();
     let mut tracker = live.plan.tracker(&live.slurm, &live.job);
+    let what = match expect {
+        Readiness::Pattern(p) => {
+            tracker = tracker.with_pattern(p.regex.clone());
+            "a line of the server's output matching the ready pattern once the job runs"
+        }
+        _ => "the server's ready line once the job runs",
+    };
     let mut running_since: Option<tokio::time::Instant> = None;
     let mut last: Option<JobStatus> = None;
     let id = live.job.job_id.to_string();
     let result = loop {
         let deadline = match running_since {
-            Some(t) => Some((
-                t + ready_timeout,
-                "the server's ready line once the job runs",
-                ready_timeout,
-            )),
+            Some(t) => Some((t + ready_timeout, what, ready_timeout)),
             None => queue_timeout.map(|q| {
                 (
                     submitted + q,
@@ -723,6 +758,12 @@ async fn await_ready(
                 match tokio::time::timeout_at(at, tracker.next_event()).await {
                     Ok(r) => r,
                     Err(_) => {
+                        if let (Readiness::Pattern(p), Some(_)) = (expect, running_since) {
+                            if !p.required {
+                                let _ = events.send(channel::pattern_not_seen(p, waited));
+                                break Ok(None);
+                            }
+                        }
                         let output_tail = match running_since {
                             Some(_) => super::tail_lines(
                                 live.slurm.runner(),
@@ -753,16 +794,23 @@ async fn await_ready(
                 )));
             }
             Ok(Some(TrackEvent::Changed(st))) => {
-                if st.state.is_running() && running_since.is_none() {
-                    running_since = Some(tokio::time::Instant::now());
-                    let _ = events.send(job_event(&st));
-                    stage(events, Stage::WaitReady, begun);
-                } else {
-                    let _ = events.send(job_event(&st));
-                }
+                let started = st.state.is_running() && running_since.is_none();
+                let _ = events.send(job_event(&st));
                 last = Some(st);
+                if started {
+                    running_since = Some(tokio::time::Instant::now());
+                    if let Readiness::Running = expect {
+                        break Ok(None);
+                    }
+                    let waiting = match expect {
+                        Readiness::Pattern(_) => Stage::WaitPattern,
+                        _ => Stage::WaitReady,
+                    };
+                    stage(events, waiting, begun);
+                }
             }
-            Ok(Some(TrackEvent::Ready { ready, .. })) => break Ok(ready),
+            Ok(Some(TrackEvent::Ready { ready, .. })) => break Ok(Some(ready)),
+            Ok(Some(TrackEvent::Matched { .. })) => break Ok(None),
             Ok(Some(TrackEvent::WalltimeWarning { time_left })) => {
                 let _ = events.send(Event::WalltimeWarning {
                     id: id.clone(),

@@ -573,3 +573,18 @@ fn ready_line_only_when_complete() {
     let e = find_ready_line(bad, "/x/stdout").unwrap_err().to_string();
     assert!(e.starts_with("/x/stdout, line 2: "), "{e}");
 }
+
+#[test]
+fn ready_pattern_on_complete_lines_only() {
+    let re = regex_lite::Regex::new(r"^Accepting connection\(s\): ").unwrap();
+    let out = b"Waiting for client...\nConnection URL: cs://n1:11111\nAccepting connection(s): n1:11111\n";
+    assert_eq!(
+        find_matching_line(out, &re).as_deref(),
+        Some("Accepting connection(s): n1:11111")
+    );
+    assert_eq!(
+        find_matching_line(b"Accepting connection(s): n1:1", &re),
+        None
+    );
+    assert_eq!(find_matching_line(b"Waiting for client...\n", &re), None);
+}

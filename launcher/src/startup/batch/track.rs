@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use pv_transport::launch::ReadyLine;
+use regex_lite::Regex;
 use tokio::time::Instant;
 
 use super::BatchError;
@@ -22,6 +23,10 @@ use super::status::{JobId, JobStatus};
 pub const DEFAULT_FIRST_POLL: Duration = Duration::from_millis(250);
 /// The longest poll delay.
 pub const DEFAULT_POLL_CAP: Duration = Duration::from_secs(8);
+/// The longest poll delay while a running job's server is not ready yet (its ready line
+/// or ready pattern awaited): that wait is short, and each poll it is late adds to the
+/// time to connected.
+pub const READY_POLL_CAP: Duration = Duration::from_millis(500);
 /// How long before the walltime limit to warn, by default.
 pub const DEFAULT_WALLTIME_LEAD: Duration = Duration::from_secs(5 * 60);
 /// How many lines of the job's output an ended job reports.
@@ -117,6 +122,15 @@ pub enum TrackEvent {
         /// line (both rounded to the poll schedule).
         since_running: Option<Duration>,
     },
+    /// A line of the server's output (its stdout file or the job's output file) matched
+    /// the ready pattern: a server that prints no ready line (pvserver) listens.
+    Matched {
+        /// The line.
+        line: String,
+        /// Time from the poll that first saw the job running to the poll that found the
+        /// line (both rounded to the poll schedule).
+        since_running: Option<Duration>,
+    },
     /// The walltime limit is near.
     WalltimeWarning {
         /// Time left when this was noticed.
@@ -153,6 +167,7 @@ pub struct Tracker<'a, R> {
     schedule: PollSchedule,
     warning: WalltimeWarning,
     files: Option<(JobFiles, String)>,
+    pattern: Option<Regex>,
     last: Option<JobStatus>,
     running_since: Option<Instant>,
     ready_seen: bool,
@@ -170,6 +185,7 @@ impl<'a, R: Runner> Tracker<'a, R> {
             schedule: PollSchedule::default(),
             warning: WalltimeWarning::default(),
             files: None,
+            pattern: None,
             last: None,
             running_since: None,
             ready_seen: false,
@@ -198,6 +214,21 @@ impl<'a, R: Runner> Tracker<'a, R> {
         self
     }
 
+    /// Watch for a line matching `pattern` (in the server's stdout file and the job's
+    /// output file: [`TrackEvent::Matched`]) instead of the ready line, for a server that
+    /// prints none. Needs [`Tracker::with_files`].
+    pub fn with_pattern(mut self, pattern: Regex) -> Self {
+        self.pattern = Some(pattern);
+        self
+    }
+
+    /// Do not watch for the server's readiness (it was seen already: a tracker that only
+    /// follows the job to its end).
+    pub fn without_readiness(mut self) -> Self {
+        self.ready_seen = true;
+        self
+    }
+
     /// The last status seen.
     pub fn last(&self) -> Option<&JobStatus> {
         self.last.as_ref()
@@ -216,6 +247,12 @@ impl<'a, R: Runner> Tracker<'a, R> {
             }
             if self.polled {
                 let mut delay = self.schedule.next_delay();
+                // A running job whose server is awaited: poll at least every
+                // READY_POLL_CAP until it is ready.
+                let awaited = self.files.is_some() && !self.ready_seen;
+                if awaited && self.last.as_ref().is_some_and(|st| st.state.is_running()) {
+                    delay = delay.min(READY_POLL_CAP);
+                }
                 // Poll no later than the walltime warning is due.
                 if let Some(st) = &self.last {
                     if let (Some(left), true) = (st.time_left, st.state.is_running()) {
@@ -244,7 +281,10 @@ impl<'a, R: Runner> Tracker<'a, R> {
             self.queued.push(TrackEvent::Changed(st.clone()));
         }
         if !self.ready_seen && (st.state.is_running() || st.state.is_final()) {
-            self.look_for_ready().await?;
+            match self.pattern.clone() {
+                Some(re) => self.look_for_pattern(&re).await,
+                None => self.look_for_ready().await?,
+            }
         }
         if st.state.is_final() {
             let output_tail = match &self.files {
@@ -268,6 +308,27 @@ impl<'a, R: Runner> Tracker<'a, R> {
         Ok(())
     }
 
+    /// The first complete line matching `re` in the server's stdout file, else in the job's
+    /// output file (its stderr). A file that cannot be read now is tried at the next poll.
+    async fn look_for_pattern(&mut self, re: &Regex) {
+        let Some((files, output)) = &self.files else {
+            return;
+        };
+        for path in [&files.stdout, output] {
+            let Ok(Some(bytes)) = self.slurm.runner().read_file(path).await else {
+                continue;
+            };
+            if let Some(line) = find_matching_line(&bytes, re) {
+                self.ready_seen = true;
+                self.queued.push(TrackEvent::Matched {
+                    line,
+                    since_running: self.running_since.map(|t| t.elapsed()),
+                });
+                return;
+            }
+        }
+    }
+
     async fn look_for_ready(&mut self) -> Result<(), BatchError> {
         let Some((files, _)) = &self.files else {
             return Ok(());
@@ -287,4 +348,15 @@ impl<'a, R: Runner> Tracker<'a, R> {
             Err(e @ ReadFileError::BadReadyLine { .. }) => Err(BatchError::Ready(e)),
         }
     }
+}
+
+/// The first complete line of `bytes` (one that ends in a newline: the server may be
+/// halfway through writing the last) that `re` matches.
+pub fn find_matching_line(bytes: &[u8], re: &Regex) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let complete = &text[..text.rfind('\n')?];
+    complete
+        .lines()
+        .find(|l| re.is_match(l))
+        .map(str::to_string)
 }
