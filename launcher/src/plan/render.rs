@@ -523,6 +523,15 @@ impl Plan {
                                 }
                             );
                         }
+                        // A native server is given its token and says it is ready
+                        // (port, TLS fingerprint) on the launch channel: that line, not
+                        // `delay`, starts the connection.
+                        None if matches!(self.connection.handshake, ResolvedHandshake::Native) => {
+                            let _ = writeln!(
+                                w,
+                                "  then: wait for the server's ready line on the launch channel, then connect (delay does not apply)"
+                            );
+                        }
                         None => {
                             let _ = writeln!(w, "  then: {}", delay(&p.delay));
                         }
