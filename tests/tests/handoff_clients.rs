@@ -792,8 +792,14 @@ fn a_client_that_never_connects_to_a_relayed_server_fails_within_the_connect_tim
         .as_str()
         .unwrap()
         .to_string();
-    assert!(failed.contains("no client connected"), "{failed}");
-    assert!(end.took < Duration::from_secs(2 + 10), "{:?}", end.took);
+    assert!(
+        failed.contains("no client connected"),
+        "{failed}\n{}",
+        end.context()
+    );
+    // The connect timeout ended it, not the client (which would have slept 600 s): a
+    // bound with room for a loaded machine, not a speed figure.
+    assert!(end.took < Duration::from_secs(120), "{:?}", end.took);
     assert_group_gone(end.client_pid());
 }
 
