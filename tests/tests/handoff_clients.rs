@@ -848,7 +848,8 @@ fn a_client_that_never_listens_for_a_reverse_server_is_a_clear_error() {
         "the server was started: {}",
         end.context()
     );
-    assert!(end.took < Duration::from_secs(2 + 10), "{:?}", end.took);
+    // Bounded by the 2 s timeout (with room for a loaded machine), not held forever.
+    assert!(end.took < Duration::from_secs(120), "{:?}", end.took);
     assert_group_gone(end.client_pid());
     assert_no_process_with(&format!("--server-port={port}"));
 }
