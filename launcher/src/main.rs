@@ -237,6 +237,17 @@ fn launch(args: &cli::LaunchArgs) -> i32 {
     if let (Some(file), Some(Ok(store))) = (&saved_file, &mut saved) {
         remember_options(store, file, &profile, entry, &plan);
     }
+    // ParaView's `builtin:` is a server inside the client's own process: nothing to start,
+    // nothing to connect to, nothing to hand over (an embedding program gets an in-process
+    // connection pair from the library instead).
+    if plan.connection().resource == pv_transport::Resource::Builtin {
+        return fail(
+            "this server is `builtin:`: ParaView runs it inside the client's own process, so there is \
+             nothing for pv-launch to start or connect: run the client (paraview, pvpython) \
+             without it",
+            EXIT_USAGE,
+        );
+    }
     let mut options = pv_launch::session::LaunchOptions::default();
     if matches!(plan.launch(), pv_launch::plan::Launch::Nothing)
         && pv_launch::session::needs_token(plan.connection())

@@ -1282,3 +1282,25 @@ fn json_exited_carries_the_code_or_null_and_failed_a_message() {
         "the message names the server and its status: {message}"
     );
 }
+
+/// ParaView's `builtin:` server lives inside the client: a launch of one says there is
+/// nothing to start or connect, with the usage status, instead of asking for a token.
+#[test]
+fn a_builtin_server_is_refused_with_what_to_do_instead() {
+    let s = Scratch::new();
+    let profile = s.profile(
+        "builtin.toml",
+        "[[server]]\nname = \"b\"\nresource = \"builtin:\"\n",
+    );
+    let ran = s.run(&["--profile", profile.to_str().unwrap(), "--no-client"]);
+    assert_eq!(ran.code(), Some(2), "{}", ran.context());
+    assert!(
+        ran.stderr().contains("this server is `builtin:`")
+            && ran
+                .stderr()
+                .contains("run the client (paraview, pvpython) without it")
+            && !ran.stderr().contains("token"),
+        "{}",
+        ran.context()
+    );
+}
