@@ -25,14 +25,16 @@ use std::time::Duration;
 use clap::Parser;
 use pv_transport::handoff::relay;
 use pv_transport::handshake::native::{NativeHandshake, PROTOCOL_VERSION};
-use pv_transport::launch::{ReadyLine, Secrets, TOKEN_ENV};
+use pv_transport::launch::{ReadyLine, TOKEN_ENV};
 use pv_transport::socket_table::wait_listening;
 use pv_transport::{
     ConnectionConfig, ConnectionManager, ConnectionMode, Listener, ServerIdentity, TlsConfig,
 };
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+
+#[path = "../stdin_secrets.rs"]
+mod stdin_secrets;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -97,23 +99,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The secrets line from stdin (pv-launch's launch channel).
-async fn read_secrets(wait: Duration) -> Result<Secrets, Error> {
-    let mut stdin = BufReader::new(tokio::io::stdin());
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(wait, stdin.read_line(&mut line))
-            .await
-            .map_err(|_| format!("no secrets line on stdin within {wait:?}"))??;
-        if n == 0 {
-            return Err("stdin closed before a secrets line arrived".into());
-        }
-        if let Some(parsed) = Secrets::parse(&line) {
-            return Ok(parsed?);
-        }
-    }
-}
-
 /// `--backend` with its port settled: a free loopback port when it is 0.
 fn backend_addr(args: &Args) -> Result<SocketAddr, Error> {
     if !args.backend.ip().is_loopback() {
@@ -173,7 +158,11 @@ async fn backend_ready(
 }
 
 async fn run(args: Args) -> Result<(), Error> {
-    let secrets = read_secrets(Duration::from_secs(args.secrets_timeout)).await?;
+    let secrets = stdin_secrets::read(
+        Duration::from_secs(args.secrets_timeout),
+        "stdin closed before a secrets line arrived",
+    )
+    .await?;
     let backend = backend_addr(&args)?;
     let mut child = if args.command.is_empty() {
         None
