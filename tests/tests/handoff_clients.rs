@@ -1238,3 +1238,64 @@ fn pv_front_relays_only_the_client_with_the_token_to_its_backend() {
     assert!(status.success(), "{status}");
     assert_not_listening(port);
 }
+
+/// `pv-front` given a secrets line and `args`: its exit code and stderr.
+fn front_fails(args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut child = Command::new(workspace_bin("pv-front"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pv-front");
+    let secrets = pv_transport::launch::Secrets {
+        token: pv_transport::Token::generate(),
+        client_cert: None,
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", secrets.to_line()).unwrap();
+    drop(stdin);
+    let mut child = KillOnDrop(child);
+    let end = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut out).unwrap();
+            assert!(out.is_empty(), "a ready line although it failed: {out}");
+            return (status.code(), err);
+        }
+        assert!(Instant::now() < end, "pv-front {args:?} did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Bad input to `pv-front` is a clear error, before any ready line: a backend that is not
+/// on loopback, port 0 without a command to start, a backend command that exits before
+/// its port listens, and one that cannot be started.
+#[test]
+fn pv_front_refuses_bad_backends_with_a_clear_error() {
+    let (code, err) = front_fails(&["--backend", "192.0.2.1:11111"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--backend 192.0.2.1:11111: not a loopback address"),
+        "{err}"
+    );
+    let (code, err) = front_fails(&["--backend", "127.0.0.1:0"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("port 0 needs a backend command"), "{err}");
+    let (code, err) = front_fails(&["--backend", "127.0.0.1:0", "--", "/bin/false"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("the backend exited before listening on 127.0.0.1:"),
+        "{err}"
+    );
+    let (code, err) = front_fails(&["--backend", "127.0.0.1:0", "--", "/nonexistent/pvserver"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("starting the backend \"/nonexistent/pvserver\""),
+        "{err}"
+    );
+}
