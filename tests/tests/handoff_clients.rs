@@ -9,6 +9,9 @@
 //! - An unmodified TCP client (`socat`) through the loopback endpoint to the demo server
 //!   with TLS and the native handshake, bytes both ways, while a client of another uid is
 //!   refused (and a note says so).
+//! - `pv-front` (TLS and the token in front of a plain server): pvpython reaches an
+//!   unmodified pvserver through `examples/profiles/pvserver-tls.toml`; clients without the
+//!   token never reach its backend; bad backends are clear errors.
 //! - Failures: a client exiting non-zero, a client that never connects or never listens,
 //!   a server dying under its client; `--json` errors before the launch and a reader that
 //!   goes away; SIGTERM and SIGINT to pv-launch.
@@ -1083,23 +1086,14 @@ fn pvpython_reaches_an_unmodified_pvserver_over_tls_through_pv_front() {
     }
 }
 
-/// A running `pv-front` started by hand with `token` on its stdin, relaying to `backend`:
-/// the process and the port of its ready line, with its TLS fingerprint.
-fn start_front(
-    backend: u16,
-    token: &pv_transport::Token,
-) -> (Child, u16, pv_transport::Fingerprint) {
+/// `pv-front ARGS` with `token` on its stdin (then closed), stdout piped.
+fn spawn_front(args: &[&str], token: &pv_transport::Token, stderr: Stdio) -> Child {
     use std::io::Write;
     let mut child = Command::new(workspace_bin("pv-front"))
-        .args([
-            "--backend",
-            &format!("127.0.0.1:{backend}"),
-            "--timeout",
-            "60",
-        ])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("start pv-front");
     let secrets = pv_transport::launch::Secrets {
@@ -1108,7 +1102,21 @@ fn start_front(
     };
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "{}", secrets.to_line()).unwrap();
-    drop(stdin);
+    child
+}
+
+/// A running `pv-front` started by hand with `token` on its stdin, relaying to `backend`:
+/// the process and the port of its ready line, with its TLS fingerprint.
+fn start_front(
+    backend: u16,
+    token: &pv_transport::Token,
+) -> (Child, u16, pv_transport::Fingerprint) {
+    let backend = format!("127.0.0.1:{backend}");
+    let mut child = spawn_front(
+        &["--backend", &backend, "--timeout", "60"],
+        token,
+        Stdio::inherit(),
+    );
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -1241,21 +1249,7 @@ fn pv_front_relays_only_the_client_with_the_token_to_its_backend() {
 
 /// `pv-front` given a secrets line and `args`: its exit code and stderr.
 fn front_fails(args: &[&str]) -> (Option<i32>, String) {
-    use std::io::Write;
-    let mut child = Command::new(workspace_bin("pv-front"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pv-front");
-    let secrets = pv_transport::launch::Secrets {
-        token: pv_transport::Token::generate(),
-        client_cert: None,
-    };
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{}", secrets.to_line()).unwrap();
-    drop(stdin);
+    let child = spawn_front(args, &pv_transport::Token::generate(), Stdio::piped());
     let mut child = KillOnDrop(child);
     let end = Instant::now() + WAIT;
     loop {
