@@ -9,6 +9,9 @@
 //! - An unmodified TCP client (`socat`) through the loopback endpoint to the demo server
 //!   with TLS and the native handshake, bytes both ways, while a client of another uid is
 //!   refused (and a note says so).
+//! - `pv-front` (TLS and the token in front of a plain server): pvpython reaches an
+//!   unmodified pvserver through `examples/profiles/pvserver-tls.toml`; clients without the
+//!   token never reach its backend; bad backends are clear errors.
 //! - Failures: a client exiting non-zero, a client that never connects or never listens,
 //!   a server dying under its client; `--json` errors before the launch and a reader that
 //!   goes away; SIGTERM and SIGINT to pv-launch.
@@ -1011,4 +1014,282 @@ fn sigterm_and_sigint_stop_the_client_and_the_server() {
         assert_no_process_with(&format!("--server-port={port}"));
         assert_not_listening(port);
     }
+}
+
+/// The `pv-front` line that says where its backend listens: the port, from pv-launch's
+/// stderr events.
+fn front_backend_port(end: &Ended) -> u16 {
+    end.events
+        .iter()
+        .filter(|e| e["event"] == "stderr")
+        .find_map(|e| {
+            let line = e["line"].as_str()?;
+            let (_, rest) = line.split_once("pv-front: backend pid ")?;
+            rest.rsplit_once(':')?.1.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no backend line from pv-front: {}", end.context()))
+}
+
+/// `examples/profiles/pvserver-tls.toml` as shipped, from the repository's root with the
+/// built binaries first on PATH: an unmodified pvpython reaches an unmodified pvserver
+/// through pv-launch's loopback endpoint, TLS with the token to `pv-front`, and
+/// pv-front's plain loopback relay. The sphere's point count proves the data arrived;
+/// afterwards pvserver, pv-front, the client and every port are gone.
+#[test]
+fn pvpython_reaches_an_unmodified_pvserver_over_tls_through_pv_front() {
+    if !have(&[PVSERVER, PVPYTHON]) {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let bins = workspace_bin("pv-front").parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let end = run(
+        &["--profile", "examples/profiles/pvserver-tls.toml"],
+        &[("PATH", &path)],
+        root,
+    );
+    assert_eq!(end.code, Some(0), "{}", end.context());
+    assert!(end.stderr.contains(SPHERE_POINTS), "{}", end.context());
+    assert_eq!(
+        end.event("client-exited").map(|e| e["code"].clone()),
+        Some(Value::from(0)),
+        "{}",
+        end.context()
+    );
+    assert!(end.event("cleaned-up").is_some(), "{}", end.context());
+    let url = end.event("handoff").expect("a handoff event")["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(url.starts_with("cs://127.0.0.1:"), "{url}");
+    let endpoint: u16 = url.rsplit_once(':').unwrap().1.parse().unwrap();
+    let front: u16 = end.event("ready").expect("a ready event")["port"]
+        .as_u64()
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let backend = front_backend_port(&end);
+    assert!(
+        ![endpoint, front].contains(&backend),
+        "pvpython must not reach pvserver directly: {}",
+        end.context()
+    );
+    assert_group_gone(end.client_pid());
+    assert_no_process_with(&format!("--server-port={backend}"));
+    assert_no_process_with("pv-front --server-port 0 --backend 127.0.0.1:0");
+    for p in [endpoint, front, backend] {
+        assert_not_listening(p);
+    }
+}
+
+/// `pv-front ARGS` with `token` on its stdin (then closed), stdout piped.
+fn spawn_front(args: &[&str], token: &pv_transport::Token, stderr: Stdio) -> Child {
+    use std::io::Write;
+    let mut child = Command::new(workspace_bin("pv-front"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("start pv-front");
+    let secrets = pv_transport::launch::Secrets {
+        token: token.clone(),
+        client_cert: None,
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", secrets.to_line()).unwrap();
+    child
+}
+
+/// A running `pv-front` started by hand with `token` on its stdin, relaying to `backend`:
+/// the process and the port of its ready line, with its TLS fingerprint.
+fn start_front(
+    backend: u16,
+    token: &pv_transport::Token,
+) -> (Child, u16, pv_transport::Fingerprint) {
+    let backend = format!("127.0.0.1:{backend}");
+    let mut child = spawn_front(
+        &["--backend", &backend, "--timeout", "60"],
+        token,
+        Stdio::inherit(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready = pv_transport::launch::ReadyLine::parse(&line)
+        .unwrap_or_else(|| panic!("not a ready line: {line:?}"))
+        .unwrap();
+    (child, ready.port, ready.tls.expect("a TLS fingerprint"))
+}
+
+/// A child process killed (and reaped) if the test ends before it exited.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Dial pv-front at `port` with TLS pinned to `pin` and the native handshake with `token`,
+/// on `rt` (the connection lives on that runtime).
+fn dial_front(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    pin: pv_transport::Fingerprint,
+    token: pv_transport::Token,
+) -> Result<pv_transport::Connection, pv_transport::ConnectError> {
+    use pv_transport::handshake::native::NativeHandshake;
+    use pv_transport::{
+        ConnectionConfig, ConnectionManager, ConnectionMode, RetryPolicy, TlsConfig,
+    };
+    let config = ConnectionConfig::new(NativeHandshake::new(token))
+        .with_tls(TlsConfig::client_pinned(pin, None).unwrap());
+    let manager = ConnectionManager::new(ConnectionMode::Single, config);
+    rt.block_on(manager.connect_to_addr(lo(port), RetryPolicy::default(), |_, _, _| {}))
+}
+
+/// Clients without the token get nothing from `pv-front` and never reach its backend:
+/// plain bytes (socat, as an unmodified ParaView client would send) are closed without
+/// an answer, and a TLS client pinned to the right certificate but with another token
+/// fails the handshake. The backend's listener has no connection waiting after either.
+/// Then the client with the token is relayed to it, bytes both ways, and pv-front exits
+/// 0 once both sides closed.
+#[test]
+fn pv_front_relays_only_the_client_with_the_token_to_its_backend() {
+    if !have(&["/usr/bin/socat"]) {
+        return;
+    }
+    use std::io::{Read, Write};
+    let backend = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    backend.set_nonblocking(true).unwrap();
+    let backend_port = backend.local_addr().unwrap().port();
+    let token = pv_transport::Token::generate();
+    let (front, port, pin) = start_front(backend_port, &token);
+    let mut front = KillOnDrop(front);
+
+    let out = Command::new("/usr/bin/socat")
+        .args(["-t", "5", "-T", "30", "-", &format!("TCP:127.0.0.1:{port}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"a ParaView client's first bytes\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    // At most rustls' alert record (content type 21, 7 bytes) refusing the plaintext.
+    assert!(
+        out.stdout.is_empty() || (out.stdout[0] == 21 && out.stdout.len() == 7),
+        "socat got {:?}",
+        out.stdout
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let wrong = dial_front(&rt, port, pin, pv_transport::Token::generate());
+    assert!(wrong.is_err(), "a client with another token was accepted");
+    match backend.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the backend saw a connection from an unauthenticated client: {other:?}"),
+    }
+
+    let mut conn = dial_front(&rt, port, pin, token).expect("the client with the token");
+    backend.set_nonblocking(false).unwrap();
+    let (mut server, _) = backend.accept().unwrap();
+    server.set_read_timeout(Some(WAIT)).unwrap();
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        conn.write_all(b"ping through TLS").await.unwrap();
+        conn.flush().await.unwrap();
+        let mut got = [0u8; 16];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping through TLS");
+        server.write_all(b"pong").unwrap();
+        let mut back = [0u8; 4];
+        tokio::time::timeout(WAIT, conn.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&back, b"pong");
+        conn.shutdown().await.unwrap();
+        drop(server);
+        let mut rest = vec![];
+        tokio::time::timeout(WAIT, conn.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(rest.is_empty());
+    });
+    let end = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = front.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "pv-front did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert_not_listening(port);
+}
+
+/// `pv-front` given a secrets line and `args`: its exit code and stderr.
+fn front_fails(args: &[&str]) -> (Option<i32>, String) {
+    let child = spawn_front(args, &pv_transport::Token::generate(), Stdio::piped());
+    let mut child = KillOnDrop(child);
+    let end = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut out).unwrap();
+            assert!(out.is_empty(), "a ready line although it failed: {out}");
+            return (status.code(), err);
+        }
+        assert!(Instant::now() < end, "pv-front {args:?} did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Bad input to `pv-front` is a clear error, before any ready line: a backend that is not
+/// on loopback, port 0 without a command to start, a backend command that exits before
+/// its port listens, and one that cannot be started.
+#[test]
+fn pv_front_refuses_bad_backends_with_a_clear_error() {
+    let (code, err) = front_fails(&["--backend", "192.0.2.1:11111"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--backend 192.0.2.1:11111: not a loopback address"),
+        "{err}"
+    );
+    let (code, err) = front_fails(&["--backend", "127.0.0.1:0"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("port 0 needs a backend command"), "{err}");
+    let (code, err) = front_fails(&["--backend", "127.0.0.1:0", "--", "/bin/false"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("the backend exited before listening on 127.0.0.1:"),
+        "{err}"
+    );
+    let (code, err) = front_fails(&["--backend", "127.0.0.1:0", "--", "/nonexistent/pvserver"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("starting the backend \"/nonexistent/pvserver\""),
+        "{err}"
+    );
 }

@@ -26,11 +26,12 @@ use pv_transport::{
     ConnectTimeout, Connection, ConnectionConfig, ConnectionManager, ConnectionMode, Listener,
     RetryPolicy, ServerIdentity, TlsConfig, Token,
 };
-use tokio::io::{AsyncBufReadExt, BufReader};
 use zeroize::Zeroizing;
 
 #[path = "../demo_server_args.rs"]
 mod args;
+#[path = "../stdin_secrets.rs"]
+mod stdin_secrets;
 use args::{Args, HandshakeArg};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -101,23 +102,10 @@ async fn read_secrets(
             client_cert: None,
         });
     }
-    let mut stdin = BufReader::new(tokio::io::stdin());
-    let wait = Duration::from_secs(args.secrets_timeout);
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(wait, stdin.read_line(&mut line))
-            .await
-            .map_err(|_| format!("no secrets line on stdin within {wait:?}"))??;
-        if n == 0 {
-            return Err(format!(
-                "stdin closed before a secrets line arrived (set {TOKEN_ENV} or use --token-file when starting by hand)"
-            )
-            .into());
-        }
-        if let Some(parsed) = Secrets::parse(&line) {
-            return Ok(parsed?);
-        }
-    }
+    let eof = format!(
+        "stdin closed before a secrets line arrived (set {TOKEN_ENV} or use --token-file when starting by hand)"
+    );
+    Ok(stdin_secrets::read(Duration::from_secs(args.secrets_timeout), &eof).await?)
 }
 
 async fn run(args: Args, env_token: Option<std::ffi::OsString>) -> Result<(), Error> {
