@@ -1035,6 +1035,40 @@ async fn a_login_node_without_python3_is_refused_before_the_submission() {
     assert!(queue(&id).is_empty(), "nothing was submitted");
 }
 
+/// `reverse_via = "gateway-ports"` against an sshd with OpenSSH's default
+/// `GatewayPorts no`: sshd binds the -R port on its loopback, which no compute node
+/// reaches; the launch says so, naming both fixes, before anything is submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_ports_refused_by_the_login_nodes_sshd_fail_before_the_submission() {
+    let _serial = SERIAL.lock().await;
+    let Some(conf) = cluster() else { return };
+    let sshd = Sshd::start_with_gateway_ports("no");
+    test_user_home();
+    let id = launch_id("gwno");
+    let _sweep = Sweep(id.clone());
+    let argv = reverse_demo_argv();
+    let text = profile(
+        &argv,
+        "reverse_host = \"127.0.0.1\"\nreverse_via = \"gateway-ports\"\n",
+        &ssh_table(&sshd, &conf, ""),
+    )
+    .replace(
+        "resource = \"cs://localhost:0\"",
+        "resource = \"csrc://localhost:0\"",
+    );
+    let plan = plan_of(&text, &id);
+    let options = ssh_options();
+    let (result, _) = launch(&plan, &options).await;
+    let e = result.expect_err("a loopback-only gateway port").to_string();
+    assert!(
+        e.contains("loopback only")
+            && e.contains("GatewayPorts clientspecified")
+            && e.contains("reverse_via = \"relay\""),
+        "{e}"
+    );
+    assert!(queue(&id).is_empty(), "nothing was submitted");
+}
+
 fn which(tool: &str) -> String {
     let out = std::process::Command::new("sh")
         .args(["-c", "command -v \"$1\"", "sh", tool])

@@ -33,6 +33,7 @@ use super::{
     LocalRunner, RELAY_PROBE, ReverseVia, RunError, Runner, Slurm, Submitted, TrackEvent,
     relay_argv,
 };
+use super::relay::{LISTENER_PROBE, not_on_all_interfaces};
 use crate::events::{Event, EventSender, Stage};
 use crate::plan::{BatchStart, JobsDir, Place, ProcessPlan, ReadyPattern, ReverseBatch, Tunnel};
 use crate::startup::ssh::{RemoteHelper, SshError, SshHost, remote_command, require_backend};
@@ -675,6 +676,9 @@ async fn way_back(
         }
     };
     let tunnel_port = host.forward_remote(0, local, public).await?;
+    if public {
+        check_gateway_port(runner, tunnel_port).await?;
+    }
     if !relay {
         return Ok(WayBack {
             host: dial,
@@ -692,6 +696,24 @@ async fn way_back(
         port: ready.port,
         relay: Some(helper),
     })
+}
+
+/// Fail, before anything is submitted, when the login node's sshd bound the public `-R`
+/// port on no wildcard address (its `GatewayPorts` is `no`, OpenSSH's default): the job's
+/// dial would be refused. Where the login node cannot tell (no `/proc/net`), go on.
+async fn check_gateway_port(runner: &SshRunner, port: u16) -> Result<(), StartError> {
+    let argv = ["sh", "-c", LISTENER_PROBE, "sh", &port.to_string()].map(String::from);
+    let out = runner.run(&argv, None).await.map_err(BatchError::from)?;
+    if !not_on_all_interfaces(&out.stdout_text()) {
+        return Ok(());
+    }
+    Err(StartError::Ssh(SshError::Invalid(format!(
+        "reverse_via = \"gateway-ports\": the sshd of the login node {} bound the -R \
+         tunnel's port {port} to its loopback only, where compute nodes cannot reach it \
+         (its GatewayPorts is `no`, OpenSSH's default): set `GatewayPorts clientspecified` \
+         in that sshd's sshd_config, or use reverse_via = \"relay\" (the default)",
+        runner.host().display_name()
+    ))))
 }
 
 /// `$HOME` on the login node.
