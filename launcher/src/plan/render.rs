@@ -505,7 +505,14 @@ impl Plan {
                         ),
                         (None, false) => writeln!(
                             w,
-                            "  ready (no ready line; pv-launch never connects to the server): once the job runs (the client listens first; the server dials it)"
+                            "  ready (no ready line; pv-launch never connects to the server): once the job runs{} (the client listens first; the server dials it)",
+                            match &p.delay {
+                                Delay::Wait(d) => format!(
+                                    " and then {} more (delay; the job ending meanwhile is a failure)",
+                                    seconds(d)
+                                ),
+                                _ => String::new(),
+                            }
                         ),
                     };
                 } else {

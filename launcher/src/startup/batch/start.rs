@@ -36,6 +36,7 @@ use super::{
 use super::relay::{LISTENER_PROBE, not_on_all_interfaces};
 use crate::events::{Event, EventSender, Stage};
 use crate::plan::{BatchStart, JobsDir, Place, ProcessPlan, ReadyPattern, ReverseBatch, Tunnel};
+use crate::profile::Delay;
 use crate::startup::ssh::{RemoteHelper, SshError, SshHost, remote_command, require_backend};
 use crate::startup::watcher::{Watcher, WatcherGroup};
 use crate::startup::{StartError, StartOptions, channel};
@@ -519,7 +520,7 @@ pub async fn start(
     let expect = match (secrets, &process.ready_pattern) {
         (Some(_), _) => Readiness::Line,
         (None, Some(p)) => Readiness::Pattern(p),
-        (None, None) => Readiness::Running,
+        (None, None) => Readiness::Running(&process.delay),
     };
     let begun = Instant::now();
     let (runner, tunnel) = match place {
@@ -736,8 +737,10 @@ enum Readiness<'a> {
     Line,
     /// A line of its output matching the pattern (pvserver, forward).
     Pattern(&'a ReadyPattern),
-    /// The job running (a server that dials a client already listening).
-    Running,
+    /// The job running (a server that dials a client already listening), and then the
+    /// profile's `delay` as a local start waits it (the job ending meanwhile is a failure;
+    /// `delay = -1`, waiting for an exit, does not apply to a job).
+    Running(&'a Delay),
 }
 
 /// Follow the job until the server is ready (see [`Readiness`]; its ready line, when it
@@ -762,9 +765,35 @@ async fn await_ready(
         _ => "the server's ready line once the job runs",
     };
     let mut running_since: Option<tokio::time::Instant> = None;
+    // The end of the delay a reverse server without a ready line waits after RUNNING.
+    let mut delay_until: Option<tokio::time::Instant> = None;
     let mut last: Option<JobStatus> = None;
     let id = live.job.job_id.to_string();
     let result = loop {
+        if let Some(at) = delay_until {
+            match tokio::time::timeout_at(at, tracker.next_event()).await {
+                Err(_) => break Ok(None),
+                Ok(Ok(Some(TrackEvent::Ended {
+                    status,
+                    output_tail,
+                }))) => {
+                    let _ = events.send(job_event(&status));
+                    break Err(ended_error(status, output_tail));
+                }
+                Ok(Ok(Some(TrackEvent::Changed(st)))) => {
+                    let _ = events.send(job_event(&st));
+                    last = Some(st);
+                    continue;
+                }
+                Ok(Ok(Some(_))) => continue,
+                Ok(Err(e)) => break Err(StartError::Batch(e)),
+                Ok(Ok(None)) => {
+                    break Err(StartError::Batch(BatchError::Controller(
+                        "the job's tracking ended without a final state".into(),
+                    )));
+                }
+            }
+        }
         let deadline = match running_since {
             Some(t) => Some((t + ready_timeout, what, ready_timeout)),
             None => queue_timeout.map(|q| {
@@ -821,8 +850,15 @@ async fn await_ready(
                 last = Some(st);
                 if started {
                     running_since = Some(tokio::time::Instant::now());
-                    if let Readiness::Running = expect {
-                        break Ok(None);
+                    if let Readiness::Running(delay) = expect {
+                        match delay {
+                            Delay::Wait(d) => {
+                                stage(events, Stage::Delay, begun);
+                                delay_until = Some(tokio::time::Instant::now() + *d);
+                                continue;
+                            }
+                            Delay::None | Delay::UntilExit => break Ok(None),
+                        }
                     }
                     let waiting = match expect {
                         Readiness::Pattern(_) => Stage::WaitPattern,
