@@ -631,6 +631,51 @@ mod tests {
             };
             assert_eq!(got.as_str(), expected["answer"].as_str().unwrap());
         }
+        // Many strings of characters from every range (control, ASCII, quotes and
+        // backslashes, two- to four-byte UTF-8), after a field that holds them too; each
+        // also with its non-ASCII characters written as \u escapes (surrogate pairs).
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) as u32
+        };
+        let ranges = [
+            (0u32, 0x20u32),
+            (0x20, 0x7f),
+            (0x7f, 0x800),
+            (0x800, 0xd800),
+            (0xe000, 0x11_0000),
+        ];
+        for _ in 0..2000 {
+            let len = next() % 12;
+            let text: String = (0..len)
+                .filter_map(|_| {
+                    let (lo, hi) = ranges[(next() % 5) as usize];
+                    match next() % 4 {
+                        0 => Some(['"', '\\', '/'][(next() % 3) as usize]),
+                        _ => char::from_u32(lo + next() % (hi - lo)),
+                    }
+                })
+                .collect();
+            let plain = serde_json::json!({"w": {"answer": &text}, "v": 1, "answer": &text});
+            let plain = serde_json::to_string(&plain).unwrap();
+            let mut escaped = String::new();
+            for c in plain.chars() {
+                if c.is_ascii() {
+                    escaped.push(c);
+                } else {
+                    for unit in c.encode_utf16(&mut [0; 2]) {
+                        escaped.push_str(&format!("\\u{unit:04x}"));
+                    }
+                }
+            }
+            for line in [plain, escaped] {
+                let Reply::Answer(got) = Reply::from_line(line.as_bytes()).unwrap() else {
+                    panic!("an answer")
+                };
+                assert_eq!(got.as_str(), text, "{line}");
+            }
+        }
         assert!(matches!(
             Reply::from_line(br#"{"v":1,"answer":null}"#),
             Err(BridgeError::Malformed(_))
