@@ -1059,7 +1059,9 @@ async fn gateway_ports_refused_by_the_login_nodes_sshd_fail_before_the_submissio
     let plan = plan_of(&text, &id);
     let options = ssh_options();
     let (result, _) = launch(&plan, &options).await;
-    let e = result.expect_err("a loopback-only gateway port").to_string();
+    let e = result
+        .expect_err("a loopback-only gateway port")
+        .to_string();
     assert!(
         e.contains("loopback only")
             && e.contains("GatewayPorts clientspecified")

@@ -239,8 +239,12 @@ mod tests {
         assert!(!not_on_all_interfaces(&all_out), "{all_out}");
         // No listener there (or no /proc/net): nobody can tell, so no complaint.
         assert!(!not_on_all_interfaces(""));
-        assert!(not_on_all_interfaces("0100007F\n00000000000000000000000001000000\n"));
-        assert!(!not_on_all_interfaces("0100007F\n00000000000000000000000000000000\n"));
+        assert!(not_on_all_interfaces(
+            "0100007F\n00000000000000000000000001000000\n"
+        ));
+        assert!(!not_on_all_interfaces(
+            "0100007F\n00000000000000000000000000000000\n"
+        ));
     }
 
     #[test]

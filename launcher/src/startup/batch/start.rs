@@ -28,12 +28,12 @@ use std::time::{Duration, Instant};
 
 use pv_transport::launch::{LAUNCH_CHANNEL_VERSION, READY_PREFIX, ReadyLine, Secrets};
 
+use super::relay::{LISTENER_PROBE, not_on_all_interfaces};
 use super::{
     BatchError, BatchPlan, CommandOutput, DEFAULT_COMMAND_TIMEOUT, JobState, JobStatus,
     LocalRunner, RELAY_PROBE, ReverseVia, RunError, Runner, Slurm, Submitted, TrackEvent,
     relay_argv,
 };
-use super::relay::{LISTENER_PROBE, not_on_all_interfaces};
 use crate::events::{Event, EventSender, Stage};
 use crate::plan::{BatchStart, JobsDir, Place, ProcessPlan, ReadyPattern, ReverseBatch, Tunnel};
 use crate::profile::Delay;
