@@ -129,13 +129,26 @@ pub enum Reply {
     Cancel,
 }
 
-/// The wire form of a [`Reply`]: `{"v":1,"answer":"…"}` or `{"v":1,"cancel":true}`.
-#[derive(Serialize, Deserialize)]
+/// The wire form of a [`Reply`]: `{"v":1,"answer":"…"}` or `{"v":1,"cancel":true}`
+/// (written; [`WireReplyShape`] and [`answer_of`] read it).
+#[derive(Serialize)]
 struct WireReply {
     v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     answer: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    cancel: bool,
+}
+
+/// A reply line as serde_json checks it: the answer's string is only skipped (serde_json
+/// would decode an escaped string through a scratch buffer of its own, which nothing
+/// wipes); [`answer_of`] decodes it from the line instead.
+#[derive(Deserialize)]
+struct WireReplyShape {
+    v: u32,
+    #[serde(default)]
+    answer: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
     cancel: bool,
 }
 
@@ -179,14 +192,15 @@ impl Reply {
     /// Decodes one reply line (with or without its newline), checking the version.
     /// A reply with both an answer and `cancel: true` is a cancel.
     pub fn from_line(line: &[u8]) -> Result<Reply, BridgeError> {
-        let mut wire: WireReply = serde_json::from_slice(trim_newline(line))
-            .map_err(|e| BridgeError::Malformed(e.to_string()))?;
+        let line = trim_newline(line);
+        let wire: WireReplyShape =
+            serde_json::from_slice(line).map_err(|e| BridgeError::Malformed(e.to_string()))?;
         check_version(wire.v)?;
         if wire.cancel {
             return Ok(Reply::Cancel);
         }
-        match wire.answer.take() {
-            Some(answer) => Ok(Reply::Answer(Zeroizing::new(answer))),
+        match wire.answer.and_then(|_| answer_of(line)) {
+            Some(answer) => Ok(Reply::Answer(answer)),
             None => Err(BridgeError::Malformed(
                 "a reply needs \"answer\" or \"cancel\": true".into(),
             )),
@@ -237,6 +251,145 @@ fn check_version(v: u32) -> Result<(), BridgeError> {
         Ok(())
     } else {
         Err(BridgeError::Version(v))
+    }
+}
+
+/// The top-level `"answer"` string of a reply line that serde_json has already checked
+/// (one JSON object, valid UTF-8, no duplicate field), decoded straight into a buffer that
+/// is wiped on drop and never reallocated (a decoded string is never longer than its
+/// literal). `None`: no such key, or `null`.
+fn answer_of(line: &[u8]) -> Option<Zeroizing<String>> {
+    let mut scan = Scan { bytes: line, at: 0 };
+    scan.skip_ws();
+    scan.eat(b'{')?;
+    loop {
+        scan.skip_ws();
+        if scan.peek()? == b'}' {
+            return None;
+        }
+        let key = scan.string()?;
+        scan.skip_ws();
+        scan.eat(b':')?;
+        scan.skip_ws();
+        if key.as_str() == "answer" {
+            return match scan.peek()? {
+                b'"' => scan.string(),
+                _ => None,
+            };
+        }
+        scan.skip_value()?;
+        scan.skip_ws();
+        if scan.peek()? == b',' {
+            scan.at += 1;
+        }
+    }
+}
+
+/// A cursor over a JSON text already known to be valid.
+struct Scan<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Scan<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn eat(&mut self, want: u8) -> Option<()> {
+        (self.next()? == want).then_some(())
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = self.bytes.get(self.at..self.at + 4)?;
+        self.at += 4;
+        u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    }
+
+    /// A string literal, decoded into a wiped buffer sized for the rest of the line.
+    fn string(&mut self) -> Option<Zeroizing<String>> {
+        self.eat(b'"')?;
+        let mut out = Zeroizing::new(Vec::with_capacity(self.bytes.len() - self.at));
+        loop {
+            match self.next()? {
+                b'"' => break,
+                b'\\' => {
+                    let unescaped = match self.next()? {
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let high = self.hex4()?;
+                            let code = if (0xD800..0xDC00).contains(&high) {
+                                self.eat(b'\\')?;
+                                self.eat(b'u')?;
+                                let low = self.hex4()?;
+                                0x10000 + ((high - 0xD800) << 10) + (low.checked_sub(0xDC00)?)
+                            } else {
+                                high
+                            };
+                            char::from_u32(code)?
+                        }
+                        other => char::from(other),
+                    };
+                    let mut utf8 = Zeroizing::new([0u8; 4]);
+                    out.extend_from_slice(unescaped.encode_utf8(&mut *utf8).as_bytes());
+                }
+                b => out.push(b),
+            }
+        }
+        let bytes = std::mem::take(&mut *out);
+        match String::from_utf8(bytes) {
+            Ok(text) => Some(Zeroizing::new(text)),
+            Err(e) => {
+                drop(Zeroizing::new(e.into_bytes()));
+                None
+            }
+        }
+    }
+
+    /// Skip one value: a string, an object or array (with what it holds), or a literal.
+    fn skip_value(&mut self) -> Option<()> {
+        let mut depth = 0usize;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.at += 1;
+                    while self.next()? != b'"' {
+                        if self.bytes[self.at - 1] == b'\\' {
+                            self.at += 1;
+                        }
+                    }
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    self.at += 1;
+                }
+                b'}' | b']' if depth > 0 => {
+                    depth -= 1;
+                    self.at += 1;
+                }
+                b',' | b'}' | b']' if depth == 0 => return Some(()),
+                _ => self.at += 1,
+            }
+            if depth == 0 && matches!(self.peek(), Some(b',' | b'}' | b']')) {
+                return Some(());
+            }
+        }
     }
 }
 
@@ -445,6 +598,88 @@ mod tests {
             Reply::from_line(b"{\"v\":1,\"answer\":\"x\",\"cancel\":true}").unwrap(),
             Reply::Cancel
         );
+    }
+
+    /// Answers are decoded from the line itself (not through serde_json's unwiped scratch
+    /// buffer), exactly as serde_json decodes them: every escape, surrogate pairs, unknown
+    /// fields before the answer (holding an "answer" of their own), null.
+    #[test]
+    fn answers_decode_from_the_line_as_serde_json_does() {
+        for answer in [
+            "",
+            "plain",
+            "s3 cr\"et@\n",
+            "\\/\u{8}\u{c}\n\r\t\u{1}\u{1f}",
+            "h\u{e9}llo \u{1F600} \u{FFFF} \u{7f}",
+        ] {
+            let line = Reply::answer(answer).to_line();
+            let Reply::Answer(got) = Reply::from_line(&line).unwrap() else {
+                panic!("an answer")
+            };
+            assert_eq!(got.as_str(), answer);
+        }
+        let lines: [&[u8]; 4] = [
+            br#"{"x":{"answer":"no","y":[1,"]}",{}]},"z":"\"","v":1,"answer":"\ud83d\ude00\/"}"#,
+            br#" { "v" : 1 , "answer" : "a\u00e9\"b" } "#,
+            br#"{"answer":"first","v":1,"other":null}"#,
+            br#"{"v":1,"n":-1.5e3,"t":true,"answer":"\\"}"#,
+        ];
+        for line in lines {
+            let expected: serde_json::Value = serde_json::from_slice(line).unwrap();
+            let Reply::Answer(got) = Reply::from_line(line).unwrap() else {
+                panic!("an answer")
+            };
+            assert_eq!(got.as_str(), expected["answer"].as_str().unwrap());
+        }
+        // Many strings of characters from every range (control, ASCII, quotes and
+        // backslashes, two- to four-byte UTF-8), after a field that holds them too; each
+        // also with its non-ASCII characters written as \u escapes (surrogate pairs).
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) as u32
+        };
+        let ranges = [
+            (0u32, 0x20u32),
+            (0x20, 0x7f),
+            (0x7f, 0x800),
+            (0x800, 0xd800),
+            (0xe000, 0x11_0000),
+        ];
+        for _ in 0..2000 {
+            let len = next() % 12;
+            let text: String = (0..len)
+                .filter_map(|_| {
+                    let (lo, hi) = ranges[(next() % 5) as usize];
+                    match next() % 4 {
+                        0 => Some(['"', '\\', '/'][(next() % 3) as usize]),
+                        _ => char::from_u32(lo + next() % (hi - lo)),
+                    }
+                })
+                .collect();
+            let plain = serde_json::json!({"w": {"answer": &text}, "v": 1, "answer": &text});
+            let plain = serde_json::to_string(&plain).unwrap();
+            let mut escaped = String::new();
+            for c in plain.chars() {
+                if c.is_ascii() {
+                    escaped.push(c);
+                } else {
+                    for unit in c.encode_utf16(&mut [0; 2]) {
+                        escaped.push_str(&format!("\\u{unit:04x}"));
+                    }
+                }
+            }
+            for line in [plain, escaped] {
+                let Reply::Answer(got) = Reply::from_line(line.as_bytes()).unwrap() else {
+                    panic!("an answer")
+                };
+                assert_eq!(got.as_str(), text, "{line}");
+            }
+        }
+        assert!(matches!(
+            Reply::from_line(br#"{"v":1,"answer":null}"#),
+            Err(BridgeError::Malformed(_))
+        ));
     }
 
     #[test]

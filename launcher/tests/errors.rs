@@ -95,27 +95,42 @@ fn toml_errors_have_line_and_column() {
     assert!(e.starts_with("bad.toml:3:"), "{e}");
 }
 
-#[test]
-fn secrets_never_reach_argv_or_dry_run_output() {
-    let text = "[[server]]\nname = \"a\"\nresource = \"cs://h\"\n[server.startup]\nmechanism = \"local\"\nargv = [\"run\"]\n[[server.option]]\nname = \"PW\"\ntype = \"password\"\ndefault = \"hunter2\"\n";
+/// The plan of the first server of the TOML profile `text` (`pw.toml`), in a fixed context
+/// without prompts.
+fn resolve_toml(text: &str) -> Result<pv_launch::Plan, pv_launch::PlanError> {
     let p = pv_launch::profile::toml::load_str(Path::new("pw.toml"), text).unwrap();
-    let plan = pv_launch::Plan::resolve(
+    pv_launch::Plan::resolve(
         &p.servers[0],
         &pv_launch::LaunchContext::fixed(),
         &pv_launch::NonInteractive,
     )
-    .unwrap();
+}
+
+/// A plan with a client program keeps no plain copy of a password option for it (the
+/// client's command line may not use one): its Debug output does not show it.
+#[test]
+fn a_client_plan_holds_no_copy_of_a_secret() {
+    let text = "client = [\"echo\", \"${PV_LAUNCH_URL}\", \"${HOST}\"]\n[[server]]\nname = \"a\"\nresource = \"cs://h\"\n[server.startup]\nmechanism = \"local\"\nargv = [\"run\"]\n[[server.option]]\nname = \"PW\"\ntype = \"password\"\ndefault = \"hunter2\"\n[[server.option]]\nname = \"HOST\"\ntype = \"string\"\ndefault = \"node7\"\n";
+    let plan = resolve_toml(text).unwrap();
+    let client = plan.client().expect("a client plan");
+    assert!(!format!("{client:?}").contains("hunter2"), "{client:?}");
+    let launch = [("PV_LAUNCH_URL".to_string(), "cs://h:1".to_string())].into();
+    assert_eq!(
+        client.render(&launch).unwrap(),
+        ["echo", "cs://h:1", "node7"],
+        "plain options still reach the client"
+    );
+}
+
+#[test]
+fn secrets_never_reach_argv_or_dry_run_output() {
+    let text = "[[server]]\nname = \"a\"\nresource = \"cs://h\"\n[server.startup]\nmechanism = \"local\"\nargv = [\"run\"]\n[[server.option]]\nname = \"PW\"\ntype = \"password\"\ndefault = \"hunter2\"\n";
+    let plan = resolve_toml(text).unwrap();
     let out = plan.to_dry_run_text() + &plan.to_json().to_string() + &format!("{plan:?}");
     assert!(!out.contains("hunter2"), "{out}");
     assert!(out.contains("PW=<secret>"));
     let bad = text.replace("argv = [\"run\"]", "argv = [\"run\", \"${PW}\"]");
-    let p = pv_launch::profile::toml::load_str(Path::new("pw.toml"), &bad).unwrap();
-    let err = pv_launch::Plan::resolve(
-        &p.servers[0],
-        &pv_launch::LaunchContext::fixed(),
-        &pv_launch::NonInteractive,
-    )
-    .unwrap_err();
+    let err = resolve_toml(&bad).unwrap_err();
     assert!(
         err.to_string()
             .contains("may not be placed on a command line"),

@@ -99,3 +99,31 @@ fn every_sample_profile_matches_its_golden_dry_run() {
         .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// A batch server without the native handshake gets no token: its dry run does not claim
+/// one waits in the job's secrets file; a native one's does.
+#[test]
+fn a_batch_dry_run_promises_a_token_only_to_a_native_server() {
+    let text_of = |path: &str| -> Vec<(String, String)> {
+        let profile = Profile::load(Path::new(path)).unwrap_or_else(|e| panic!("{e}"));
+        profile
+            .servers
+            .iter()
+            .map(|s| {
+                let plan = Plan::resolve(s, &LaunchContext::fixed(), &NonInteractive)
+                    .unwrap_or_else(|e| panic!("{}: {e}", s.name));
+                (s.name.clone(), plan.to_dry_run_text())
+            })
+            .collect()
+    };
+    let promise = "the token waits in its 0600 `secrets` file";
+    for (name, text) in text_of("../examples/profiles/pvserver-slurm.toml") {
+        assert!(text.contains("handshake: paraview") || text.contains("handshake: none"));
+        assert!(!text.contains(promise), "{name}: {text}");
+        assert!(text.contains("holds no token"), "{name}: {text}");
+    }
+    for (name, text) in text_of("../examples/profiles/slurm.toml") {
+        assert!(text.contains("handshake: native"), "{name}: {text}");
+        assert!(text.contains(promise), "{name}: {text}");
+    }
+}

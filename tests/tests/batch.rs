@@ -1035,6 +1035,42 @@ async fn a_login_node_without_python3_is_refused_before_the_submission() {
     assert!(queue(&id).is_empty(), "nothing was submitted");
 }
 
+/// `reverse_via = "gateway-ports"` against an sshd with OpenSSH's default
+/// `GatewayPorts no`: sshd binds the -R port on its loopback, which no compute node
+/// reaches; the launch says so, naming both fixes, before anything is submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_ports_refused_by_the_login_nodes_sshd_fail_before_the_submission() {
+    let _serial = SERIAL.lock().await;
+    let Some(conf) = cluster() else { return };
+    let sshd = Sshd::start_with_gateway_ports("no");
+    test_user_home();
+    let id = launch_id("gwno");
+    let _sweep = Sweep(id.clone());
+    let argv = reverse_demo_argv();
+    let text = profile(
+        &argv,
+        "reverse_host = \"127.0.0.1\"\nreverse_via = \"gateway-ports\"\n",
+        &ssh_table(&sshd, &conf, ""),
+    )
+    .replace(
+        "resource = \"cs://localhost:0\"",
+        "resource = \"csrc://localhost:0\"",
+    );
+    let plan = plan_of(&text, &id);
+    let options = ssh_options();
+    let (result, _) = launch(&plan, &options).await;
+    let e = result
+        .expect_err("a loopback-only gateway port")
+        .to_string();
+    assert!(
+        e.contains("loopback only")
+            && e.contains("GatewayPorts clientspecified")
+            && e.contains("reverse_via = \"relay\""),
+        "{e}"
+    );
+    assert!(queue(&id).is_empty(), "nothing was submitted");
+}
+
 fn which(tool: &str) -> String {
     let out = std::process::Command::new("sh")
         .args(["-c", "command -v \"$1\"", "sh", tool])
@@ -1304,6 +1340,95 @@ async fn pvpython_drives_a_pvserver_in_a_job_submitted_over_ssh_forward() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pvpython_drives_a_pvserver_in_a_job_submitted_over_ssh_reverse() {
     pvserver_in_a_job(true, Some("")).await;
+}
+
+/// A reverse server without a ready line (`handshake = "none"`) is ready once its job runs
+/// and then `delay` has passed, as with a local start: a server that stays is handed over
+/// no sooner (the client, listening first, gets its bytes); one whose job ends within the
+/// delay fails the launch and is never handed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverse_server_without_a_ready_line_waits_its_delay_once_the_job_runs() {
+    let _serial = SERIAL.lock().await;
+    let Some(_conf) = cluster() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // Listens, takes one connection, prints what came until it closed.
+    let client = dir.path().join("client.py");
+    std::fs::write(
+        &client,
+        "import socket, sys\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', int(sys.argv[1])))\n\
+         s.listen(1)\n\
+         c, _ = s.accept()\n\
+         got = b''\n\
+         while True:\n\
+         \x20   d = c.recv(100)\n\
+         \x20   if not d:\n\
+         \x20       break\n\
+         \x20   got += d\n\
+         print('client got', got.decode().strip(), file=sys.stderr)\n",
+    )
+    .unwrap();
+    for works in [true, false] {
+        let id = launch_id(if works { "dly" } else { "dlyx" });
+        let _sweep = Sweep(id.clone());
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        // The server dials the client and stays 15 s (well past the delay); the failing
+        // one exits 2 s after its start, within the delay.
+        let (script, delay) = if works {
+            (
+                format!("(echo hi; sleep 15) | socat - TCP:127.0.0.1:{port}"),
+                3,
+            )
+        } else {
+            ("sleep 2; exit 3".to_string(), 10)
+        };
+        let text = format!(
+            "client = [\"python3\", {client:?}, \"{port}\"]\n\
+             [[server]]\nname = \"batch\"\nresource = \"csrc://localhost:{port}\"\n\
+             handshake = \"none\"\nconnect_timeout = 10\n\
+             [server.startup]\nmechanism = \"batch\"\n\
+             argv = [\"/bin/sh\", \"-c\", {script:?}]\n\
+             process_start_timeout = 30\ndelay = {delay}\n\
+             [server.startup.batch]\nntasks = 1\ntime = \"5\"\nin_job = \"direct\"\n",
+            client = client.display().to_string(),
+        );
+        let path = dir.path().join(format!("{id}.toml"));
+        std::fs::write(&path, &text).unwrap();
+        let (code, seen) = run_cli(&path).await;
+        if works {
+            assert_eq!(code, Some(0), "{text}\n{}", seen.context());
+            let at = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+                seen.events
+                    .iter()
+                    .find(|(_, e)| pred(e))
+                    .map(|(t, _)| *t)
+                    .unwrap_or_else(|| panic!("{}", seen.context()))
+            };
+            let running = at(&|e| e["event"] == "job" && e["state"] == "RUNNING");
+            let handoff = at(&|e| e["event"] == "handoff");
+            assert!(
+                handoff - running >= Duration::from_secs(delay),
+                "handed over {:?} after RUNNING, before the delay: {}",
+                handoff - running,
+                seen.context()
+            );
+            assert!(
+                seen.stderr.iter().any(|(_, l)| l.contains("client got hi")),
+                "{}",
+                seen.context()
+            );
+        } else {
+            assert_eq!(code, Some(1), "{}", seen.context());
+            assert!(seen.event("failed").is_some(), "{}", seen.context());
+            assert!(seen.event("handoff").is_none(), "{}", seen.context());
+        }
+        assert_no_job_left(&id);
+    }
 }
 
 /// A server without a ready line and a written `ready_pattern` (`handshake = "none"`): a

@@ -41,9 +41,13 @@ impl Resolver<'_> {
         self.vars.get(name).map(|v| v.expose().to_string())
     }
 
+    /// The variables that are not secret, as plain text for substitution. Secrets stay out:
+    /// every place this feeds refuses them (command lines, the client's argv), and a plain
+    /// copy would outlive the wiped original (the client plan keeps its map).
     fn plain_map(&self) -> BTreeMap<String, String> {
         self.vars
             .iter()
+            .filter(|(_, v)| !v.is_secret())
             .map(|(k, v)| (k.clone(), v.expose().to_string()))
             .collect()
     }
@@ -76,6 +80,13 @@ impl Resolver<'_> {
         match &t.value {
             Text::Template(tpl) => self.template(&Located::new(tpl.clone(), t.at.clone())),
             Text::ParaView(s) => {
+                if let Some(name) = self.secrets.iter().find(|n| s.contains(&format!("${n}$"))) {
+                    return Err(Self::secret_error(
+                        &t.at,
+                        name,
+                        "it would reach a command line (ssh's)",
+                    ));
+                }
                 let vars = self.plain_map();
                 crate::template::paraview_line::substitute(
                     s,

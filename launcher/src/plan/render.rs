@@ -283,7 +283,13 @@ fn russh_summary(t: &SshTarget, s: &RusshSettings) -> String {
 
 /// The batch part of a dry run: the job, its script and `sbatch` argv exactly as they are
 /// submitted, and where the scheduler's commands run.
-fn batch_text(w: &mut String, b: &BatchStart, place: &Place, direction: Option<Direction>) {
+fn batch_text(
+    w: &mut String,
+    b: &BatchStart,
+    place: &Place,
+    direction: Option<Direction>,
+    native: bool,
+) {
     let rendered = match b.dry_run_plan() {
         Ok(r) => r,
         Err(e) => {
@@ -316,7 +322,12 @@ fn batch_text(w: &mut String, b: &BatchStart, place: &Place, direction: Option<D
     let _ = writeln!(w, "  job directory: {}{home_note}", rendered.files.dir);
     let _ = writeln!(
         w,
-        "    made 0700 before submitting; the token waits in its 0600 `secrets` file (written through stdin), which the job reads once and deletes"
+        "    made 0700 before submitting; {}",
+        if native {
+            "the token waits in its 0600 `secrets` file (written through stdin), which the job reads once and deletes"
+        } else {
+            "its 0600 `secrets` file holds no token (the server has no native handshake), only an empty line that lets the job start once: the job reads and deletes it"
+        }
     );
     let _ = writeln!(w, "  server argv in the job:");
     for (i, a) in b.server_argv.iter().enumerate() {
@@ -465,7 +476,13 @@ impl Plan {
             Launch::Process(p) => {
                 let _ = writeln!(w, "start: {} process", p.mechanism());
                 if let How::Batch(b) = &p.how {
-                    batch_text(w, b, &p.place, self.connection.resource.direction());
+                    batch_text(
+                        w,
+                        b,
+                        &p.place,
+                        self.connection.resource.direction(),
+                        matches!(self.connection.handshake, ResolvedHandshake::Native),
+                    );
                     let timeout = self
                         .timeouts
                         .process_start
@@ -488,7 +505,14 @@ impl Plan {
                         ),
                         (None, false) => writeln!(
                             w,
-                            "  ready (no ready line; pv-launch never connects to the server): once the job runs (the client listens first; the server dials it)"
+                            "  ready (no ready line; pv-launch never connects to the server): once the job runs{} (the client listens first; the server dials it)",
+                            match &p.delay {
+                                Delay::Wait(d) => format!(
+                                    " and then {} more (delay; the job ending meanwhile is a failure)",
+                                    seconds(d)
+                                ),
+                                _ => String::new(),
+                            }
                         ),
                     };
                 } else {

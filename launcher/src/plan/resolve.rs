@@ -85,7 +85,8 @@ impl Plan {
                 .filter(|_| option.save && !option.readonly && !option.kind.is_secret())
                 .and_then(|v| option.kind.validate(v).ok());
             let value = answer(option, given, saved, prompter, &mut rng)?;
-            let text = value.expose().to_string();
+            // A wiped copy: the value may be a secret.
+            let text = Zeroizing::new(value.expose().to_string());
             resolved.vars.set(&option.name, value, Origin::Option);
             resolved.side_effects(&option.name, &text, &option.at)?;
         }

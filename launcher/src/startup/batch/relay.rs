@@ -20,7 +20,9 @@
 //! - **gateway-ports**: the `-R` port itself is bound on all the login node's interfaces
 //!   (`-R 0.0.0.0:0:…`), which works only where the login node's sshd has
 //!   `GatewayPorts clientspecified` (or `yes`); with OpenSSH's default `no` it binds loopback
-//!   and the job's dial is refused.
+//!   and the job's dial is refused. So pv-launch reads on the login node how sshd bound the
+//!   port ([`LISTENER_PROBE`]: `/proc/net/tcp`, `tcp6`) and, bound on no wildcard address,
+//!   fails before submitting, naming both fixes.
 //!
 //! # Threat model
 //!
@@ -115,6 +117,27 @@ pub fn relay_argv(bind: &str, loopback_port: u16) -> Vec<String> {
 /// without `python3`, else prints `uname -n`.
 pub const RELAY_PROBE: &str = "command -v python3 >/dev/null 2>&1 || exit 127; uname -n";
 
+/// What the login node runs to learn where its listening TCP sockets on port `$1` are bound:
+/// their local addresses from `/proc/net/tcp` and `/proc/net/tcp6`, one a line, in the
+/// kernel's hex; nothing where `/proc/net` is not (then nobody can tell).
+pub const LISTENER_PROBE: &str = "p=$(printf '%04X' \"$1\"); \
+     for f in /proc/net/tcp /proc/net/tcp6; do [ -r \"$f\" ] && \
+     awk -v p=\"$p\" '$4 == \"0A\" { split($2, a, \":\"); if (a[2] == p) print a[1] }' \"$f\"; \
+     done; exit 0";
+
+/// Whether [`LISTENER_PROBE`]'s output shows the port listening, but on no wildcard
+/// address (`0.0.0.0`, `::`): sshd bound a `-R 0.0.0.0:…` port where compute nodes cannot
+/// reach it, which is what its default `GatewayPorts no` does (it binds loopback).
+pub fn not_on_all_interfaces(listing: &str) -> bool {
+    let mut addresses = listing.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut any = false;
+    let wildcard = addresses.any(|a| {
+        any = true;
+        a.bytes().all(|b| b == b'0')
+    });
+    any && !wildcard
+}
+
 /// What `--dry-run` says about the way back.
 pub fn describe(via: ReverseVia, host: Option<&str>) -> String {
     let dial = host.map_or_else(
@@ -193,6 +216,35 @@ mod tests {
         }
         relay.kill().unwrap();
         relay.wait().unwrap();
+    }
+
+    /// The probe runs under the local sh against this host's /proc/net: a listener on
+    /// loopback only is told from one on all interfaces.
+    #[test]
+    fn the_listener_probe_tells_loopback_from_all_interfaces() {
+        let probe = |port: u16| {
+            let out = Command::new("sh")
+                .args(["-c", LISTENER_PROBE, "sh", &port.to_string()])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let lo = TcpListener::bind("127.0.0.1:0").unwrap();
+        let lo_out = probe(lo.local_addr().unwrap().port());
+        assert_eq!(lo_out.lines().count(), 1, "{lo_out}");
+        assert!(not_on_all_interfaces(&lo_out), "{lo_out}");
+        let all = TcpListener::bind("0.0.0.0:0").unwrap();
+        let all_out = probe(all.local_addr().unwrap().port());
+        assert!(!not_on_all_interfaces(&all_out), "{all_out}");
+        // No listener there (or no /proc/net): nobody can tell, so no complaint.
+        assert!(!not_on_all_interfaces(""));
+        assert!(not_on_all_interfaces(
+            "0100007F\n00000000000000000000000001000000\n"
+        ));
+        assert!(!not_on_all_interfaces(
+            "0100007F\n00000000000000000000000000000000\n"
+        ));
     }
 
     #[test]

@@ -274,9 +274,9 @@ pub fn job_script(
         "# pv-launch batch job for launch {id}. Written by pv-launch; it holds no secret.\n"
     ));
     s.push_str(
-        "# The one-time token waits in a 0600 file in the 0700 directory below; this script\n\
-         # opens it, deletes it, and hands it to the server on stdin. The server's stdout (its\n\
-         # ready line) goes to a 0600 file beside it.\n",
+        "# The one-time token (an empty line for a server without one) waits in a 0600 file in\n\
+         # the 0700 directory below; this script opens it, deletes it, and hands it to the\n\
+         # server on stdin. The server's stdout (its ready line) goes to a 0600 file beside it.\n",
     );
     s.push_str("set -u\numask 077\n");
     s.push_str(&format!("job_dir={}\n", sh_quote(&files.dir)));

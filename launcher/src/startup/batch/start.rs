@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use pv_transport::launch::{LAUNCH_CHANNEL_VERSION, READY_PREFIX, ReadyLine, Secrets};
 
+use super::relay::{LISTENER_PROBE, not_on_all_interfaces};
 use super::{
     BatchError, BatchPlan, CommandOutput, DEFAULT_COMMAND_TIMEOUT, JobState, JobStatus,
     LocalRunner, RELAY_PROBE, ReverseVia, RunError, Runner, Slurm, Submitted, TrackEvent,
@@ -35,6 +36,7 @@ use super::{
 };
 use crate::events::{Event, EventSender, Stage};
 use crate::plan::{BatchStart, JobsDir, Place, ProcessPlan, ReadyPattern, ReverseBatch, Tunnel};
+use crate::profile::Delay;
 use crate::startup::ssh::{RemoteHelper, SshError, SshHost, remote_command, require_backend};
 use crate::startup::watcher::{Watcher, WatcherGroup};
 use crate::startup::{StartError, StartOptions, channel};
@@ -518,7 +520,7 @@ pub async fn start(
     let expect = match (secrets, &process.ready_pattern) {
         (Some(_), _) => Readiness::Line,
         (None, Some(p)) => Readiness::Pattern(p),
-        (None, None) => Readiness::Running,
+        (None, None) => Readiness::Running(&process.delay),
     };
     let begun = Instant::now();
     let (runner, tunnel) = match place {
@@ -675,6 +677,9 @@ async fn way_back(
         }
     };
     let tunnel_port = host.forward_remote(0, local, public).await?;
+    if public {
+        check_gateway_port(runner, tunnel_port).await?;
+    }
     if !relay {
         return Ok(WayBack {
             host: dial,
@@ -692,6 +697,24 @@ async fn way_back(
         port: ready.port,
         relay: Some(helper),
     })
+}
+
+/// Fail, before anything is submitted, when the login node's sshd bound the public `-R`
+/// port on no wildcard address (its `GatewayPorts` is `no`, OpenSSH's default): the job's
+/// dial would be refused. Where the login node cannot tell (no `/proc/net`), go on.
+async fn check_gateway_port(runner: &SshRunner, port: u16) -> Result<(), StartError> {
+    let argv = ["sh", "-c", LISTENER_PROBE, "sh", &port.to_string()].map(String::from);
+    let out = runner.run(&argv, None).await.map_err(BatchError::from)?;
+    if !not_on_all_interfaces(&out.stdout_text()) {
+        return Ok(());
+    }
+    Err(StartError::Ssh(SshError::Invalid(format!(
+        "reverse_via = \"gateway-ports\": the sshd of the login node {} bound the -R \
+         tunnel's port {port} to its loopback only, where compute nodes cannot reach it \
+         (its GatewayPorts is `no`, OpenSSH's default): set `GatewayPorts clientspecified` \
+         in that sshd's sshd_config, or use reverse_via = \"relay\" (the default)",
+        runner.host().display_name()
+    ))))
 }
 
 /// `$HOME` on the login node.
@@ -714,8 +737,10 @@ enum Readiness<'a> {
     Line,
     /// A line of its output matching the pattern (pvserver, forward).
     Pattern(&'a ReadyPattern),
-    /// The job running (a server that dials a client already listening).
-    Running,
+    /// The job running (a server that dials a client already listening), and then the
+    /// profile's `delay` as a local start waits it (the job ending meanwhile is a failure;
+    /// `delay = -1`, waiting for an exit, does not apply to a job).
+    Running(&'a Delay),
 }
 
 /// Follow the job until the server is ready (see [`Readiness`]; its ready line, when it
@@ -740,9 +765,35 @@ async fn await_ready(
         _ => "the server's ready line once the job runs",
     };
     let mut running_since: Option<tokio::time::Instant> = None;
+    // The end of the delay a reverse server without a ready line waits after RUNNING.
+    let mut delay_until: Option<tokio::time::Instant> = None;
     let mut last: Option<JobStatus> = None;
     let id = live.job.job_id.to_string();
     let result = loop {
+        if let Some(at) = delay_until {
+            match tokio::time::timeout_at(at, tracker.next_event()).await {
+                Err(_) => break Ok(None),
+                Ok(Ok(Some(TrackEvent::Ended {
+                    status,
+                    output_tail,
+                }))) => {
+                    let _ = events.send(job_event(&status));
+                    break Err(ended_error(status, output_tail));
+                }
+                Ok(Ok(Some(TrackEvent::Changed(st)))) => {
+                    let _ = events.send(job_event(&st));
+                    last = Some(st);
+                    continue;
+                }
+                Ok(Ok(Some(_))) => continue,
+                Ok(Err(e)) => break Err(StartError::Batch(e)),
+                Ok(Ok(None)) => {
+                    break Err(StartError::Batch(BatchError::Controller(
+                        "the job's tracking ended without a final state".into(),
+                    )));
+                }
+            }
+        }
         let deadline = match running_since {
             Some(t) => Some((t + ready_timeout, what, ready_timeout)),
             None => queue_timeout.map(|q| {
@@ -799,8 +850,15 @@ async fn await_ready(
                 last = Some(st);
                 if started {
                     running_since = Some(tokio::time::Instant::now());
-                    if let Readiness::Running = expect {
-                        break Ok(None);
+                    if let Readiness::Running(delay) = expect {
+                        match delay {
+                            Delay::Wait(d) => {
+                                stage(events, Stage::Delay, begun);
+                                delay_until = Some(tokio::time::Instant::now() + *d);
+                                continue;
+                            }
+                            Delay::None | Delay::UntilExit => break Ok(None),
+                        }
                     }
                     let waiting = match expect {
                         Readiness::Pattern(_) => Stage::WaitPattern,

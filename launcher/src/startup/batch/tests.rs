@@ -240,9 +240,9 @@ fn sbatch_argv_golden() {
 
 const GOLDEN_SCRIPT: &str = r#"#!/bin/bash
 # pv-launch batch job for launch a1b2c3. Written by pv-launch; it holds no secret.
-# The one-time token waits in a 0600 file in the 0700 directory below; this script
-# opens it, deletes it, and hands it to the server on stdin. The server's stdout (its
-# ready line) goes to a 0600 file beside it.
+# The one-time token (an empty line for a server without one) waits in a 0600 file in
+# the 0700 directory below; this script opens it, deletes it, and hands it to the
+# server on stdin. The server's stdout (its ready line) goes to a 0600 file beside it.
 set -u
 umask 077
 job_dir='/home/u s/.pv-launch/jobs/a1b2c3'
