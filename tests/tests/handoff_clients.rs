@@ -135,6 +135,12 @@ impl Ended {
         self.events.iter().find(|e| e["event"] == name)
     }
 
+    /// The `failed` event's message (the run must have one).
+    fn failed_message(&self) -> String {
+        let failed = self.event("failed").expect("a failed event");
+        failed["message"].as_str().unwrap().to_string()
+    }
+
     fn context(&self) -> String {
         format!(
             "code {:?} signal {:?} after {:?}\nevents:\n{}\nstderr:\n{}",
@@ -791,10 +797,7 @@ fn a_client_that_never_connects_to_a_relayed_server_fails_within_the_connect_tim
         dir.path(),
     );
     assert_eq!(end.code, Some(1), "{}", end.context());
-    let failed = end.event("failed").expect("a failed event")["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let failed = end.failed_message();
     assert!(
         failed.contains("no client connected"),
         "{failed}\n{}",
@@ -838,10 +841,7 @@ fn a_client_that_never_listens_for_a_reverse_server_is_a_clear_error() {
         dir.path(),
     );
     assert_eq!(end.code, Some(1), "{}", end.context());
-    let failed = end.event("failed").expect("a failed event")["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let failed = end.failed_message();
     assert!(
         failed.contains("the client did not listen") && failed.contains(&port.to_string()),
         "{failed}"

@@ -611,13 +611,7 @@ mod tests {
              [server.startup]\nmechanism = \"ssh\"\nargv = [\"pvserver\"]\n\
              [server.startup.ssh]\n{ssh_extra}"
         );
-        let profile = load_str(Path::new("p.toml"), &text).unwrap();
-        Plan::resolve(
-            &profile.servers[0],
-            &LaunchContext::fixed(),
-            &crate::prompt::NonInteractive,
-        )
-        .unwrap()
+        plan_of(&text).unwrap()
     }
 
     #[test]
@@ -749,13 +743,7 @@ mod tests {
              argv = [\"pvserver\", \"--client-host=${{PV_CLIENT_HOST}}\", \"--server-port=${{PV_SERVER_PORT}}\"]\n\
              [server.startup.ssh]\nhost = \"login1\"\n[server.startup.batch]\n{table}"
         );
-        let profile = load_str(Path::new("p.toml"), &text).unwrap();
-        Plan::resolve(
-            &profile.servers[0],
-            &LaunchContext::fixed(),
-            &crate::prompt::NonInteractive,
-        )
-        .unwrap()
+        plan_of(&text).unwrap()
     }
 
     #[test]
